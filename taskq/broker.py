@@ -1,0 +1,89 @@
+"""The handle every taskq process holds: settings, a Redis client, the scripts."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import redis
+from redis import Redis
+from rq.job import Job
+from rq.utils import utcformat
+
+from . import errors
+from .scripts import Scripts
+from .settings import Settings
+
+T = TypeVar("T")
+
+
+def connect(url: str, *, decode_responses: bool = True) -> Redis:
+    """A client for REDIS_URL that retries a dropped connection once and checks idle
+    connections, so processes ride out a Redis restart."""
+    return Redis.from_url(
+        url,
+        decode_responses=decode_responses,
+        health_check_interval=30,
+        socket_keepalive=True,
+        socket_connect_timeout=5,
+    )
+
+
+@functools.cache
+def rq_job_data() -> bytes:
+    """The pickled call stored in every run's RQ job: the job id names the run."""
+    job = Job.create("taskq.execution.execute", connection=Redis(), id="template")
+    return job.to_dict()["data"]
+
+
+def rq_now() -> str:
+    from datetime import datetime, timezone
+
+    return utcformat(datetime.now(timezone.utc))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Broker:
+    def __init__(self, settings: Settings, client: Redis | None = None) -> None:
+        self.settings = settings
+        self.redis = client if client is not None else connect(settings.redis_url)
+        self.scripts = Scripts(self.redis)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Broker:
+        return cls(Settings.from_env(**overrides))
+
+    def rq_connection(self) -> Redis:
+        """RQ wants bytes back, so it gets a client of its own."""
+        return connect(self.settings.redis_url, decode_responses=False)
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Turns Redis being unreachable into BrokerUnavailable at the boundary."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+        raise errors.BrokerUnavailable("Redis is unreachable; try again shortly") from exc
+    except redis.ResponseError as exc:
+        if "LOADING" in str(exc) or "MASTERDOWN" in str(exc):
+            raise errors.BrokerUnavailable("Redis is loading its data; try again shortly") from exc
+        raise
+
+
+def with_broker_errors(fn: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(fn)
+    def wrapper(*args: object, **kwargs: object) -> T:
+        with translated():
+            return fn(*args, **kwargs)
+
+    return wrapper

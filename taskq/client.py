@@ -1,0 +1,66 @@
+"""Runs from Python, without HTTP: `processor.put(...)` and the handle it returns."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from . import run
+from .broker import Broker
+from .catalog import Catalog
+from .models import RunInput, TaskRun, TaskRunResult, parse
+from .processor import REGISTRY
+
+
+@functools.cache
+def _default_broker() -> Broker:
+    return Broker.from_env()
+
+
+def default_tenant(broker: Broker) -> str:
+    """Python puts belong to the tenant of the first TASKQ_API_KEYS key, so the
+    runs are visible over HTTP with that key."""
+    keys = broker.settings.api_keys
+    return run.tenant_of(keys[0]) if keys else "local"
+
+
+class RunHandle:
+    def __init__(self, broker: Broker, tenant: str, run_id: str) -> None:
+        self.broker = broker
+        self.tenant = tenant
+        self.run_id = run_id
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.run_id!r})"
+
+    def status(self) -> TaskRun:
+        return run.to_task_run(run.load(self.broker, self.tenant, self.run_id))
+
+    def wait(self, timeout_s: float = 600) -> TaskRunResult:
+        """The result once the run completes; ResultNotReady after `timeout_s`, Conflict
+        (with the run's error) if it failed or was cancelled."""
+        return run.result(self.broker, self.tenant, self.run_id, timeout_s)
+
+    def result(self, timeout_s: float = 600) -> Any:
+        return self.wait(timeout_s).output.content
+
+    def cancel(self) -> TaskRun:
+        return run.to_task_run(run.cancel(self.broker, self.tenant, self.run_id))
+
+
+def put(
+    processor: str,
+    input: Any,
+    *,
+    metadata: dict[str, Any] | None = None,
+    webhook: dict[str, Any] | None = None,
+    broker: Broker | None = None,
+    tenant: str | None = None,
+) -> RunHandle:
+    broker = broker or _default_broker()
+    tenant = tenant or default_tenant(broker)
+    req = parse(RunInput, {"input": input, "processor": processor, "metadata": metadata, "webhook": webhook})
+    local = {name: proc.spec() for name, proc in REGISTRY.items()}
+    new = run.prepare(broker, Catalog(broker, local), tenant, req)
+    ids, _ = run.create(broker, [new], tenant=tenant)
+    return RunHandle(broker, tenant, ids[0])

@@ -1,0 +1,143 @@
+"""The Flask gateway: validates requests, writes runs, answers reads, streams SSE.
+
+Stateless: everything it knows is in Redis, so run as many as you like.
+
+    gunicorn 'taskq.gateway:create_app()'
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from typing import Any
+
+import redis
+from flask import Flask, Response, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from .. import errors
+from ..broker import Broker
+from ..catalog import Catalog
+from ..models import ErrorObject, ErrorResponse
+from ..run import tenant_of
+from ..settings import Settings
+
+log = logging.getLogger("taskq.gateway")
+
+PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask("taskq")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    broker = Broker(settings)
+    app.extensions["taskq"] = broker
+    app.extensions["taskq.catalog"] = Catalog(broker)
+    app.extensions["taskq.tenants"] = {tenant_of(key): key for key in settings.api_keys}
+
+    from . import health, runs
+
+    app.register_blueprint(runs.bp)
+    app.register_blueprint(health.bp)
+    for name in ("groups", "proxy", "deliveries"):
+        module = _optional(name)
+        if module is not None:
+            for bp in module.blueprints():
+                app.register_blueprint(bp)
+
+    app.before_request(_authenticate)
+    app.register_error_handler(errors.TaskqError, _taskq_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(redis.RedisError, _redis_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    return app
+
+
+def _optional(name: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+        return None
+
+
+def broker() -> Broker:
+    return current_app.extensions["taskq"]  # type: ignore[no-any-return]
+
+
+def catalog() -> Catalog:
+    return current_app.extensions["taskq.catalog"]  # type: ignore[no-any-return]
+
+
+def tenant() -> str:
+    return g.tenant  # type: ignore[no-any-return]
+
+
+def body() -> dict[str, Any]:
+    """The request's JSON object; 400 for anything else, 413 past the size limit."""
+    if request.content_length is not None and request.content_length > current_app.config["MAX_CONTENT_LENGTH"]:
+        raise RequestEntityTooLarge()
+    data = request.get_json(force=True, silent=True)
+    if not isinstance(data, dict):
+        raise errors.BadRequest("request body must be a JSON object")
+    return data
+
+
+def _authenticate() -> None:
+    if request.path in PUBLIC_PATHS:
+        return
+    key = request.headers.get("x-api-key")
+    auth = request.headers.get("Authorization", "")
+    if key is None and auth.lower().startswith("bearer "):
+        key = auth[7:].strip()
+    if not key:
+        raise errors.Unauthorized("missing API key: send x-api-key or Authorization: Bearer")
+    candidate = tenant_of(key)
+    known = current_app.extensions["taskq.tenants"].get(candidate)
+    if known is None or not hmac.compare_digest(known, key):
+        raise errors.Unauthorized("unknown API key")
+    g.tenant = candidate
+
+
+def error_response(status: int, message: str, detail: Any = None, retry_after_s: int | None = None) -> Response:
+    if detail is not None and not isinstance(detail, dict):
+        detail = {"detail": detail}
+    body = ErrorResponse(error=ErrorObject(ref_id=secrets.token_hex(8), message=message, detail=detail))
+    response = jsonify(body.model_dump(exclude_none=True))
+    response.status_code = status
+    if retry_after_s is not None:
+        response.headers["Retry-After"] = str(retry_after_s)
+    return response
+
+
+def _taskq_error(exc: errors.TaskqError) -> Response:
+    return error_response(exc.status_code, exc.message, exc.detail, exc.retry_after_s)
+
+
+def _http_error(exc: HTTPException) -> Response:
+    messages = {
+        413: f"request body too large (limit {current_app.config['MAX_CONTENT_LENGTH']} bytes)",
+        404: "no such endpoint",
+        405: f"method {request.method} not allowed here",
+    }
+    return error_response(exc.code or 500, messages.get(exc.code or 500, exc.description or exc.name))
+
+
+def _redis_error(exc: redis.RedisError) -> Response:
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | redis.BusyLoadingError):
+        return error_response(503, "Redis is unreachable; try again shortly", retry_after_s=1)
+    return _unexpected_error(exc)
+
+
+def _unexpected_error(exc: Exception) -> Response:
+    if isinstance(exc, HTTPException):
+        return _http_error(exc)
+    ref = secrets.token_hex(8)
+    log.exception("unhandled error %s on %s %s", ref, request.method, request.path)
+    return error_response(500, f"internal error (ref {ref})")

@@ -1,0 +1,155 @@
+"""Wire models: what taskq reads and writes over HTTP, named as on the wire
+(the Parallel Task API's TaskRun, TaskRunResult, TaskSpec, ...)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ValidationFailed
+
+
+class RunStatus(str, Enum):
+    queued = "queued"
+    running = "running"
+    action_required = "action_required"
+    completed = "completed"
+    failed = "failed"
+    cancelling = "cancelling"
+    cancelled = "cancelled"
+
+    @property
+    def is_active(self) -> bool:
+        return self in ACTIVE
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+
+ACTIVE = frozenset({RunStatus.queued, RunStatus.running, RunStatus.cancelling})
+TERMINAL = frozenset({RunStatus.completed, RunStatus.failed, RunStatus.cancelled})
+
+MetadataValue = str | int | float | bool
+
+
+class Wire(BaseModel):
+    """Requests ignore fields taskq does not use (the SDK sends some), answers do not."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class ErrorObject(BaseModel):
+    ref_id: str
+    message: str
+    detail: dict[str, Any] | None = None
+
+
+class ErrorResponse(BaseModel):
+    type: Literal["error"] = "error"
+    error: ErrorObject
+
+
+class JsonSchema(Wire):
+    type: Literal["json"] = "json"
+    json_schema: dict[str, Any]
+
+
+class TextSchema(Wire):
+    type: Literal["text"] = "text"
+    description: str | None = None
+
+
+class AutoSchema(Wire):
+    type: Literal["auto"] = "auto"
+
+
+Schema = JsonSchema | TextSchema | AutoSchema
+
+
+class TaskSpec(Wire):
+    input_schema: JsonSchema | TextSchema | None = None
+    output_schema: Schema | None = None
+
+    @field_validator("input_schema", "output_schema", mode="before")
+    @classmethod
+    def _bare_string_is_text(cls, value: Any) -> Any:
+        return {"type": "text", "description": value} if isinstance(value, str) else value
+
+
+class Webhook(Wire):
+    url: str = Field(max_length=2048)
+    event_types: list[str] = Field(default_factory=lambda: ["task_run.status"])
+    secret: str | None = Field(default=None, max_length=256)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def every_change(self) -> bool:
+        """`task_run.state` asks for a delivery on every status change, not only the end."""
+        return "task_run.state" in self.event_types
+
+
+class RunInput(Wire):
+    """One run's input as given to POST /v1/tasks/runs, or as one of a group's inputs."""
+
+    input: dict[str, Any] | str
+    processor: str = Field(min_length=1, max_length=200)
+    metadata: dict[str, MetadataValue] | None = None
+    task_spec: TaskSpec | None = None
+    webhook: Webhook | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_spelling(cls, data: Any) -> Any:
+        # `callback_webhook` is how the first clients spelled `webhook`.
+        if isinstance(data, dict) and "callback_webhook" in data and "webhook" not in data:
+            data = {**data, "webhook": data["callback_webhook"]}
+        return data
+
+
+class TaskRun(BaseModel):
+    run_id: str
+    interaction_id: str
+    status: RunStatus
+    is_active: bool
+    processor: str
+    metadata: dict[str, MetadataValue] | None = None
+    taskgroup_id: str | None = None
+    created_at: str
+    modified_at: str
+    error: ErrorObject | None = None
+    warnings: list[dict[str, Any]] | None = None
+    attempts: int = 0
+    max_retries: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None
+    next_attempt_at: str | None = None
+    errors: list[ErrorObject] = Field(default_factory=list)
+    outputs: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class TaskRunOutput(BaseModel):
+    type: Literal["json", "text"]
+    content: Any
+    basis: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class TaskRunResult(BaseModel):
+    run: TaskRun
+    output: TaskRunOutput
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], data: Any, where: str = "") -> M:
+    """Validates request data; a failure is a 422 naming the field and the reason."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        path = where + ".".join(str(p) for p in first["loc"])
+        problems = [{"field": where + ".".join(str(p) for p in e["loc"]), "reason": e["msg"]} for e in exc.errors()[:20]]
+        raise ValidationFailed(f"{path or 'body'}: {first['msg']}", {"errors": problems}) from None

@@ -1,0 +1,245 @@
+"""A run's life as seen from outside the worker: create, read, wait, cancel.
+
+The record is the hash `taskq:run:{id}`. Its fields (absent when empty):
+
+    id, tenant, processor, queue, timeout_s, max_retries
+    input            JSON of the input (an object, or a string for text input)
+    metadata         JSON object
+    output_schema    JSON Schema the output must meet (from task_spec)
+    webhook          JSON of the webhook; webhook_all = '1' for every status change
+    status           a RunStatus; changed only by the scripts in scripts/
+    created_ms, modified_ms, started_ms, finished_ms, next_attempt_ms   epoch ms
+    attempts         attempts started; interruptions: those a shutdown cut short
+    token            the lease holder of the current attempt
+    error, errors    the last error and every attempt's, as JSON
+    output_type, output   the result: 'json' or 'text', and its JSON
+    taskgroup_id, delivery_seq
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from . import catalog, errors, keys, webhook
+from .broker import Broker, now_ms, rq_job_data, rq_now, translated
+from .catalog import Catalog
+from .models import ErrorObject, RunInput, RunStatus, TaskRun, TaskRunOutput, TaskRunResult
+
+RUN_PREFIX = "trun_"
+
+
+def new_run_id() -> str:
+    # The creation time leads the id, so an id older than the retention whose record
+    # is gone can be told apart (410) from one that never was (404).
+    return f"{RUN_PREFIX}{now_ms():012x}{secrets.token_hex(10)}"
+
+
+def tenant_of(api_key: str) -> str:
+    """A tenant is named by a digest of its key; the key itself is never stored."""
+    return hashlib.sha256(api_key.encode()).hexdigest()[:16]
+
+
+def iso(ms: str | int | None) -> str | None:
+    if ms in (None, ""):
+        return None
+    dt = datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class NewRun:
+    """A checked request for one run, ready to be written."""
+
+    run_id: str
+    queue: str
+    timeout_s: int
+    fields: dict[str, str | int]
+
+
+def prepare(broker: Broker, procs: Catalog, tenant: str, req: RunInput, where: str = "") -> NewRun:
+    """Checks one run request against its processor and task_spec; raises
+    ValidationFailed (naming the field under `where`) and writes nothing."""
+    spec = procs.get(req.processor)
+    settings = broker.settings
+    spec_in = req.task_spec.input_schema if req.task_spec else None
+    spec_out = req.task_spec.output_schema if req.task_spec else None
+    if spec_in is not None and spec_in.type == "json":
+        catalog.check_schema(spec_in.json_schema, f"{where}task_spec.input_schema")
+        catalog.check(req.input, spec_in.json_schema, f"{where}input")
+    if spec.get("input_schema"):
+        catalog.check(req.input, spec["input_schema"], f"{where}input")
+    if spec_out is not None and spec_out.type == "json":
+        catalog.check_schema(spec_out.json_schema, f"{where}task_spec.output_schema")
+    for key, value in (req.metadata or {}).items():
+        if len(key) > 64 or (isinstance(value, str) and len(value) > 512):
+            raise errors.ValidationFailed(
+                f"{where}metadata.{key[:64]}: keys are at most 64 characters and values at most 512",
+                {"field": f"{where}metadata"},
+            )
+
+    timeout_s = min(int(spec.get("timeout_s") or settings.default_timeout_s), settings.max_timeout_s)
+    fields: dict[str, str | int] = {
+        "id": "",
+        "tenant": tenant,
+        "processor": req.processor,
+        "queue": spec.get("queue") or "default",
+        "timeout_s": timeout_s,
+        "max_retries": spec["retries"] if spec.get("retries") is not None else settings.default_retries,
+        "input": json.dumps(req.input),
+        "created_ms": now_ms(),
+    }
+    if req.metadata:
+        fields["metadata"] = json.dumps(req.metadata)
+    if spec_out is not None and spec_out.type == "json":
+        fields["output_schema"] = json.dumps(spec_out.json_schema)
+    if req.webhook is not None:
+        webhook.check_url(req.webhook.url, settings, field=f"{where}webhook.url")
+        fields["webhook"] = req.webhook.model_dump_json()
+        if req.webhook.every_change:
+            fields["webhook_all"] = "1"
+    run_id = new_run_id()
+    fields["id"] = run_id
+    return NewRun(run_id, str(fields["queue"]), timeout_s, fields)
+
+
+def create(
+    broker: Broker,
+    runs: list[NewRun],
+    *,
+    tenant: str = "",
+    idempotency_key: str | None = None,
+    group_id: str | None = None,
+) -> tuple[list[str], bool]:
+    """Writes the runs and their RQ jobs in one atomic step. Returns the run ids and
+    whether they were made now (False: the Idempotency-Key had already made one)."""
+    settings = broker.settings
+    idem = ""
+    if idempotency_key:
+        idem = keys.idempotency(tenant, hashlib.sha256(idempotency_key.encode()).hexdigest()[:32])
+    args: list[str | int | bytes] = [
+        now_ms(), rq_now(), rq_job_data(), settings.retention_s,
+        idem, settings.idempotency_ttl_s, settings.max_queue_length, group_id or "",
+    ]  # fmt: skip
+    for run in runs:
+        args += [run.run_id, run.queue, run.timeout_s, len(run.fields)]
+        for name, value in run.fields.items():
+            args += [name, value]
+    with translated():
+        reply = broker.scripts.create(args=args)
+    if reply[0] == "full":
+        raise errors.QueueFull(f"queue {reply[1]!r} is full; retry later", retry_after_s=5)
+    return list(reply[1:]), reply[0] == "created"
+
+
+def load(broker: Broker, tenant: str, run_id: str) -> dict[str, str]:
+    """The run's record; NotFound for an unknown id or another tenant's run, Gone for
+    one that has expired."""
+    with translated():
+        record = broker.redis.hgetall(keys.run(run_id)) if run_id.startswith(RUN_PREFIX) else {}
+    if not record or record.get("tenant") != tenant:
+        if not record and _expired(run_id, broker.settings.retention_s):
+            raise errors.Gone(f"run {run_id} has expired: finished runs are kept {broker.settings.retention_s} s")
+        raise errors.NotFound(f"run {run_id} not found")
+    return record
+
+
+def _expired(run_id: str, retention_s: int) -> bool:
+    try:
+        created_ms = int(run_id[len(RUN_PREFIX) : len(RUN_PREFIX) + 12], 16)
+    except ValueError:
+        return False
+    return len(run_id) == len(RUN_PREFIX) + 32 and created_ms < now_ms() - retention_s * 1000
+
+
+def to_task_run(record: dict[str, str]) -> TaskRun:
+    status = RunStatus(record["status"])
+    return TaskRun(
+        run_id=record["id"],
+        interaction_id=record["id"],
+        status=status,
+        is_active=status.is_active,
+        processor=record["processor"],
+        metadata=json.loads(record["metadata"]) if record.get("metadata") else None,
+        taskgroup_id=record.get("taskgroup_id"),
+        created_at=iso(record["created_ms"]) or "",
+        modified_at=iso(record.get("modified_ms") or record["created_ms"]) or "",
+        error=ErrorObject(**json.loads(record["error"])) if record.get("error") else None,
+        attempts=int(record.get("attempts") or 0),
+        max_retries=int(record.get("max_retries") or 0),
+        started_at=iso(record.get("started_ms")),
+        finished_at=iso(record.get("finished_ms")),
+        next_attempt_at=iso(record.get("next_attempt_ms")),
+        errors=[ErrorObject(**e) for e in json.loads(record.get("errors") or "[]")],
+    )
+
+
+def new_task_run(run: NewRun) -> TaskRun:
+    """The TaskRun of a run just created, without reading it back."""
+    return to_task_run({**{k: str(v) for k, v in run.fields.items()}, "status": RunStatus.queued.value})
+
+
+def to_result(record: dict[str, str]) -> TaskRunResult:
+    output = TaskRunOutput(type=record.get("output_type", "json"), content=json.loads(record.get("output", "null")))  # type: ignore[arg-type]
+    return TaskRunResult(run=to_task_run(record), output=output)
+
+
+def wait_for_end(broker: Broker, tenant: str, run_id: str, timeout_s: float) -> dict[str, str]:
+    """Blocks until the run has ended or `timeout_s` passes, reading the run's event
+    stream with a blocking XREAD rather than polling; returns the record either way."""
+    record = load(broker, tenant, run_id)
+    deadline = time.monotonic() + timeout_s
+    last_id = "0-0"
+    while not RunStatus(record["status"]).is_terminal:
+        remaining_ms = int((deadline - time.monotonic()) * 1000)
+        if remaining_ms <= 0:
+            break
+        with translated():
+            reply = broker.redis.xread({keys.run_events(run_id): last_id}, block=remaining_ms, count=100)
+        for _stream, entries in reply or ():
+            for entry_id, fields in entries:
+                last_id = entry_id
+                if fields.get("type") == "task_run.state" and RunStatus(fields["status"]).is_terminal:
+                    return load(broker, tenant, run_id)
+        if not reply:
+            record = load(broker, tenant, run_id)
+    return record
+
+
+def result(broker: Broker, tenant: str, run_id: str, timeout_s: float) -> TaskRunResult:
+    record = wait_for_end(broker, tenant, run_id, timeout_s)
+    status = RunStatus(record["status"])
+    if not status.is_terminal:
+        raise errors.ResultNotReady(f"run {run_id} is still {status.value} after {timeout_s:g} s", {"status": status.value})
+    if status is not RunStatus.completed:
+        error = json.loads(record["error"]) if record.get("error") else {}
+        raise errors.Conflict(
+            f"run {run_id} ended {status.value}" + (f": {error['message']}" if error.get("message") else ""),
+            {"status": status.value, "error": error or None},
+        )
+    return to_result(record)
+
+
+def cancel(broker: Broker, tenant: str, run_id: str) -> dict[str, str]:
+    """queued: cancelled at once; running: cancelling until its worker stops it."""
+    load(broker, tenant, run_id)
+    with translated():
+        reply = broker.scripts.cancel(args=[run_id, now_ms(), broker.settings.retention_s])
+    if isinstance(reply, list):
+        raise errors.Conflict(f"run {run_id} is {reply[1]} and cannot be cancelled", {"status": reply[1]})
+    return load(broker, tenant, run_id)
+
+
+def to_input(record: dict[str, str]) -> dict[str, Any]:
+    """The run as it was asked for (GET …/input), in the RunInput wire shape."""
+    shaped: dict[str, Any] = {"input": json.loads(record["input"]), "processor": record["processor"]}
+    if record.get("metadata"):
+        shaped["metadata"] = json.loads(record["metadata"])
+    if record.get("output_schema"):
+        shaped["task_spec"] = {"output_schema": {"type": "json", "json_schema": json.loads(record["output_schema"])}}
+    return shaped

@@ -1,0 +1,64 @@
+-- Shared by every script (scripts.py puts it in front of each). Times are epoch
+-- milliseconds passed in by the caller; RQ's own timestamps are its ISO strings.
+local P = 'taskq:'
+local TERMINAL = {completed = true, failed = true, cancelled = true}
+
+local function run_key(id) return P .. 'run:' .. id end
+
+-- Writes an RQ job for the run and puts it on its queue: the job id is the run id,
+-- and `data` is the one pickled call every run shares (taskq.execution.execute).
+local function push_rq_job(id, queue, timeout, rq_data, rq_now)
+  redis.call('HSET', 'rq:job:' .. id, 'data', rq_data, 'origin', queue,
+    'description', 'taskq run', 'timeout', timeout, 'result_ttl', 0, 'failure_ttl', 0,
+    'status', 'queued', 'created_at', rq_now, 'enqueued_at', rq_now)
+  redis.call('RPUSH', 'rq:queue:' .. queue, id)
+  redis.call('SADD', 'rq:queues', 'rq:queue:' .. queue)
+end
+
+-- The one step every status change goes through: the record, the run's event, the
+-- group's counters and events, and the webhook outbox change together.
+local function set_status(id, old, new, now, retention_s)
+  local key = run_key(id)
+  redis.call('HSET', key, 'status', new, 'modified_ms', now)
+  redis.call('XADD', key .. ':events', '*', 'type', 'task_run.state', 'status', new, 'ts', now)
+  local gid = redis.call('HGET', key, 'taskgroup_id')
+  if gid then
+    local gkey = P .. 'group:' .. gid
+    if old then redis.call('HINCRBY', gkey, 'c:' .. old, -1) end
+    redis.call('HINCRBY', gkey, 'c:' .. new, 1)
+    redis.call('HSET', gkey, 'modified_ms', now)
+    if TERMINAL[new] then
+      redis.call('XADD', gkey .. ':events', '*', 'type', 'task_run.state', 'run_id', id, 'status', new, 'ts', now)
+      local c = redis.call('HMGET', gkey, 'c:queued', 'c:running', 'c:cancelling')
+      local active = (tonumber(c[1]) or 0) + (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0)
+      if active == 0 then
+        redis.call('XADD', gkey .. ':events', '*', 'type', 'task_group_status', 'ts', now)
+      end
+    end
+  end
+  local hook = redis.call('HMGET', key, 'webhook', 'webhook_all')
+  if hook[1] and (TERMINAL[new] or hook[2] == '1') then
+    local seq = redis.call('HINCRBY', key, 'delivery_seq', 1)
+    local did = id .. '.' .. seq
+    redis.call('HSET', P .. 'delivery:' .. did, 'run_id', id, 'status', new, 'created_ms', now, 'attempts', 0)
+    redis.call('RPUSH', key .. ':deliveries', did)
+    redis.call('ZADD', P .. 'deliveries:due', now, did)
+  end
+  if TERMINAL[new] then
+    redis.call('HSET', key, 'finished_ms', now)
+    redis.call('ZREM', P .. 'running', id)
+    redis.call('ZREM', P .. 'delayed', id)
+    for _, k in ipairs({key, key .. ':events', key .. ':deliveries'}) do
+      redis.call('EXPIRE', k, retention_s)
+    end
+  end
+end
+
+-- Appends one attempt's error to the run's error history and makes it the run's error.
+local function record_error(id, err_json)
+  local key = run_key(id)
+  local history = redis.call('HGET', key, 'errors')
+  local list = history and cjson.decode(history) or {}
+  table.insert(list, cjson.decode(err_json))
+  redis.call('HSET', key, 'error', err_json, 'errors', cjson.encode(list))
+end

@@ -1,0 +1,15 @@
+-- cancel: queued -> cancelled at once; running -> cancelling (its worker stops it
+-- at its next heartbeat, then it ends cancelled). ARGV: run_id, now, retention_s.
+-- Returns the status after the call, or {'conflict', status} for a finished run.
+local id, now = ARGV[1], ARGV[2]
+local status = redis.call('HGET', run_key(id), 'status')
+if status == 'queued' then
+  set_status(id, status, 'cancelled', now, ARGV[3])
+  return 'cancelled'
+elseif status == 'running' then
+  set_status(id, status, 'cancelling', now, ARGV[3])
+  return 'cancelling'
+elseif status == 'cancelling' then
+  return status
+end
+return {'conflict', status or 'missing'}

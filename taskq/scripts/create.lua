@@ -1,0 +1,43 @@
+-- create: writes one or more new runs, each with its RQ job, in one atomic step.
+-- ARGV: now, rq_now, rq_data, retention_s, idem_key, idem_ttl_s, max_queue_length,
+--       group_id, then per run: run_id, queue, timeout, n, n field/value pairs.
+-- Returns {'created', ids...} | {'existing', id} | {'full', queue}
+local now, rq_now, rq_data = ARGV[1], ARGV[2], ARGV[3]
+local idem_key, idem_ttl, max_len, gid = ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
+
+if idem_key ~= '' then
+  local existing = redis.call('GET', idem_key)
+  if existing then return {'existing', existing} end
+end
+
+local runs, i = {}, 9
+while i <= #ARGV do
+  local n = tonumber(ARGV[i + 3])
+  table.insert(runs, {id = ARGV[i], queue = ARGV[i + 1], timeout = ARGV[i + 2], first = i + 4, n = n})
+  i = i + 4 + 2 * n
+end
+
+if max_len > 0 then
+  local adding = {}
+  for _, r in ipairs(runs) do adding[r.queue] = (adding[r.queue] or 0) + 1 end
+  for q, count in pairs(adding) do
+    if redis.call('LLEN', 'rq:queue:' .. q) + count > max_len then return {'full', q} end
+  end
+end
+
+local ids = {'created'}
+for _, r in ipairs(runs) do
+  local key = run_key(r.id)
+  redis.call('HSET', key, unpack(ARGV, r.first, r.first + 2 * r.n - 1))
+  if gid ~= '' then
+    redis.call('HSET', key, 'taskgroup_id', gid)
+    redis.call('RPUSH', P .. 'group:' .. gid .. ':runs', r.id)
+    redis.call('HINCRBY', P .. 'group:' .. gid, 'num_task_runs', 1)
+  end
+  set_status(r.id, nil, 'queued', now, ARGV[4])
+  push_rq_job(r.id, r.queue, r.timeout, rq_data, rq_now)
+  table.insert(ids, r.id)
+end
+
+if idem_key ~= '' then redis.call('SET', idem_key, runs[1].id, 'EX', idem_ttl) end
+return ids

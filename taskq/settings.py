@@ -1,0 +1,90 @@
+"""All of taskq's knobs in one place, read from the environment (12-factor).
+
+Every field `x` is set by the variable `TASKQ_X`, except `redis_url`, which is the
+PaaS convention `REDIS_URL`. Units are in the names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, fields
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://localhost:6379/0"
+    api_keys: tuple[str, ...] = ()
+    app: tuple[str, ...] = ("workers.app",)
+    webhook_allow_private: bool = False
+    proxy_upstreams: tuple[str, ...] = ()  # "name=https://host" items
+
+    max_body_bytes: int = 1 << 20
+    max_queue_length: int = 0  # 0 = unbounded; otherwise a full queue answers 429
+    retention_s: int = 7 * 24 * 3600
+    idempotency_ttl_s: int = 24 * 3600
+    result_timeout_s: int = 600
+
+    default_timeout_s: int = 600
+    max_timeout_s: int = 12 * 3600
+    default_retries: int = 3
+    retry_backoff_base_s: float = 1.0
+    retry_backoff_cap_s: float = 300.0
+
+    heartbeat_s: float = 5.0  # a running run renews its lease this often
+    lease_s: float = 30.0  # a run whose lease is this old is presumed lost
+    reaper_interval_s: float = 5.0  # how often workers look for lost and due runs
+    shutdown_grace_s: float = 25.0  # SIGTERM: time the current run has to finish
+    processor_cache_s: float = 1.0  # how long a gateway trusts its copy of the registry
+
+    webhook_timeout_s: float = 15.0
+    webhook_schedule_s: tuple[str, ...] = ("5", "300", "1800", "7200", "18000", "36000", "36000")
+    dispatcher_concurrency: int = 64
+    dispatcher_poll_s: float = 0.5
+
+    sse_heartbeat_s: float = 15.0
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            name = "REDIS_URL" if f.name == "redis_url" else f"TASKQ_{f.name.upper()}"
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _coerce(f, raw)
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def webhook_schedule(self) -> tuple[float, ...]:
+        return tuple(float(s) for s in self.webhook_schedule_s)
+
+    @property
+    def upstreams(self) -> dict[str, str]:
+        pairs = (item.split("=", 1) for item in self.proxy_upstreams if "=" in item)
+        return {name.strip(): url.strip().rstrip("/") for name, url in pairs}
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _coerce(f: dataclasses.Field[object], raw: str) -> object:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
+    if kind.startswith("tuple"):
+        return _csv(raw)
+    if kind == "bool":
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    return raw
+
+
+__all__ = ["Settings"]

@@ -1,0 +1,125 @@
+"""`taskq worker`: RQ workers that serve taskq runs.
+
+Two classes, as in RQ: `fork` (a work horse per run, the default: a crash or a leak
+in a processor cannot take the worker down) and `simple` (runs in the worker's own
+process: faster, for trusted code). Beside RQ's loop, each worker
+
+- advertises the processors it serves, so the gateway can check requests;
+- runs a maintenance thread that puts retries whose backoff is over back on their
+  queue and reaps runs whose lease ran out (a worker killed with SIGKILL, a lost
+  machine), every `reaper_interval_s` rather than in RQ's 10-minute maintenance;
+- on SIGTERM, stops taking runs and gives the current one `shutdown_grace_s` to
+  finish before putting it back on the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+import rq
+from rq.worker import WorkerStatus
+
+from . import execution
+from .broker import Broker, now_ms, rq_job_data, rq_now
+from .processor import Processor, advertise, load_apps
+
+log = logging.getLogger("taskq.worker")
+
+BATCH = 500
+
+
+class Maintenance(threading.Thread):
+    """Promotes due retries and reaps lost runs, until stopped."""
+
+    def __init__(self, broker: Broker) -> None:
+        super().__init__(name="taskq-maintenance", daemon=True)
+        self.broker = broker
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.broker.settings.reaper_interval_s):
+            try:
+                self.tick()
+            except Exception:  # Redis away for a moment: try again next round
+                log.warning("maintenance round failed", exc_info=True)
+
+    def tick(self) -> None:
+        scripts, settings = self.broker.scripts, self.broker.settings
+        reaped = scripts.reap(args=[now_ms(), BATCH, settings.retention_s])
+        if reaped:
+            log.warning("reaped %d run(s) whose worker was lost: %s", len(reaped), ", ".join(reaped[:10]))
+        scripts.promote(args=[now_ms(), rq_now(), rq_job_data(), BATCH])
+
+
+class TaskqWorkerMixin:
+    """What taskq adds to an RQ worker class; `broker` and `processors` are set by
+    `build()`."""
+
+    broker: Broker
+    processors: dict[str, Processor]
+    _maintenance: Maintenance | None = None
+
+    def register_birth(self) -> None:
+        super().register_birth()  # type: ignore[misc]
+        execution.configure(self.broker)
+        settings = self.broker.settings
+        advertise(
+            self.broker.redis,
+            self.processors.values(),
+            {"retries": settings.default_retries, "timeout_s": settings.default_timeout_s},
+        )
+        self._maintenance = Maintenance(self.broker)
+        self._maintenance.start()
+
+    def register_death(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.stopped.set()
+        super().register_death()  # type: ignore[misc]
+
+
+class ForkWorker(TaskqWorkerMixin, rq.Worker):
+    def setup_work_horse_signals(self) -> None:
+        # The horse leaves SIGINT/SIGTERM to its parent, which passes a shutdown on
+        # as SIGRTMIN; the run then gets its grace period (see execution.Lease).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGRTMIN, _shutdown_signal)
+
+    def handle_warm_shutdown_request(self) -> None:
+        if self.horse_pid and self.get_state() == WorkerStatus.BUSY:
+            self.kill_horse(sig=signal.SIGRTMIN)
+
+
+class SimpleWorker(TaskqWorkerMixin, rq.SimpleWorker):
+    def handle_warm_shutdown_request(self) -> None:
+        execution.request_shutdown()
+
+
+WORKER_CLASSES: dict[str, type[TaskqWorkerMixin]] = {"fork": ForkWorker, "simple": SimpleWorker}
+
+
+def _shutdown_signal(signum: int, frame: FrameType | None) -> None:
+    execution.request_shutdown()
+
+
+def build(
+    broker: Broker,
+    *,
+    worker_class: str = "fork",
+    queues: list[str] | None = None,
+    name: str | None = None,
+) -> rq.worker.BaseWorker:
+    """A worker serving the processors of TASKQ_APP (and the built-in ones)."""
+    processors = load_apps(broker.settings.app)
+    queue_names = queues or sorted({p.queue for p in processors.values()})
+    cls = WORKER_CLASSES[worker_class]
+    connection = broker.rq_connection()
+    worker = cls(  # type: ignore[call-arg]
+        [rq.Queue(q, connection=connection) for q in queue_names], connection=connection, name=name
+    )
+    worker.broker = broker  # type: ignore[attr-defined]
+    worker.processors = processors  # type: ignore[attr-defined]
+    return worker  # type: ignore[return-value]

@@ -1,0 +1,265 @@
+"""Real parts only: a redis-server from the project's redis.conf on a free port,
+real worker processes, real HTTP servers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+
+from taskq.broker import Broker
+from taskq.gateway import create_app
+from taskq.processor import advertise, load_apps
+from taskq.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "key-a"
+OTHER_KEY = "key-b"
+HEADERS = {"x-api-key": API_KEY}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float = 10, interval_s: float = 0.02) -> object:
+    """Polls `predicate` until it is truthy; fails the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout_s} s")
+        time.sleep(interval_s)
+
+
+class RedisServer:
+    """redis-server from the project's redis.conf, on a free port, in its own dir."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed: run .ci/bootstrap (it installs it with apt-get)")
+        self.proc = subprocess.Popen(
+            [binary, str(ROOT / "redis.conf"), "--port", str(self.port), "--dir", str(self.workdir), "--daemonize", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis_lib.Redis(port=self.port)
+        wait_until(lambda: _pings(client), timeout_s=10)
+        client.close()
+
+    def stop(self, how: str = "shutdown") -> None:
+        """`shutdown`: Redis's own SHUTDOWN (AOF flushed); `kill`: SIGKILL."""
+        if self.proc is None:
+            return
+        if how == "kill":
+            self.proc.kill()
+        else:
+            try:
+                redis_lib.Redis(port=self.port).shutdown()
+            except redis_lib.ConnectionError:
+                pass
+        self.proc.wait(10)
+        self.proc = None
+
+
+def _pings(client: redis_lib.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis_lib.ConnectionError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def fast_settings(redis_url: str, **overrides: object) -> Settings:
+    """Fast intervals, so failure tests take seconds, not minutes."""
+    values: dict[str, object] = dict(
+        redis_url=redis_url,
+        api_keys=(API_KEY, OTHER_KEY),
+        app=("workers.app",),
+        webhook_allow_private=True,
+        heartbeat_s=0.2,
+        lease_s=1.0,
+        reaper_interval_s=0.2,
+        retry_backoff_base_s=0.05,
+        retry_backoff_cap_s=0.2,
+        shutdown_grace_s=2.0,
+        processor_cache_s=0.2,
+        webhook_timeout_s=2.0,
+        webhook_schedule_s=("0.2", "0.4", "0.8"),
+        dispatcher_poll_s=0.05,
+        sse_heartbeat_s=1.0,
+    )
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a subprocess these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_") and k != "REDIS_URL"}
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        name = "REDIS_URL" if f.name == "redis_url" else f"TASKQ_{f.name.upper()}"
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        elif isinstance(value, bool):
+            value = "1" if value else "0"
+        env[name] = str(value)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+@pytest.fixture
+def settings(redis_server: RedisServer) -> Settings:
+    return fast_settings(redis_server.url)
+
+
+@pytest.fixture
+def broker(settings: Settings) -> Iterator[Broker]:
+    """A clean database, with the example app's processors advertised as a worker would."""
+    b = Broker(settings)
+    b.redis.flushdb()
+    advertise(b.redis, load_apps(settings.app).values(), {"retries": 3, "timeout_s": settings.default_timeout_s})
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def client(broker: Broker):  # type: ignore[no-untyped-def]
+    return create_app(broker.settings).test_client()
+
+
+class Process:
+    """A real taskq process (worker, dispatcher, gunicorn) started for a test."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(args, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL the process and everything it started (a worker's work horse)."""
+        for pid in _descendants(self.proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def wait(self, timeout_s: float = 30) -> int:
+        return self.proc.wait(timeout_s)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+
+def _descendants(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    children = [int(p) for p in out.split()]
+    return [d for c in children for d in _descendants(c)] + children
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """spawn("worker", "--worker-class", "simple", settings=s) starts `taskq worker ...`."""
+    started: list[Process] = []
+
+    def start(*args: str, settings: Settings, command: list[str] | None = None) -> Process:
+        argv = command or [sys.executable, "-m", "taskq.cli", *args]
+        proc = Process(argv, settings_env(settings), tmp_path / f"proc-{len(started)}.log")
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def worker(spawn: Callable[..., Process], broker: Broker) -> Callable[..., Process]:
+    """Starts a real worker process and waits until it has registered with RQ."""
+
+    def start(worker_class: str = "fork", settings: Settings | None = None, name: str | None = None) -> Process:
+        before = len(broker.redis.smembers("rq:workers"))
+        args = ["worker", "--worker-class", worker_class, "--log-level", "debug"]
+        if name:
+            args += ["--name", name]
+        proc = spawn(*args, settings=settings or broker.settings)
+        wait_until(lambda: len(broker.redis.smembers("rq:workers")) > before or proc.proc.poll() is not None)
+        assert proc.proc.poll() is None, proc.output()
+        return proc
+
+    return start
+
+
+@pytest.fixture
+def gunicorn(spawn: Callable[..., Process], broker: Broker) -> Callable[..., str]:
+    """Starts the gateway under a real gunicorn; returns its base URL."""
+
+    def start(settings: Settings | None = None) -> str:
+        port = free_port()
+        command = [
+            sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "2", "--threads", "16",
+            "--bind", f"127.0.0.1:{port}", "taskq.gateway:create_app()",
+        ]  # fmt: skip
+        proc = spawn(settings=settings or broker.settings, command=command)
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _http_ok(url + "/healthz") or proc.proc.poll() is not None, timeout_s=20)
+        assert proc.proc.poll() is None, proc.output()
+        return url
+
+    return start
+
+
+def _http_ok(url: str) -> bool:
+    import requests
+
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
