@@ -59,6 +59,13 @@ def sleep(inp: dict) -> dict:
     return {"slept": seconds}
 
 
+@task(retries=0)
+def hold(inp: dict) -> dict:
+    """Sleeps `seconds` and is never retried: for a worker lost on a last attempt."""
+    time.sleep(float(inp.get("seconds", 1)))
+    return {"held": True}
+
+
 class Flaky(Exception):
     pass
 

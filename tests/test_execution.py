@@ -1,0 +1,144 @@
+"""Runs executed by real worker processes: results, errors, retries, timeouts."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskq import keys
+from taskq.client import RunHandle, default_tenant
+from taskq.errors import Conflict
+from tests.conftest import HEADERS
+
+
+def submit(client, processor, input, **extra):  # type: ignore[no-untyped-def]
+    r = client.post("/v1/tasks/runs", json={"input": input, "processor": processor, **extra}, headers=HEADERS)
+    assert r.status_code == 202, r.json
+    return r.json["run_id"]
+
+
+def result(client, run_id, timeout=20):  # type: ignore[no-untyped-def]
+    return client.get(f"/v1/tasks/runs/{run_id}/result?timeout={timeout}", headers=HEADERS)
+
+
+@pytest.mark.parametrize("worker_class", ["fork", "simple"])
+def test_json_and_text_runs_round_trip(client, worker, worker_class):
+    worker(worker_class)
+    json_run = submit(client, "research", {"name": "Acme"}, metadata={"source": "test"})
+    text_run = submit(client, "shout", "hello")
+
+    got = result(client, json_run)
+    assert got.status_code == 200
+    assert got.json["output"] == {"type": "json", "content": {"name": "Acme", "summary": "Acme makes things.", "founded": None}, "basis": []}
+    run = got.json["run"]
+    assert run["status"] == "completed" and run["is_active"] is False and run["attempts"] == 1
+    assert run["metadata"] == {"source": "test"}
+    assert run["created_at"] <= run["started_at"] <= run["finished_at"] == run["modified_at"]
+    assert run["error"] is None
+
+    got = result(client, text_run)
+    assert got.json["output"]["type"] == "text" and got.json["output"]["content"] == "HELLO"
+
+
+def test_put_from_python_makes_the_same_run_as_http(broker, client, worker):
+    from workers.app import echo
+
+    worker("simple")
+    handle = echo.put({"x": 1}, metadata={"via": "python"}, broker=broker)
+    assert handle.result(timeout_s=20) == {"x": 1}
+    over_http = client.get(f"/v1/tasks/runs/{handle.run_id}", headers=HEADERS).json
+    assert over_http["status"] == "completed" and over_http["metadata"] == {"via": "python"}
+    assert handle.status().status.value == "completed"
+
+
+def test_status_changes_are_events_on_the_run_stream(broker, client, worker):
+    worker("simple")
+    run_id = submit(client, "research", {"name": "Acme"})
+    assert result(client, run_id).status_code == 200
+    events = [fields for _id, fields in broker.redis.xrange(keys.run_events(run_id))]
+    states = [e["status"] for e in events if e["type"] == "task_run.state"]
+    assert states == ["queued", "running", "completed"]
+    assert any(e["type"] == "task_run.progress" and "Acme" in e["message"] for e in events)
+
+
+def test_a_failing_run_with_no_retries_fails_with_its_error(client, worker):
+    worker("simple")
+    run_id = submit(client, "broken", {"message": "kaput"})
+    got = result(client, run_id)
+    assert got.status_code == 409 and "failed" in got.json["error"]["message"]
+    run = client.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json
+    assert run["status"] == "failed" and run["attempts"] == 1
+    assert run["error"]["message"] == "ValueError: kaput"
+    assert run["error"]["ref_id"] and run["error"]["detail"]["attempt"] == 1
+
+
+def test_a_flaky_run_that_fails_twice_then_succeeds_ends_completed_after_3_attempts(client, worker):
+    worker("fork")
+    run_id = submit(client, "flaky", {"failures": 2})
+    got = result(client, run_id)
+    assert got.status_code == 200 and got.json["output"]["content"] == {"attempt": 3}
+    run = got.json["run"]
+    assert run["attempts"] == 3 and run["error"] is None
+    assert [e["message"] for e in run["errors"]] == ["Flaky: attempt 1 fails on purpose", "Flaky: attempt 2 fails on purpose"]
+
+
+def test_a_run_that_keeps_failing_gets_three_retries_then_fails(client, worker):
+    worker("simple")
+    run_id = submit(client, "flaky", {"failures": 10})
+    assert result(client, run_id).status_code == 409
+    run = client.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json
+    assert run["status"] == "failed" and run["attempts"] == 4 and len(run["errors"]) == 4
+
+
+def test_between_attempts_the_run_is_queued_with_next_attempt_at(broker, client, worker):
+    slow_retries = broker.settings.replace(retry_backoff_base_s=30, retry_backoff_cap_s=30)
+    worker("simple", settings=slow_retries)
+    run_id = submit(client, "flaky", {"failures": 1})
+    from tests.conftest import wait_until
+
+    run = wait_until(lambda: (r := client.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json)["attempts"] == 1 and r["status"] == "queued" and r)
+    assert run["next_attempt_at"] and run["error"]["message"] == "Flaky: attempt 1 fails on purpose"  # type: ignore[index]
+    assert broker.redis.zscore(keys.DELAYED, run_id) is not None
+
+
+def test_a_non_retryable_error_fails_at_once(client, worker):
+    worker("simple")
+    run_id = submit(client, "flaky", {"failures": 1}, metadata={})
+    # flaky retries only Flaky; the `broken` processor retries nothing; a bad output is never retried
+    bad = submit(client, "bad_output", {})
+    assert result(client, run_id).status_code == 200
+    assert result(client, bad).status_code == 409
+    run = client.get(f"/v1/tasks/runs/{bad}", headers=HEADERS).json
+    assert run["status"] == "failed" and run["attempts"] == 1
+    assert "does not fit its return type" in run["error"]["message"]
+
+
+def test_output_schema_is_checked_by_the_worker(client, worker):
+    worker("simple")
+    schema = {"type": "object", "required": ["answer"], "properties": {"answer": {"type": "string"}}}
+    spec = {"output_schema": {"type": "json", "json_schema": schema}}
+    bad = submit(client, "echo", {"nope": 1}, task_spec=spec)
+    good = submit(client, "echo", {"answer": "yes"}, task_spec=spec)
+    assert result(client, good).status_code == 200
+    assert result(client, bad).status_code == 409
+    run = client.get(f"/v1/tasks/runs/{bad}", headers=HEADERS).json
+    assert run["status"] == "failed" and "output_schema" in run["error"]["message"] and run["attempts"] == 1
+
+
+@pytest.mark.parametrize("worker_class", ["fork", "simple"])
+def test_a_run_past_its_timeout_fails_saying_so(client, worker, worker_class):
+    worker(worker_class)
+    run_id = submit(client, "slow", {"seconds": 30})
+    assert result(client, run_id).status_code == 409
+    run = client.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json
+    assert run["status"] == "failed" and run["error"]["message"] == "timed out after 1 s"
+
+
+def test_result_handle_raises_for_a_failed_run(broker, worker):
+    worker("simple")
+    from workers.app import broken
+
+    handle = broken.put({}, broker=broker)
+    assert isinstance(handle, RunHandle)
+    with pytest.raises(Conflict, match="failed"):
+        handle.wait(timeout_s=20)
+    assert default_tenant(broker) == handle.tenant
