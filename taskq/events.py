@@ -1,0 +1,215 @@
+"""Server-sent event streams: a group's runs, a group's events, a run's events.
+
+Each stream function checks its arguments (404, 422) before it returns, so a bad
+request is an ordinary error response; what it returns is an iterator of SSE text
+that the gateway sends as it comes. Live streams read Redis Streams with a blocking
+XREAD, so an idle stream costs no polling, and every event carries the stream id as
+its `event_id`: resuming with `last_event_id` continues exactly after it. A comment
+line is sent every `sse_heartbeat_s` so that proxies keep idle streams open, and so
+that a client that has gone away is noticed (the write fails and the iterator is
+closed, which frees its Redis connection) within one heartbeat.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from . import errors, group, keys, run
+from .broker import Broker, translated
+from .models import RunStatus
+
+HEARTBEAT = ": ping\n\n"
+MAX_STREAM_S = 3600.0
+_READ_BATCH = 200
+_STREAM_ID = re.compile(r"^\d+(-\d+)?$")
+
+Entry = tuple[str, dict[str, str]]
+
+
+def sse(data: dict[str, Any], event_id: str | None = None) -> str:
+    """One SSE message; the event type travels in the JSON, as the Parallel API does."""
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def error_event(exc: errors.TaskqError) -> str:
+    return sse({"type": "error", "error": {"ref_id": "stream", "message": exc.message, "detail": exc.detail}})
+
+
+def stream_id(value: str | None, field: str = "last_event_id") -> str:
+    """A Redis Stream id to read after; '0-0' (from the start) when none is given."""
+    if value in (None, ""):
+        return "0-0"
+    if not _STREAM_ID.match(value):
+        raise errors.ValidationFailed(f"{field}: not an event id from this stream", {"field": field})
+    return value
+
+
+def read(
+    broker: Broker, key: str, after: str, timeout_s: float, finished: Callable[[], bool]
+) -> Iterator[list[Entry] | None]:
+    """Batches of entries of the stream `key` after the id `after`, as they are added;
+    None when a heartbeat is due. Ends once `finished()` holds and every entry written
+    until then has been yielded, or after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    heartbeat_ms = max(1, int(broker.settings.sse_heartbeat_s * 1000))
+    while True:
+        remaining_ms = int((deadline - time.monotonic()) * 1000)
+        if remaining_ms <= 0:
+            return
+        with translated():
+            reply = broker.redis.xread({key: after}, count=_READ_BATCH, block=min(heartbeat_ms, remaining_ms))
+        entries: list[Entry] = [e for _key, batch in reply or () for e in batch]
+        if entries:
+            after = entries[-1][0]
+            yield entries
+            continue
+        if finished():
+            # finished() saw the last change; anything written before it is read now.
+            with translated():
+                reply = broker.redis.xread({key: after}, count=_READ_BATCH)
+            while reply:
+                entries = [e for _key, batch in reply for e in batch]
+                after = entries[-1][0]
+                yield entries
+                with translated():
+                    reply = broker.redis.xread({key: after}, count=_READ_BATCH)
+            return
+        yield None
+
+
+def _guarded(events: Iterator[str]) -> Iterator[str]:
+    """Ends a stream that fails half-way with an `error` event instead of a cut.
+    (Closing this generator closes `events` too: `yield from` passes it on.)"""
+    try:
+        yield from events
+    except errors.TaskqError as exc:
+        yield error_event(exc)
+
+
+# -- GET /v1/tasks/groups/{id}/events
+
+
+def group_events(broker: Broker, tenant: str, group_id: str, last_event_id: str | None, timeout_s: float) -> Iterator[str]:
+    """task_group_status and task_run.state events of the group as they happen."""
+    group.load(broker, tenant, group_id)
+    after = stream_id(last_event_id)
+    return _guarded(_group_events(broker, group_id, after, min(timeout_s, MAX_STREAM_S)))
+
+
+def _group_events(broker: Broker, group_id: str, after: str, timeout_s: float) -> Iterator[str]:
+    def inactive() -> bool:
+        return not group.is_active(broker, group_id)
+
+    for batch in read(broker, keys.group_events(group_id), after, timeout_s, inactive):
+        if batch is None:
+            yield HEARTBEAT
+            continue
+        records = _run_records(broker, [f["run_id"] for _id, f in batch if f.get("type") == "task_run.state"])
+        status = None
+        for event_id, fields in batch:
+            if fields.get("type") == "task_group_status":
+                if status is None:
+                    with translated():
+                        status = group.status(broker.redis.hgetall(keys.group(group_id)))
+                yield sse({"type": "task_group_status", "event_id": event_id, "status": status.model_dump(mode="json")}, event_id)
+            elif fields.get("type") == "task_run.state" and records.get(fields["run_id"]):
+                task_run = _as_of(records[fields["run_id"]], fields)
+                yield sse({"type": "task_run.state", "event_id": event_id, "run": task_run}, event_id)
+
+
+# -- GET /v1/tasks/groups/{id}/runs
+
+
+def group_runs(
+    broker: Broker,
+    tenant: str,
+    group_id: str,
+    *,
+    last_event_id: str | None,
+    status: str | None,
+    include_input: bool,
+    include_output: bool,
+) -> Iterator[str]:
+    """One task_run.state event per run of the group, in the order they were added,
+    each with the run as it is now; `event_id` is the run's position in the group."""
+    group.load(broker, tenant, group_id)
+    wanted = group.parse_status_filter(status)
+    if last_event_id in (None, ""):
+        start = 0
+    elif last_event_id.isdigit():
+        start = int(last_event_id) + 1
+    else:
+        raise errors.ValidationFailed("last_event_id: not an event id from this stream", {"field": "last_event_id"})
+    return _guarded(_group_runs(broker, group_id, start, wanted, include_input, include_output))
+
+
+def _group_runs(
+    broker: Broker, group_id: str, start: int, wanted: RunStatus | None, include_input: bool, include_output: bool
+) -> Iterator[str]:
+    for position, record in group.run_records(broker, group_id, start):
+        if wanted is not None and record.get("status") != wanted.value:
+            continue
+        event_id = str(position)
+        event: dict[str, Any] = {"type": "task_run.state", "event_id": event_id, "run": _task_run(record)}
+        if include_input:
+            event["input"] = run.to_input(record)
+        if include_output and record.get("status") == RunStatus.completed.value:
+            event["output"] = run.to_result(record).output.model_dump(mode="json")
+        yield sse(event, event_id)
+
+
+# -- GET /v1/tasks/runs/{id}/events
+
+
+def run_events(broker: Broker, tenant: str, run_id: str, last_event_id: str | None, timeout_s: float) -> Iterator[str]:
+    """The run's progress messages and status changes, from its start (or after
+    `last_event_id`) until it has ended."""
+    run.load(broker, tenant, run_id)
+    after = stream_id(last_event_id)
+    return _guarded(_run_events(broker, tenant, run_id, after, min(timeout_s, MAX_STREAM_S)))
+
+
+def _run_events(broker: Broker, tenant: str, run_id: str, after: str, timeout_s: float) -> Iterator[str]:
+    def ended() -> bool:
+        with translated():
+            current = broker.redis.hget(keys.run(run_id), "status")
+        return current is None or RunStatus(current).is_terminal
+
+    for batch in read(broker, keys.run_events(run_id), after, timeout_s, ended):
+        if batch is None:
+            yield HEARTBEAT
+            continue
+        record: dict[str, str] | None = None
+        for event_id, fields in batch:
+            if fields.get("type") == "task_run.progress":
+                message = {"type": "task_run.progress_msg.exec_status", "message": fields.get("message", "")}
+                yield sse({**message, "timestamp": run.iso(fields.get("ts"))}, event_id)
+            elif fields.get("type") == "task_run.state":
+                if record is None:
+                    record = run.load(broker, tenant, run_id)
+                yield sse({"type": "task_run.state", "event_id": event_id, "run": _as_of(record, fields)}, event_id)
+
+
+def _run_records(broker: Broker, run_ids: list[str]) -> dict[str, dict[str, str]]:
+    if not run_ids:
+        return {}
+    with translated():
+        pipe = broker.redis.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.hgetall(keys.run(run_id))
+        return dict(zip(run_ids, pipe.execute(), strict=True))
+
+
+def _task_run(record: dict[str, str]) -> dict[str, Any]:
+    return run.to_task_run(record).model_dump(mode="json")
+
+
+def _as_of(record: dict[str, str], fields: dict[str, str]) -> dict[str, Any]:
+    """The run as the event saw it: its status then, everything else as now."""
+    status = fields.get("status") or record["status"]
+    return _task_run({**record, "status": status, "modified_ms": fields.get("ts") or record.get("modified_ms", "")})

@@ -1,0 +1,239 @@
+"""A task group's life: create, read its status, add runs, cancel.
+
+The record is the hash `taskq:group:{id}`. Its fields:
+
+    id, tenant       the group and who owns it
+    metadata         JSON object, absent when empty
+    created_ms, modified_ms   epoch ms; modified_ms moves with every run's status change
+    num_task_runs    runs added so far (create.lua counts them)
+    c:<status>       how many of its runs are in each status (set_status in _lib.lua
+                     keeps them, in the same atomic step that changes the run)
+
+The group's runs are the list `taskq:group:{id}:runs`, in the order they were added;
+its events are the stream `taskq:group:{id}:events`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel
+
+from . import errors, keys, run
+from .broker import Broker, now_ms, translated
+from .catalog import Catalog
+from .models import ACTIVE, MetadataValue, RunInput, RunStatus, TaskSpec, Wire, parse
+
+GROUP_PREFIX = "tgrp_"
+MAX_INPUTS = 1000
+_CANCEL_BATCH = 500
+
+
+class TaskGroupCreate(Wire):
+    metadata: dict[str, MetadataValue] | None = None
+
+
+class TaskGroupRunRequest(Wire):
+    default_task_spec: TaskSpec | None = None
+    inputs: list[Any]
+
+
+class TaskGroupStatus(BaseModel):
+    num_task_runs: int
+    task_run_status_counts: dict[str, int]
+    is_active: bool
+    status_message: str | None = None
+    modified_at: str | None = None
+
+
+class TaskGroup(BaseModel):
+    taskgroup_id: str
+    status: TaskGroupStatus
+    metadata: dict[str, MetadataValue] | None = None
+    created_at: str | None = None
+
+
+class TaskGroupRunResponse(BaseModel):
+    status: TaskGroupStatus
+    run_ids: list[str]
+    run_cursor: str | None = None
+    event_cursor: str | None = None
+
+
+def new_group_id() -> str:
+    return f"{GROUP_PREFIX}{now_ms():012x}{secrets.token_hex(10)}"
+
+
+def create(broker: Broker, tenant: str, req: TaskGroupCreate) -> dict[str, str]:
+    """Makes an empty group; returns its record."""
+    _check_metadata(req.metadata)
+    ms = now_ms()
+    record = {"id": new_group_id(), "tenant": tenant, "created_ms": str(ms), "modified_ms": str(ms), "num_task_runs": "0"}
+    if req.metadata:
+        record["metadata"] = json.dumps(req.metadata)
+    with translated():
+        broker.redis.hset(keys.group(record["id"]), mapping=record)
+    return record
+
+
+def load(broker: Broker, tenant: str, group_id: str) -> dict[str, str]:
+    """The group's record; NotFound for an unknown id or another tenant's group."""
+    with translated():
+        record = broker.redis.hgetall(keys.group(group_id)) if group_id.startswith(GROUP_PREFIX) else {}
+    if not record or record.get("tenant") != tenant:
+        raise errors.NotFound(f"task group {group_id} not found")
+    return record
+
+
+def status(record: dict[str, str]) -> TaskGroupStatus:
+    """The group's status from its counters alone: O(1) however many runs it holds."""
+    counts = {name[2:]: int(value) for name, value in record.items() if name.startswith("c:") and int(value) > 0}
+    total = int(record.get("num_task_runs") or 0)
+    active = sum(counts.get(s.value, 0) for s in ACTIVE)
+    if total == 0:
+        message = "no runs yet"
+    elif active:
+        message = f"{total - active} of {total} runs finished"
+    else:
+        message = f"all {total} runs finished"
+    return TaskGroupStatus(
+        num_task_runs=total,
+        task_run_status_counts=counts,
+        is_active=active > 0,
+        status_message=message,
+        modified_at=run.iso(record.get("modified_ms") or record.get("created_ms")),
+    )
+
+
+def is_active(broker: Broker, group_id: str) -> bool:
+    with translated():
+        counts = broker.redis.hmget(keys.group(group_id), [f"c:{s.value}" for s in ACTIVE])
+    return any(int(c or 0) > 0 for c in counts)
+
+
+def to_task_group(record: dict[str, str]) -> TaskGroup:
+    return TaskGroup(
+        taskgroup_id=record["id"],
+        status=status(record),
+        metadata=json.loads(record["metadata"]) if record.get("metadata") else None,
+        created_at=run.iso(record.get("created_ms")),
+    )
+
+
+def add_runs(
+    broker: Broker, procs: Catalog, tenant: str, group_id: str, req: TaskGroupRunRequest
+) -> TaskGroupRunResponse:
+    """Checks every input first, then writes all the runs in one atomic step: one bad
+    input (or more than MAX_INPUTS) rejects the whole call and nothing is added."""
+    load(broker, tenant, group_id)
+    if len(req.inputs) > MAX_INPUTS:
+        raise errors.ValidationFailed(
+            f"inputs: at most {MAX_INPUTS} runs per call, got {len(req.inputs)}; split them across calls",
+            {"field": "inputs", "max": MAX_INPUTS, "got": len(req.inputs)},
+        )
+    if not req.inputs:
+        raise errors.ValidationFailed("inputs: at least one run is needed", {"field": "inputs"})
+    new = [_prepare(broker, procs, tenant, i, item, req.default_task_spec) for i, item in enumerate(req.inputs)]
+    with translated():
+        # Read before the write: every event of the new runs comes after this id.
+        last = broker.redis.xrevrange(keys.group_events(group_id), count=1)
+    ids, _ = run.create(broker, new, tenant=tenant, group_id=group_id)
+    with translated():
+        first_index = broker.redis.lpos(keys.group_runs(group_id), ids[0], rank=-1)
+        record = broker.redis.hgetall(keys.group(group_id))
+    return TaskGroupRunResponse(
+        status=status(record),
+        run_ids=ids,
+        run_cursor=str(first_index - 1) if first_index else None,
+        event_cursor=last[0][0] if last else None,
+    )
+
+
+def _prepare(
+    broker: Broker, procs: Catalog, tenant: str, index: int, item: Any, default_spec: TaskSpec | None
+) -> run.NewRun:
+    where = f"inputs.{index}."
+    if not isinstance(item, dict):
+        raise errors.ValidationFailed(f"inputs.{index}: must be an object", {"field": f"inputs.{index}", "index": index})
+    req = parse(RunInput, item, where)
+    if req.task_spec is None and default_spec is not None:
+        req = req.model_copy(update={"task_spec": default_spec})
+    try:
+        return run.prepare(broker, procs, tenant, req, where)
+    except errors.ValidationFailed as exc:
+        if exc.message.startswith(where):
+            raise
+        detail = exc.detail if isinstance(exc.detail, dict) else {}
+        field = where + str(detail.get("field", "")).removeprefix(where)
+        raise errors.ValidationFailed(f"{field}: {exc.message}", {**detail, "field": field, "index": index}) from None
+
+
+def run_of(broker: Broker, tenant: str, group_id: str, run_id: str) -> dict[str, str]:
+    """One run of the group; NotFound when the run is not in it."""
+    load(broker, tenant, group_id)
+    record = run.load(broker, tenant, run_id)
+    if record.get("taskgroup_id") != group_id:
+        raise errors.NotFound(f"run {run_id} is not in task group {group_id}")
+    return record
+
+
+def run_records(broker: Broker, group_id: str, start: int = 0, batch: int = 500) -> Iterator[tuple[int, dict[str, str]]]:
+    """(position, record) of each run of the group from `start`, in the order added;
+    runs whose record has expired are skipped."""
+    position = start
+    while True:
+        with translated():
+            ids = broker.redis.lrange(keys.group_runs(group_id), position, position + batch - 1)
+            if not ids:
+                return
+            pipe = broker.redis.pipeline(transaction=False)
+            for run_id in ids:
+                pipe.hgetall(keys.run(run_id))
+            records = pipe.execute()
+        for offset, record in enumerate(records):
+            if record:
+                yield position + offset, record
+        position += len(ids)
+
+
+def cancel(broker: Broker, tenant: str, group_id: str) -> dict[str, str]:
+    """Cancels every active run of the group (queued ones at once, running ones once
+    their worker stops them); returns the group's record afterwards."""
+    load(broker, tenant, group_id)
+    settings = broker.settings
+    position = 0
+    while True:
+        with translated():
+            ids = broker.redis.lrange(keys.group_runs(group_id), position, position + _CANCEL_BATCH - 1)
+            if not ids:
+                break
+            # One pipeline per batch; cancel.lua leaves a finished run alone.
+            pipe = broker.redis.pipeline(transaction=False)
+            for run_id in ids:
+                broker.scripts.cancel(args=[run_id, now_ms(), settings.retention_s], client=pipe)
+            pipe.execute()
+        position += len(ids)
+    return load(broker, tenant, group_id)
+
+
+def _check_metadata(metadata: dict[str, MetadataValue] | None) -> None:
+    for key, value in (metadata or {}).items():
+        if len(key) > 64 or (isinstance(value, str) and len(value) > 512):
+            raise errors.ValidationFailed(
+                f"metadata.{key[:64]}: keys are at most 64 characters and values at most 512",
+                {"field": "metadata"},
+            )
+
+
+def parse_status_filter(value: str | None) -> RunStatus | None:
+    if value is None or value == "":
+        return None
+    try:
+        return RunStatus(value)
+    except ValueError:
+        allowed = ", ".join(s.value for s in RunStatus)
+        raise errors.ValidationFailed(f"status: must be one of {allowed}", {"field": "status"}) from None
+
