@@ -1,0 +1,78 @@
+"""The `parallel-web` SDK, unchanged, pointed at taskq with `base_url`: a real
+gunicorn and real workers behind it."""
+
+from __future__ import annotations
+
+import pytest
+from parallel import NotFoundError, Parallel
+from parallel.types import TaskGroupStatusEvent, TaskRunEvent
+from parallel.types.task_run_progress_message_event import TaskRunProgressMessageEvent
+
+from tests.conftest import API_KEY, OTHER_KEY, wait_until
+
+
+@pytest.fixture
+def sdk(gunicorn, worker):  # type: ignore[no-untyped-def]
+    url = gunicorn()
+    worker("simple")
+    with Parallel(api_key=API_KEY, base_url=url, max_retries=0) as client:
+        yield client
+
+
+def test_sdk_drives_a_task_group_from_create_to_streamed_results(sdk):
+    group = sdk.task_group.create(metadata={"batch": "sdk"})
+    assert group.task_group_id.startswith("tgrp_") and group.metadata == {"batch": "sdk"}
+    assert group.status.num_task_runs == 0
+
+    added = sdk.task_group.add_runs(
+        group.task_group_id,
+        inputs=[{"input": {"i": i}, "processor": "echo", "metadata": {"i": i}} for i in range(5)],
+        default_task_spec={"output_schema": {"type": "json", "json_schema": {"type": "object"}}},
+    )
+    assert len(added.run_ids) == 5 and added.status.num_task_runs == 5
+    more = sdk.task_group.add_runs(group.task_group_id, inputs=[{"input": "hello", "processor": "shout"}])
+    assert more.run_cursor == "4"
+    run_ids = added.run_ids + more.run_ids
+
+    wait_until(lambda: not sdk.task_group.retrieve(group.task_group_id).status.is_active, timeout_s=30)
+    done = sdk.task_group.retrieve(group.task_group_id)
+    assert done.status.num_task_runs == 6
+    assert done.status.task_run_status_counts == {"completed": 6}
+
+    runs = list(sdk.task_group.get_runs(group.task_group_id, include_input=True, include_output=True))
+    assert all(isinstance(e, TaskRunEvent) for e in runs)
+    assert [e.run.run_id for e in runs] == run_ids
+    assert [e.run.task_group_id for e in runs] == [group.task_group_id] * 6
+    assert [e.output.content for e in runs if e.output] == [{"i": i} for i in range(5)] + ["HELLO"]
+    assert runs[0].input is not None and runs[0].input.input == {"i": 0} and runs[0].input.processor == "echo"
+    resumed = list(sdk.task_group.get_runs(group.task_group_id, last_event_id=runs[2].event_id))
+    assert [e.run.run_id for e in resumed] == run_ids[3:]
+
+    events = list(sdk.task_group.events(group.task_group_id))
+    ended = [e for e in events if isinstance(e, TaskRunEvent)]
+    assert sorted(e.run.run_id for e in ended) == sorted(run_ids)
+    assert isinstance(events[-1], TaskGroupStatusEvent) and events[-1].status.is_active is False
+    tail = list(sdk.task_group.events(group.task_group_id, last_event_id=events[-2].event_id))
+    assert [e.event_id for e in tail] == [events[-1].event_id]
+
+    one = sdk.task_group.retrieve_run(run_ids[0], task_group_id=group.task_group_id)
+    assert one.run_id == run_ids[0] and one.status == "completed"
+
+
+def test_sdk_creates_retrieves_and_waits_for_a_task_run(sdk):
+    run = sdk.task_run.create(input={"name": "Acme"}, processor="research", metadata={"who": "sdk"})
+    assert run.status == "queued" and run.interaction_id == run.run_id
+    result = sdk.task_run.result(run.run_id, api_timeout=30)
+    assert result.run.status == "completed"
+    assert result.output.type == "json" and result.output.content["name"] == "Acme"
+    assert sdk.task_run.retrieve(run.run_id).status == "completed"
+
+    events = list(sdk.task_run.events(run.run_id))
+    assert [e.run.status for e in events if isinstance(e, TaskRunEvent)] == ["queued", "running", "completed"]
+    assert [e.message for e in events if isinstance(e, TaskRunProgressMessageEvent)] == ["looking up Acme"]
+
+
+def test_sdk_sees_404_for_another_tenants_group(sdk):
+    group = sdk.task_group.create()
+    with Parallel(api_key=OTHER_KEY, base_url=str(sdk.base_url), max_retries=0) as other, pytest.raises(NotFoundError):
+        other.task_group.retrieve(group.task_group_id)
