@@ -4,6 +4,8 @@ set by its environment variable."""
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 import click
 
@@ -31,6 +33,8 @@ def worker(app: str | None, queues: str | None, worker_class: str, name: str | N
     from . import worker as worker_module
 
     _logging(log_level)
+    if os.getcwd() not in sys.path:  # TASKQ_APP modules are found from where the worker starts, as with `rq worker`
+        sys.path.insert(0, os.getcwd())
     overrides = {"app": tuple(m.strip() for m in app.split(",") if m.strip())} if app else {}
     broker = Broker.from_env(**overrides)
     queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None

@@ -29,7 +29,7 @@ from rq.timeouts import JobTimeoutException
 from . import catalog, keys
 from .broker import Broker, now_ms
 from .errors import RunInterrupted, TaskqError
-from .processor import REGISTRY, OutputInvalid, Processor, ProcessorMissing
+from .processor import REGISTRY, OutputInvalid, Processor
 
 log = logging.getLogger("taskq.worker")
 
@@ -184,12 +184,12 @@ class Attempt:
 
     def _perform(self) -> None:
         proc = REGISTRY.get(self.record["processor"])
+        if proc is None:
+            return self._hand_back()
         attempt = int(self.record.get("attempts", 1))
         context = _current.set(CurrentRun(self.run_id, attempt, self.broker))
         try:
             try:
-                if proc is None:
-                    raise ProcessorMissing(f"processor {self.record['processor']!r} is not served by this worker")
                 value = proc(proc.parse_input(json.loads(self.record["input"])))
             finally:
                 self.lease.armed = False
@@ -206,6 +206,16 @@ class Attempt:
         except Exception as exc:
             self._failed(proc, exc)
 
+    def _hand_back(self) -> None:
+        """A worker that does not serve the run's processor (an older deploy sharing
+        the queue) puts it back for one that does, with a growing delay, without
+        using up a retry."""
+        settings = self.broker.settings
+        handed = int(self.record.get("interruptions") or 0) + 1
+        delay_s = min(settings.retry_backoff_cap_s, settings.retry_backoff_base_s * 2 ** (handed - 1))
+        log.warning("run %s: processor %r is not served here; handed back", self.run_id, self.record["processor"])
+        self._finish("queued", due=now_ms() + int(delay_s * 1000), interrupted=True)
+
     def _interrupted(self, reason: str) -> None:
         if reason == "cancelled":
             self._finish("cancelled")
@@ -215,7 +225,7 @@ class Attempt:
         else:
             log.warning("run %s: lease lost to another worker; this attempt's result is dropped", self.run_id)
 
-    def _failed(self, proc: Processor | None, exc: Exception) -> None:
+    def _failed(self, proc: Processor, exc: Exception) -> None:
         settings = self.broker.settings
         timeout_s = int(self.record.get("timeout_s") or settings.default_timeout_s)
         attempts = int(self.record.get("attempts", 1))
@@ -229,7 +239,7 @@ class Attempt:
             "detail": {"attempt": attempts, "type": type(exc).__name__, "traceback": _tail(exc)},
         }
         failures = attempts - int(self.record.get("interruptions") or 0)
-        retryable = proc is not None and _retryable(proc, exc)
+        retryable = _retryable(proc, exc)
         if retryable and failures <= int(self.record.get("max_retries") or 0):
             delay_s = min(settings.retry_backoff_cap_s, settings.retry_backoff_base_s * 2 ** (failures - 1))
             due = now_ms() + int(delay_s * random.uniform(0.5, 1.0) * 1000)
@@ -254,7 +264,7 @@ class Attempt:
 
 
 def _retryable(proc: Processor, exc: Exception) -> bool:
-    if isinstance(exc, OutputInvalid | ValidationError | ProcessorMissing):
+    if isinstance(exc, OutputInvalid | ValidationError):
         return False
     return isinstance(exc, JobTimeoutException) or proc.is_retryable(exc)
 

@@ -36,10 +36,6 @@ class OutputInvalid(Exception):
     """The processor's return value does not fit its declared output."""
 
 
-class ProcessorMissing(Exception):
-    """The run names a processor this worker does not serve."""
-
-
 @dataclass
 class Processor:
     name: str

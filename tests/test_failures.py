@@ -176,3 +176,14 @@ def test_a_finished_run_expires_after_the_retention_and_then_answers_410(broker,
     wait_until(lambda: not broker.redis.exists(keys.run(run_id), keys.run_events(run_id)), timeout_s=10)
     r = client.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS)
     assert r.status_code == 410 and "expired" in r.json["error"]["message"]
+
+
+def test_a_worker_that_does_not_serve_the_processor_hands_the_run_back(broker, client, worker):
+    other_app = broker.settings.replace(app=("taskq.processors",))  # serves only the built-in `http`
+    worker("simple", settings=other_app, name="old-deploy")
+    run_id = submit(client, "echo", {"n": 1})
+    handed = wait_until(lambda: (run := get(client, run_id))["attempts"] >= 1 and run["status"] == "queued" and run)
+    assert handed["errors"] == []  # not a failure, and no retry used up
+    worker("simple", name="new-deploy")
+    run = wait_status(client, run_id, "completed")
+    assert run["error"] is None
