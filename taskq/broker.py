@@ -6,10 +6,12 @@ import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import redis
 from redis import Redis
+from redis.sentinel import Sentinel
 from rq.job import Job
 from rq.utils import utcformat
 
@@ -21,15 +23,30 @@ T = TypeVar("T")
 
 
 def connect(url: str, *, decode_responses: bool = True) -> Redis:
-    """A client for REDIS_URL that retries a dropped connection once and checks idle
-    connections, so processes ride out a Redis restart."""
-    return Redis.from_url(
-        url,
-        decode_responses=decode_responses,
-        health_check_interval=30,
-        socket_keepalive=True,
-        socket_connect_timeout=5,
+    """A client for REDIS_URL: `redis://`, `rediss://`, or the Sentinel form
+    `redis+sentinel://[:password@]host:port[,host:port…]/service_name[/db]`.
+    Idle connections are checked, so processes ride out a Redis restart."""
+    options: dict[str, Any] = dict(
+        decode_responses=decode_responses, health_check_interval=30, socket_keepalive=True, socket_connect_timeout=5
     )
+    if url.startswith("redis+sentinel://"):
+        return _sentinel_master(url, options)
+    return Redis.from_url(url, **options)
+
+
+def _sentinel_master(url: str, options: dict[str, Any]) -> Redis:
+    parts = urlsplit(url)
+    hosts = []
+    for item in parts.netloc.rsplit("@", 1)[-1].split(","):
+        host, _, port = item.rpartition(":")
+        hosts.append((host.strip("[]") or "localhost", int(port or 26379)))
+    segments = [s for s in parts.path.split("/") if s]
+    if not segments:
+        raise ValueError("a redis+sentinel:// URL names the service: redis+sentinel://host:26379/mymaster/0")
+    db = int(segments[1]) if len(segments) > 1 else 0
+    password = unquote(parts.password) if parts.password else None
+    sentinel = Sentinel(hosts, socket_connect_timeout=5, password=password)
+    return sentinel.master_for(segments[0], db=db, password=password, **options)
 
 
 @functools.cache
