@@ -85,6 +85,15 @@ class Webhook(Wire):
     secret: str | None = Field(default=None, max_length=256)
     headers: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("secret")
+    @classmethod
+    def _secret_is_usable(cls, value: str | None) -> str | None:
+        from .webhook import secret_key  # raises ValueError for a secret verifiers refuse
+
+        if value is not None:
+            secret_key(value)
+        return value
+
     @property
     def every_change(self) -> bool:
         """`task_run.state` asks for a delivery on every status change, not only the end."""

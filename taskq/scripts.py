@@ -30,3 +30,6 @@ class Scripts:
         self.reap = load("reap")
         self.promote = load("promote")
         self.cancel = load("cancel")
+        self.take_due = load("take_due")
+        self.record_attempt = load("record_attempt")
+        self.redeliver = load("redeliver")

@@ -1,4 +1,5 @@
-"""Webhook URLs: which ones taskq may call (SSRF rules).
+"""Webhooks on the wire: which URLs taskq may call (SSRF rules), how a delivery is
+signed (Standard Webhooks), and how one attempt is sent.
 
 A URL must be http or https, and its host must resolve only to public addresses:
 never loopback, private, link-local (cloud metadata lives there), multicast,
@@ -8,8 +9,19 @@ a run is created and again, on the address actually connected to, at send time.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import email.utils
+import hashlib
+import hmac
+import http.client
 import ipaddress
+import secrets
 import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from . import errors
@@ -40,3 +52,190 @@ def check_url(url: str, settings: Settings, *, field: str = "webhook.url") -> No
             f"{field}: host {parts.hostname!r} resolves to a non-public address ({', '.join(blocked)})",
             {"field": field, "addresses": blocked},
         )
+
+
+# --- secrets and signatures (Standard Webhooks) ---------------------------------
+
+SECRET_PREFIX = "whsec_"
+SIGNATURE_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature"})
+# The user's headers may add to a request but never replace what makes it a signed,
+# well-formed delivery.
+RESERVED_HEADERS = SIGNATURE_HEADERS | {"content-type", "content-length", "host", "transfer-encoding", "connection"}
+
+
+def new_secret() -> str:
+    """A fresh `whsec_` secret: 24 random bytes, base64."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key of a secret, read exactly as the standardwebhooks libraries read
+    it: an optional `whsec_` prefix, then base64. Raises ValueError for a secret they
+    would refuse, so whatever string the client gave, `Webhook(that_string)` verifies."""
+    body = secret[len(SECRET_PREFIX) :] if secret.startswith(SECRET_PREFIX) else secret
+    try:
+        key = base64.b64decode(body + "==")
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("webhook secret must be base64, optionally after a 'whsec_' prefix") from exc
+    if not key:
+        raise ValueError("webhook secret must not be empty")
+    return key
+
+
+def sign(key: bytes, msg_id: str, timestamp_s: int, body: bytes) -> str:
+    digest = hmac.new(key, f"{msg_id}.{timestamp_s}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def request_headers(key: bytes, msg_id: str, timestamp_s: int, body: bytes, extra: dict[str, str]) -> dict[str, str]:
+    """The delivery's headers: the user's own first, then the signature, which they
+    cannot override."""
+    headers = {name: value for name, value in extra.items() if name.lower() not in RESERVED_HEADERS}
+    headers.update(
+        {
+            "content-type": "application/json",
+            "user-agent": "taskq-webhooks/1",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp_s),
+            "webhook-signature": sign(key, msg_id, timestamp_s, body),
+        }
+    )
+    return headers
+
+
+# --- sending ----------------------------------------------------------------------
+
+
+@dataclass
+class Response:
+    """What one attempt got: a status code, or an error (timeout, refused, blocked)."""
+
+    status_code: int | None
+    latency_ms: int
+    error: str | None = None
+    retry_after_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300 and self.error is None
+
+
+class Blocked(Exception):
+    """The URL's host resolved to an address taskq may not call."""
+
+
+def send(url: str, body: bytes, headers: dict[str, str], *, timeout_s: float, allow_private: bool) -> Response:
+    """POSTs once, never following a redirect. The host is resolved here and the
+    connection made to that very address, which is checked first (unless private
+    addresses are allowed), so DNS rebinding after the create-time check gains
+    nothing. The whole attempt, from resolving to the status line, gets `timeout_s`."""
+    start = time.monotonic()
+    parts = urlsplit(url)
+    conn: http.client.HTTPConnection | None = None
+    timer: threading.Timer | None = None
+    try:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise Blocked("not an http or https URL")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        address = _resolve(parts.hostname, port, allow_private)
+        remaining = timeout_s - (time.monotonic() - start)
+        if remaining <= 0:
+            raise TimeoutError("timed out resolving the host")
+        cls = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
+        conn = cls(parts.hostname, port, address=address, allow_private=allow_private, timeout=remaining)
+        # A socket timeout bounds each read, not the whole exchange: a receiver that
+        # trickles bytes is cut off at the deadline by closing the socket under it.
+        timer = threading.Timer(remaining, _abort, args=(conn,))
+        timer.daemon = True
+        timer.start()
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn.request("POST", path, body=body, headers=headers)
+        reply = conn.getresponse()
+        elapsed = time.monotonic() - start
+        if elapsed > timeout_s:
+            raise TimeoutError(f"no response within {timeout_s:g} s")
+        return Response(reply.status, _ms(start), retry_after_s=_retry_after(reply.getheader("Retry-After")))
+    except Blocked as exc:
+        return Response(None, _ms(start), f"refused: {exc}")
+    except TimeoutError:
+        return Response(None, _ms(start), f"timed out after {timeout_s:g} s")
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        if time.monotonic() - start >= timeout_s:
+            return Response(None, _ms(start), f"timed out after {timeout_s:g} s")
+        return Response(None, _ms(start), f"{type(exc).__name__}: {exc}"[:300])
+    finally:
+        if timer is not None:
+            timer.cancel()
+        if conn is not None:
+            conn.close()
+
+
+def _resolve(host: str, port: int, allow_private: bool) -> str:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise OSError(f"host {host!r} does not resolve") from exc
+    address = str(infos[0][4][0])
+    if not allow_private and not is_public(address):
+        raise Blocked(f"host {host!r} resolves to non-public address {address}")
+    return address
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """Connects to one already-checked address; the Host header is still the URL's."""
+
+    def __init__(self, host: str, port: int, *, address: str, allow_private: bool, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+        self.allow_private = allow_private
+
+    def _open(self) -> socket.socket:
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        peer = str(sock.getpeername()[0])
+        if not self.allow_private and not is_public(peer):
+            sock.close()
+            raise Blocked(f"connected address {peer} is not public")
+        return sock
+
+    def connect(self) -> None:
+        self.sock = self._open()
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int, *, address: str, allow_private: bool, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self.address = address
+        self.allow_private = allow_private
+
+    _open = _PinnedHTTP._open
+
+    def connect(self) -> None:
+        # The certificate is checked against the URL's host name, not the address.
+        self.sock = self._context.wrap_socket(self._open(), server_hostname=self.host)  # type: ignore[attr-defined]
+
+
+def _abort(conn: http.client.HTTPConnection) -> None:
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _ms(start: float) -> int:
+    return int((time.monotonic() - start) * 1000)

@@ -1,0 +1,176 @@
+"""Webhook deliveries: one event of one run, on its way to the run's webhook.
+
+A delivery is made by `set_status` (scripts/_lib.lua) in the same step as the status
+change it reports; after that it belongs to the dispatcher. Its record is the hash
+`taskq:delivery:{id}` (id = `{run_id}.{n}`, which is also the `webhook-id` header):
+
+    run_id, status     the run and the status this event reports
+    created_ms         when the status changed (the payload's `timestamp`)
+    state              pending (absent too) | delivered | gone (410) | dead
+    attempts, round    attempts made in all, and since the last (re)delivery
+    claim              token of the dispatcher sending it now
+    next_ms, last_ms, dead_ms
+
+Its attempts are JSON objects in the list `taskq:delivery:{id}:attempts`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from . import errors, keys, run, webhook
+from .broker import Broker, now_ms, translated
+from .models import RunStatus, TaskRunOutput
+
+# A completed run's output rides in the payload up to this size; past it the payload
+# carries `result_url` only and the receiver fetches the result with its API key.
+MAX_INLINE_OUTPUT_BYTES = 64 * 1024
+
+
+class WebhookAttempt(BaseModel):
+    attempt: int
+    attempted_at: str
+    status_code: int | None = None
+    latency_ms: int
+    error: str | None = None
+    outcome: str
+
+
+class WebhookDelivery(BaseModel):
+    delivery_id: str
+    run_id: str
+    event_status: RunStatus
+    state: str
+    created_at: str
+    next_attempt_at: str | None = None
+    dead_at: str | None = None
+    attempts: list[WebhookAttempt]
+
+
+@dataclass
+class Claim:
+    """A due delivery this dispatcher holds until it records the attempt."""
+
+    delivery_id: str
+    token: str
+    round: int  # attempts since the last (re)delivery: the place in the schedule
+    attempts: int
+    run_id: str
+    status: str
+    created_ms: int
+
+
+def tenant_secret(broker: Broker, tenant: str) -> str:
+    """The tenant's default signing secret, made the first time it is asked for."""
+    key = keys.tenant_secret(tenant)
+    with translated():
+        existing = broker.redis.get(key)
+        if existing is None:
+            broker.redis.set(key, webhook.new_secret(), nx=True)
+            existing = broker.redis.get(key)
+    return str(existing)
+
+
+def take_due(broker: Broker, limit: int, visibility_s: float) -> tuple[list[Claim], int | None]:
+    """Claims up to `limit` due deliveries; also returns when the next one is due
+    (epoch ms) when none is due now."""
+    with translated():
+        reply = broker.scripts.take_due(
+            args=[now_ms(), int(visibility_s * 1000), limit, uuid.uuid4().hex, broker.settings.retention_s]
+        )
+    next_due = int(float(reply[0])) if reply[0] else None
+    rest = reply[1:]
+    claims = [
+        Claim(rest[i], rest[i + 1], int(rest[i + 2]), int(rest[i + 3]), rest[i + 4], rest[i + 5], int(rest[i + 6]))
+        for i in range(0, len(rest), 7)
+    ]
+    return claims, next_due
+
+
+def record_attempt(broker: Broker, claim: Claim, attempt: dict[str, Any], state: str, next_ms: int = 0) -> bool:
+    """Records one attempt and what follows it; False when the claim had gone stale."""
+    with translated():
+        done = broker.scripts.record_attempt(
+            args=[claim.delivery_id, claim.token, now_ms(), json.dumps(attempt), state, next_ms, broker.settings.retention_s]
+        )
+    return bool(done)
+
+
+def payload(record: dict[str, str], status: str, created_ms: int) -> bytes:
+    """The body of a delivery: the run as it is now, but with the status the event
+    reports; for a completed run its output (or, when large, only where to get it)."""
+    task_run = run.to_task_run({**record, "status": status})
+    data: dict[str, Any] = task_run.model_dump(mode="json")
+    if status == RunStatus.completed.value:
+        data["result_url"] = f"/v1/tasks/runs/{record['id']}/result"
+        raw = record.get("output", "null")
+        if len(raw) <= MAX_INLINE_OUTPUT_BYTES:
+            output = TaskRunOutput(type=record.get("output_type", "json"), content=json.loads(raw))  # type: ignore[arg-type]
+            data["output"] = output.model_dump(mode="json")
+    body = {"type": "task_run.status", "timestamp": run.iso(created_ms), "data": data}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def for_run(broker: Broker, tenant: str, run_id: str) -> list[WebhookDelivery]:
+    """Every delivery of a run, oldest first, each with every attempt."""
+    run.load(broker, tenant, run_id)
+    with translated():
+        ids = broker.redis.lrange(keys.run_deliveries(run_id), 0, -1)
+        pipe = broker.redis.pipeline(transaction=False)
+        for did in ids:
+            pipe.hgetall(keys.delivery(did))
+            pipe.lrange(keys.delivery_attempts(did), 0, -1)
+        replies = pipe.execute()
+    out = []
+    for i, did in enumerate(ids):
+        record, attempts = replies[2 * i], replies[2 * i + 1]
+        if record:
+            out.append(_shape(did, record, attempts))
+    return out
+
+
+def redeliver(broker: Broker, tenant: str, run_id: str, delivery_id: str) -> WebhookDelivery:
+    """Sends a dead-lettered (or 410-stopped) delivery again, on a fresh schedule."""
+    run.load(broker, tenant, run_id)
+    if not delivery_id.startswith(run_id + "."):
+        raise errors.NotFound(f"delivery {delivery_id} not found for run {run_id}")
+    with translated():
+        reply = broker.scripts.redeliver(args=[delivery_id, now_ms()])
+    if isinstance(reply, list):
+        if reply[0] == "missing":
+            raise errors.NotFound(f"delivery {delivery_id} not found for run {run_id}")
+        raise errors.Conflict(
+            f"delivery {delivery_id} is {reply[1]}: only a dead or gone delivery can be redelivered", {"state": reply[1]}
+        )
+    return next(d for d in for_run(broker, tenant, run_id) if d.delivery_id == delivery_id)
+
+
+def _shape(did: str, record: dict[str, str], attempts: list[str]) -> WebhookDelivery:
+    shaped = []
+    for raw in attempts:
+        a = json.loads(raw)
+        shaped.append(
+            WebhookAttempt(
+                attempt=a["attempt"],
+                attempted_at=run.iso(a["at_ms"]) or "",
+                status_code=a.get("status_code"),
+                latency_ms=a["latency_ms"],
+                error=a.get("error"),
+                outcome=a["outcome"],
+            )
+        )
+    return WebhookDelivery(
+        delivery_id=did,
+        run_id=record["run_id"],
+        event_status=RunStatus(record["status"]),
+        state=record.get("state") or "pending",
+        created_at=run.iso(record["created_ms"]) or "",
+        next_attempt_at=run.iso(record.get("next_ms")),
+        dead_at=run.iso(record.get("dead_ms")),
+        attempts=shaped,
+    )

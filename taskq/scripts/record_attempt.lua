@@ -1,0 +1,28 @@
+-- record_attempt: records one delivery attempt and what comes next, in one step:
+-- 'pending' (try again at next_ms), 'delivered', 'gone' (410: never again) or 'dead'
+-- (schedule exhausted: into the dead-letter set). Only the claim's holder may record;
+-- a stale token (the claim timed out and was taken over) changes nothing.
+-- ARGV: delivery_id, token, now, attempt_json, state, next_ms, retention_s.
+-- Returns 1 when recorded, 0 for a stale claim.
+local did, token, now, state = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+local key = P .. 'delivery:' .. did
+if redis.call('HGET', key, 'claim') ~= token then return 0 end
+local due, dead = P .. 'deliveries:due', P .. 'deliveries:dead'
+redis.call('RPUSH', key .. ':attempts', ARGV[4])
+redis.call('HINCRBY', key, 'attempts', 1)
+redis.call('HINCRBY', key, 'round', 1)
+redis.call('HDEL', key, 'claim', 'next_ms')
+redis.call('HSET', key, 'state', state, 'last_ms', now)
+if state == 'pending' then
+  redis.call('ZADD', due, ARGV[6], did)
+  redis.call('HSET', key, 'next_ms', ARGV[6])
+else
+  redis.call('ZREM', due, did)
+  if state == 'dead' then
+    redis.call('ZADD', dead, now, did)
+    redis.call('HSET', key, 'dead_ms', now)
+  end
+  redis.call('EXPIRE', key, ARGV[7])
+  redis.call('EXPIRE', key .. ':attempts', ARGV[7])
+end
+return 1

@@ -1,0 +1,15 @@
+-- redeliver: a dead-lettered (or 410-stopped) delivery starts a fresh schedule now.
+-- ARGV: delivery_id, now. Returns 'pending', or {'conflict', state} for one that is
+-- still being tried or was delivered, or {'missing'}.
+local did, now = ARGV[1], ARGV[2]
+local key = P .. 'delivery:' .. did
+local state = redis.call('HGET', key, 'state')
+if not redis.call('HGET', key, 'run_id') then return {'missing'} end
+if state ~= 'dead' and state ~= 'gone' then return {'conflict', state or 'pending'} end
+redis.call('ZREM', P .. 'deliveries:dead', did)
+redis.call('ZADD', P .. 'deliveries:due', now, did)
+redis.call('HSET', key, 'state', 'pending', 'round', 0, 'next_ms', now)
+redis.call('HDEL', key, 'dead_ms')
+redis.call('PERSIST', key)
+redis.call('PERSIST', key .. ':attempts')
+return 'pending'

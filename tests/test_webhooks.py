@@ -1,0 +1,376 @@
+"""Webhooks: signed deliveries, retries, dead-letter, accounting, SSRF — against a real
+local receiver, real dispatcher and worker processes, and the official verifier."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from standardwebhooks.webhooks import Webhook as Verifier
+
+from taskq import keys
+from taskq.broker import Broker
+from taskq.gateway import create_app
+from tests.conftest import HEADERS, OTHER_KEY, free_port, wait_until
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server. `answers[path]` is the list of replies, one per request
+    (the last repeats): "200", "500", "410", "302", "503 retry-after 1", or "hang"
+    (holds the request until `release` is set)."""
+
+    port: int
+    answers: dict[str, list[str]] = field(default_factory=dict)
+    received: list[Received] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def at(self, path: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.received if r.path == path]
+
+    def next_answer(self, path: str) -> str:
+        with self.lock:
+            queue = self.answers.get(path, ["200"])
+            return queue.pop(0) if len(queue) > 1 else queue[0]
+
+
+def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            try:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                answer = receiver.next_answer(self.path)
+                with receiver.lock:
+                    receiver.received.append(Received(self.path, dict(self.headers.items()), body))
+                if answer == "hang":
+                    receiver.release.wait(60)
+                    answer = "200"
+                code, *rest = answer.split()
+                self.send_response(int(code))
+                if code == "302":
+                    self.send_header("Location", receiver.url("/redirected"))
+                if rest[:1] == ["retry-after"]:
+                    self.send_header("Retry-After", rest[1])
+                self.send_header("content-length", "0")
+                self.end_headers()
+            except OSError:
+                pass  # the dispatcher hung up (timeout, or killed): nothing to answer
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    rec = Receiver(free_port())
+    server = ThreadingHTTPServer(("127.0.0.1", rec.port), _handler(rec))
+    server.handle_error = lambda request, address: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield rec
+    rec.release.set()
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def make_run(client, url: str, processor: str = "echo", input: Any = None, **hook: Any) -> str:  # type: ignore[no-untyped-def]
+    body = {"input": input if input is not None else {"n": 1}, "processor": processor, "webhook": {"url": url, **hook}}
+    r = client.post("/v1/tasks/runs", json=body, headers=HEADERS)
+    assert r.status_code == 202, r.json
+    return str(r.json["run_id"])
+
+
+def cancelled_run(client, url: str, **hook: Any) -> str:  # type: ignore[no-untyped-def]
+    """A run that ends at once (cancelled while queued): a delivery without a worker."""
+    run_id = make_run(client, url, **hook)
+    assert client.post(f"/v1/tasks/runs/{run_id}/cancel", headers=HEADERS).json["status"] == "cancelled"
+    return run_id
+
+
+def deliveries(client, run_id: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    r = client.get(f"/v1/tasks/runs/{run_id}/webhook-deliveries", headers=HEADERS)
+    assert r.status_code == 200, r.json
+    return list(r.json["deliveries"])
+
+
+def state_of(client, run_id: str) -> str | None:  # type: ignore[no-untyped-def]
+    found = deliveries(client, run_id)
+    return found[0]["state"] if found else None
+
+
+def tenant_secret(client) -> str:  # type: ignore[no-untyped-def]
+    return str(client.get("/v1/webhook-secret", headers=HEADERS).json["secret"])
+
+
+def verify(secret: str, received: Received) -> dict[str, Any]:
+    """The official standardwebhooks verifier; raises unless the signature is good."""
+    return Verifier(secret).verify(received.body, received.headers)  # type: ignore[no-any-return]
+
+
+# --- signed delivery and payload ----------------------------------------------------
+
+
+def test_completed_run_is_delivered_signed_with_the_tenant_secret_and_its_output(client, spawn, worker, receiver, broker):
+    run_id = make_run(client, receiver.url("/hook"), input={"answer": 42}, headers={"Authorization": "Bearer jwt", "webhook-signature": "v1,forged"})
+    worker("simple")
+    spawn("dispatcher", settings=broker.settings)
+
+    wait_until(lambda: state_of(client, run_id) == "delivered")
+    (got,) = receiver.at("/hook")
+    event = verify(tenant_secret(client), got)
+    assert event["type"] == "task_run.status" and event["timestamp"].endswith("Z")
+    assert event["data"]["run_id"] == run_id and event["data"]["status"] == "completed"
+    assert event["data"]["output"] == {"type": "json", "content": {"answer": 42}, "basis": []}
+    assert event["data"]["result_url"] == f"/v1/tasks/runs/{run_id}/result"
+    assert got.headers["Authorization"] == "Bearer jwt"
+    assert got.headers["webhook-signature"] != "v1,forged"
+    (d,) = deliveries(client, run_id)
+    assert got.headers["webhook-id"] == d["delivery_id"]
+    assert d["event_status"] == "completed"
+    (attempt,) = d["attempts"]
+    assert attempt["status_code"] == 200 and attempt["error"] is None and attempt["outcome"] == "delivered"
+    assert attempt["latency_ms"] >= 0 and attempt["attempted_at"].endswith("Z")
+
+
+def test_every_status_change_is_delivered_when_asked_and_large_output_becomes_a_result_url(client, spawn, worker, receiver, broker):
+    big = {"blob": "x" * (70 * 1024)}
+    run_id = make_run(client, receiver.url("/all"), input=big, event_types=["task_run.state"])
+    worker("simple")
+    spawn("dispatcher", settings=broker.settings)
+
+    wait_until(lambda: [d["state"] for d in deliveries(client, run_id)] == ["delivered"] * 3)
+    secret = tenant_secret(client)
+    events = sorted((verify(secret, r) for r in receiver.at("/all")), key=lambda e: e["timestamp"])
+    # Each event says the status it reports, even when sent after the run had ended.
+    assert [e["data"]["status"] for e in events] == ["queued", "running", "completed"]
+    assert events[1]["data"]["is_active"] is True and "output" not in events[1]["data"]
+    assert "output" not in events[2]["data"]
+    assert events[2]["data"]["result_url"] == f"/v1/tasks/runs/{run_id}/result"
+
+
+def test_client_secret_signs_and_webhook_id_is_stable_across_retries(client, spawn, receiver, broker):
+    secret = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGVzdHM="
+    receiver.answers["/flaky"] = ["500", "500", "200"]
+    run_id = cancelled_run(client, receiver.url("/flaky"), secret=secret)
+    spawn("dispatcher", settings=broker.settings)
+
+    wait_until(lambda: state_of(client, run_id) == "delivered")
+    got = receiver.at("/flaky")
+    assert len(got) == 3
+    assert all(verify(secret, r)["data"]["status"] == "cancelled" for r in got)
+    assert len({r.headers["webhook-id"] for r in got}) == 1
+    with pytest.raises(Exception, match="signature"):
+        verify(tenant_secret(client), got[0])
+    (d,) = deliveries(client, run_id)
+    assert [(a["attempt"], a["status_code"], a["outcome"]) for a in d["attempts"]] == [
+        (1, 500, "pending"),
+        (2, 500, "pending"),
+        (3, 200, "delivered"),
+    ]
+    assert d["attempts"][0]["error"] == "HTTP 500"
+
+
+def test_a_secret_without_the_whsec_prefix_verifies_as_given(client, spawn, receiver, broker):
+    secret = "plainClientSecret123"
+    run_id = cancelled_run(client, receiver.url("/plain"), secret=secret)
+    spawn("dispatcher", settings=broker.settings)
+    wait_until(lambda: state_of(client, run_id) == "delivered")
+    assert verify(secret, receiver.at("/plain")[0])["data"]["run_id"] == run_id
+
+
+def test_an_unusable_secret_is_422(client, broker):
+    r = client.post("/v1/tasks/runs", json={"input": {}, "processor": "echo", "webhook": {"url": "http://x.example", "secret": "whsec_a"}}, headers=HEADERS)
+    assert r.status_code == 422 and "webhook.secret" in r.json["error"]["message"]
+    assert not broker.redis.keys("taskq:run:*")
+
+
+def test_tenant_secret_is_made_once_per_tenant(client):
+    first = tenant_secret(client)
+    assert first.startswith("whsec_") and Verifier(first)
+    assert tenant_secret(client) == first
+    other = client.get("/v1/webhook-secret", headers={"x-api-key": OTHER_KEY}).json["secret"]
+    assert other != first
+    assert client.get("/v1/webhook-secret").status_code == 401
+
+
+# --- failures, retries, dead letter -----------------------------------------------
+
+
+def test_exhausted_delivery_is_dead_lettered_and_can_be_redelivered(client, spawn, receiver, broker):
+    receiver.answers["/down"] = ["500"]
+    run_id = cancelled_run(client, receiver.url("/down"))
+    spawn("dispatcher", settings=broker.settings)
+
+    wait_until(lambda: state_of(client, run_id) == "dead")
+    (d,) = deliveries(client, run_id)
+    schedule = broker.settings.webhook_schedule
+    assert len(d["attempts"]) == len(schedule) + 1 == len(receiver.at("/down"))
+    assert d["dead_at"] and d["next_attempt_at"] is None
+    assert broker.redis.zscore(keys.DELIVERIES_DEAD, d["delivery_id"]) is not None
+    assert broker.redis.zscore(keys.DELIVERIES_DUE, d["delivery_id"]) is None
+
+    receiver.answers["/down"] = ["200"]
+    url = f"/v1/tasks/runs/{run_id}/webhook-deliveries/{d['delivery_id']}/redeliver"
+    r = client.post(url, headers=HEADERS)
+    assert r.status_code == 202 and r.json["state"] == "pending"
+    wait_until(lambda: state_of(client, run_id) == "delivered")
+    (d,) = deliveries(client, run_id)
+    assert d["attempts"][-1]["status_code"] == 200 and d["attempts"][-1]["attempt"] == len(schedule) + 2
+    assert broker.redis.zscore(keys.DELIVERIES_DEAD, d["delivery_id"]) is None
+    assert client.post(url, headers=HEADERS).status_code == 409
+
+
+def test_410_stops_at_once(client, spawn, receiver, broker):
+    receiver.answers["/gone"] = ["410", "200"]
+    run_id = cancelled_run(client, receiver.url("/gone"))
+    spawn("dispatcher", settings=broker.settings)
+
+    wait_until(lambda: state_of(client, run_id) == "gone")
+    (d,) = deliveries(client, run_id)
+    assert [(a["status_code"], a["outcome"]) for a in d["attempts"]] == [(410, "gone")]
+    assert broker.redis.zcard(keys.DELIVERIES_DUE) == 0
+    assert len(receiver.at("/gone")) == 1
+
+
+def test_redirects_and_refused_connections_are_failures(client, spawn, receiver, broker):
+    receiver.answers["/moved"] = ["302"]
+    moved = cancelled_run(client, receiver.url("/moved"))
+    refused = cancelled_run(client, f"http://127.0.0.1:{free_port()}/nobody")
+    spawn("dispatcher", settings=broker.settings)
+
+    wait_until(lambda: state_of(client, moved) == "dead" and state_of(client, refused) == "dead")
+    assert {a["status_code"] for a in deliveries(client, moved)[0]["attempts"]} == {302}
+    assert receiver.at("/redirected") == []
+    errors = [a["error"] for a in deliveries(client, refused)[0]["attempts"]]
+    assert all(a is not None and "Connection" in a for a in errors), errors
+
+
+def test_retry_after_is_honoured(client, spawn, receiver, broker):
+    settings = broker.settings.replace(webhook_schedule_s=("0.1", "5"))
+    receiver.answers["/busy"] = ["503 retry-after 1", "200"]
+    run_id = cancelled_run(client, receiver.url("/busy"))
+    spawn("dispatcher", settings=settings)
+
+    wait_until(lambda: state_of(client, run_id) == "delivered")
+    first = json.loads(broker.redis.lindex(keys.delivery_attempts(deliveries(client, run_id)[0]["delivery_id"]), 0))
+    assert first["status_code"] == 503
+    second = deliveries(client, run_id)[0]["attempts"][1]
+    gap_ms = _ms(second["attempted_at"]) - first["at_ms"]
+    assert gap_ms >= 1000  # the schedule alone would have retried after 100 ms
+
+
+def _ms(iso_time: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+# --- concurrency and durability ---------------------------------------------------
+
+
+def test_a_hanging_receiver_does_not_delay_other_deliveries(client, spawn, receiver, broker):
+    settings = broker.settings.replace(webhook_timeout_s=30.0)
+    receiver.answers["/slow"] = ["hang"]
+    slow = [cancelled_run(client, receiver.url("/slow")) for _ in range(3)]
+    fast = cancelled_run(client, receiver.url("/fast"))
+    spawn("dispatcher", settings=settings)
+
+    wait_until(lambda: state_of(client, fast) == "delivered")
+    assert len(receiver.at("/slow")) == 3  # all three held open right now
+    assert all(deliveries(client, run_id)[0]["attempts"] == [] for run_id in slow)
+    receiver.release.set()
+    wait_until(lambda: all(state_of(client, run_id) == "delivered" for run_id in slow))
+
+
+def test_several_dispatchers_never_send_one_attempt_twice(client, spawn, receiver, broker):
+    runs = [cancelled_run(client, receiver.url("/many")) for _ in range(40)]
+    for _ in range(3):
+        spawn("dispatcher", settings=broker.settings)
+
+    wait_until(lambda: all(state_of(client, run_id) == "delivered" for run_id in runs), timeout_s=20)
+    ids = [r.headers["webhook-id"] for r in receiver.at("/many")]
+    assert len(ids) == len(set(ids)) == 40
+
+
+def test_a_dispatcher_killed_mid_delivery_loses_nothing(client, spawn, receiver, broker):
+    settings = broker.settings.replace(webhook_timeout_s=1.0)
+    receiver.answers["/once"] = ["hang", "200"]
+    run_id = cancelled_run(client, receiver.url("/once"))
+    first = spawn("dispatcher", settings=settings)
+    wait_until(lambda: len(receiver.at("/once")) == 1)
+
+    first.kill()
+    spawn("dispatcher", settings=settings)
+
+    wait_until(lambda: state_of(client, run_id) == "delivered")
+    got = receiver.at("/once")
+    assert len(got) == 2 and got[0].headers["webhook-id"] == got[1].headers["webhook-id"]
+    (d,) = deliveries(client, run_id)
+    assert [a["status_code"] for a in d["attempts"]] == [200]  # the killed attempt recorded nothing
+
+
+# --- SSRF ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1/h", "http://10.0.0.1/h", "http://169.254.169.254/latest/meta-data", "http://[::1]:8080/h", "http://localhost/h"],
+)
+def test_private_webhook_urls_are_refused_at_create_time(broker, url):
+    strict = create_app(broker.settings.replace(webhook_allow_private=False)).test_client()
+    before = set(broker.redis.keys("*"))
+    r = strict.post("/v1/tasks/runs", json={"input": {}, "processor": "echo", "webhook": {"url": url}}, headers=HEADERS)
+    assert r.status_code == 422, r.json
+    assert "webhook.url" in r.json["error"]["message"] and "non-public" in r.json["error"]["message"]
+    assert set(broker.redis.keys("*")) == before
+
+
+def test_the_address_connected_to_is_checked_at_send_time(client, spawn, receiver, broker):
+    # Created while private addresses were allowed (as if DNS had answered a public
+    # address then); the dispatcher, which does not allow them, refuses to connect.
+    run_id = cancelled_run(client, receiver.url("/private"))
+    spawn("dispatcher", settings=broker.settings.replace(webhook_allow_private=False))
+
+    wait_until(lambda: state_of(client, run_id) == "dead")
+    attempts = deliveries(client, run_id)[0]["attempts"]
+    assert all("non-public address 127.0.0.1" in a["error"] for a in attempts), attempts
+    assert receiver.at("/private") == []
+
+
+# --- the API --------------------------------------------------------------------------
+
+
+def test_deliveries_are_the_tenants_own_and_only_dead_ones_are_redelivered(client, broker: Broker):
+    body = {"input": {}, "processor": "echo", "callback_webhook": {"url": "http://127.0.0.1:9/h"}}
+    run_id = client.post("/v1/tasks/runs", json=body, headers=HEADERS).json["run_id"]
+    client.post(f"/v1/tasks/runs/{run_id}/cancel", headers=HEADERS)
+    (d,) = deliveries(client, run_id)
+    assert d["state"] == "pending" and d["event_status"] == "cancelled" and d["attempts"] == []
+    other = {"x-api-key": OTHER_KEY}
+    base = f"/v1/tasks/runs/{run_id}/webhook-deliveries"
+    assert client.get(base, headers=other).status_code == 404
+    assert client.post(f"{base}/{d['delivery_id']}/redeliver", headers=other).status_code == 404
+    assert client.post(f"{base}/{run_id}.99/redeliver", headers=HEADERS).status_code == 404
+    assert client.post(f"{base}/trun_x.1/redeliver", headers=HEADERS).status_code == 404
+    r = client.post(f"{base}/{d['delivery_id']}/redeliver", headers=HEADERS)
+    assert r.status_code == 409 and r.json["error"]["detail"]["state"] == "pending"
