@@ -142,3 +142,18 @@ def test_result_handle_raises_for_a_failed_run(broker, worker):
     with pytest.raises(Conflict, match="failed"):
         handle.wait(timeout_s=20)
     assert default_tenant(broker) == handle.tenant
+
+
+def test_round_trip_through_a_real_gunicorn(gunicorn, worker):
+    import requests
+
+    url = gunicorn()
+    worker("fork")
+    created = requests.post(f"{url}/v1/tasks/runs", json={"input": "quiet", "processor": "shout"}, headers=HEADERS, timeout=10)
+    assert created.status_code == 202
+    run_id = created.json()["run_id"]
+    got = requests.get(f"{url}/v1/tasks/runs/{run_id}/result", params={"timeout": 20}, headers=HEADERS, timeout=30)
+    assert got.status_code == 200 and got.json()["output"] == {"type": "text", "content": "QUIET", "basis": []}
+    assert requests.post(f"{url}/v1/tasks/runs", data=b"x" * 10, headers=HEADERS, timeout=10).status_code == 400
+    too_big = requests.post(f"{url}/v1/tasks/runs", data=b"x" * (2 << 20), headers=HEADERS, timeout=10)
+    assert too_big.status_code == 413 and too_big.json()["type"] == "error"
