@@ -75,7 +75,11 @@ def create(broker: Broker, tenant: str, req: TaskGroupCreate) -> dict[str, str]:
     if req.metadata:
         record["metadata"] = json.dumps(req.metadata)
     with translated():
-        broker.redis.hset(keys.group(record["id"]), mapping=record)
+        pipe = broker.redis.pipeline()
+        pipe.hset(keys.group(record["id"]), mapping=record)
+        # A group that never gets a run expires like a finished one.
+        pipe.expire(keys.group(record["id"]), broker.settings.retention_s)
+        pipe.execute()
     return record
 
 
@@ -142,8 +146,13 @@ def add_runs(
         last = broker.redis.xrevrange(keys.group_events(group_id), count=1)
     ids, _ = run.create(broker, new, tenant=tenant, group_id=group_id)
     with translated():
-        first_index = broker.redis.lpos(keys.group_runs(group_id), ids[0], rank=-1)
-        record = broker.redis.hgetall(keys.group(group_id))
+        pipe = broker.redis.pipeline(transaction=False)
+        # Active again: it expires only once it has finished (set_status sets that).
+        for key in (keys.group(group_id), keys.group_runs(group_id), keys.group_events(group_id)):
+            pipe.persist(key)
+        pipe.lpos(keys.group_runs(group_id), ids[0], rank=-1)
+        pipe.hgetall(keys.group(group_id))
+        *_, first_index, record = pipe.execute()
     return TaskGroupRunResponse(
         status=status(record),
         run_ids=ids,

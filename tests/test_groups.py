@@ -309,5 +309,22 @@ def test_run_events_stream_progress_messages_and_state_changes(client, worker):
     # Resuming after the first event leaves it out.
     first_id = events[0]["event_id"]
     again = sse_events(client.get(f"/v1/tasks/runs/{run_id}/events?last_event_id={first_id}", headers=HEADERS).data.decode())
-    assert again == events[1:]
+    def ids(evs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        return [(e["type"], e.get("event_id") or e["message"]) for e in evs]
+
+    assert ids(again) == ids(events[1:])
     assert client.get(f"/v1/tasks/runs/{run_id}/events", headers={"x-api-key": OTHER_KEY}).status_code == 404
+
+
+def test_a_finished_group_expires_after_the_retention_period(client, broker, worker):
+    gid = new_group(client)
+    group_keys = [keys.group(gid), keys.group_runs(gid), keys.group_events(gid)]
+    assert 0 < broker.redis.ttl(keys.group(gid)) <= broker.settings.retention_s
+    add(client, gid, echo_inputs(2))
+    assert [broker.redis.ttl(k) for k in group_keys[:2]] == [-1, -1]
+    running = worker("simple")
+    wait_until(lambda: not status(client, gid)["is_active"], timeout_s=30)
+    assert all(0 < broker.redis.ttl(k) <= broker.settings.retention_s for k in group_keys)
+    running.stop()  # so the next run stays queued and the group active
+    add(client, gid, echo_inputs(1))
+    assert [broker.redis.ttl(k) for k in group_keys] == [-1, -1, -1]

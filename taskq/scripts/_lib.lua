@@ -33,6 +33,10 @@ local function set_status(id, old, new, now, retention_s)
       local active = (tonumber(c[1]) or 0) + (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0)
       if active == 0 then
         redis.call('XADD', gkey .. ':events', '*', 'type', 'task_group_status', 'ts', now)
+        -- A finished group expires with its runs; adding runs again persists it.
+        for _, k in ipairs({gkey, gkey .. ':runs', gkey .. ':events'}) do
+          redis.call('EXPIRE', k, retention_s)
+        end
       end
     end
   end
