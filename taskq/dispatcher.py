@@ -20,6 +20,8 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
+import redis
+
 from . import delivery, errors, keys, webhook
 from .broker import Broker, now_ms, translated
 from .models import Webhook
@@ -50,6 +52,9 @@ class Dispatcher:
                     self.tick(pool)
                 except errors.BrokerUnavailable:
                     log.warning("Redis is unreachable; trying again shortly")
+                    self.stopping.wait(1.0)
+                except redis.RedisError:
+                    log.exception("Redis refused a command; trying again shortly")
                     self.stopping.wait(1.0)
         log.info("dispatcher stopped")
 

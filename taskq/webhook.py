@@ -159,10 +159,13 @@ def send(url: str, body: bytes, headers: dict[str, str], *, timeout_s: float, al
         return Response(None, _ms(start), f"refused: {exc}")
     except TimeoutError:
         return Response(None, _ms(start), f"timed out after {timeout_s:g} s")
-    except (OSError, http.client.HTTPException, ValueError) as exc:
+    except (OSError, http.client.HTTPException) as exc:  # refused, reset, TLS, bad reply
         if time.monotonic() - start >= timeout_s:
             return Response(None, _ms(start), f"timed out after {timeout_s:g} s")
         return Response(None, _ms(start), f"{type(exc).__name__}: {exc}"[:300])
+    except ValueError:
+        # http.client's message would quote the offending value: it may be a credential.
+        return Response(None, _ms(start), "invalid header name or value in webhook.headers")
     finally:
         if timer is not None:
             timer.cancel()

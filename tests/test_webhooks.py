@@ -252,17 +252,22 @@ def test_410_stops_at_once(client, spawn, receiver, broker):
     assert len(receiver.at("/gone")) == 1
 
 
-def test_redirects_and_refused_connections_are_failures(client, spawn, receiver, broker):
+def test_redirects_refused_connections_and_bad_headers_are_failures(client, spawn, receiver, broker):
     receiver.answers["/moved"] = ["302"]
     moved = cancelled_run(client, receiver.url("/moved"))
     refused = cancelled_run(client, f"http://127.0.0.1:{free_port()}/nobody")
+    bad = cancelled_run(client, receiver.url("/bad"), headers={"X-Token": "s3cret\r\nX-Evil: 1"})
     spawn("dispatcher", settings=broker.settings)
 
-    wait_until(lambda: state_of(client, moved) == "dead" and state_of(client, refused) == "dead")
+    runs = (moved, refused, bad)
+    wait_until(lambda: all(state_of(client, run_id) == "dead" for run_id in runs))
     assert {a["status_code"] for a in deliveries(client, moved)[0]["attempts"]} == {302}
     assert receiver.at("/redirected") == []
     errors = [a["error"] for a in deliveries(client, refused)[0]["attempts"]]
     assert all(a is not None and "Connection" in a for a in errors), errors
+    errors = [a["error"] for a in deliveries(client, bad)[0]["attempts"]]
+    assert all("webhook.headers" in a and "s3cret" not in a for a in errors), errors
+    assert receiver.at("/bad") == []
 
 
 def test_retry_after_is_honoured(client, spawn, receiver, broker):
