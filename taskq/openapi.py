@@ -43,6 +43,10 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/tasks/runs/{run_id}/events": {"get": _op("SSE: progress and state changes", "200", None)},
     "/v1/tasks/runs/{run_id}/cancel": {"post": _op("cancel the run", "200", "TaskRun")},
     "/v1/tasks/runs/{run_id}/webhook-deliveries": {"get": _op("every webhook delivery attempt", "200", None)},
+    "/v1/tasks/runs/{run_id}/webhook-deliveries/{delivery_id}/redeliver": {
+        "post": _op("send a dead-lettered webhook delivery again", "202", None)
+    },
+    "/v1/webhook-secret": {"get": _op("the tenant's default webhook signing secret", "200", None)},
     "/v1/tasks/groups": {"post": _op("create a task group", "200", None)},
     "/v1/tasks/groups/{taskgroup_id}": {"get": _op("the group and its status", "200", None)},
     "/v1/tasks/groups/{taskgroup_id}/runs": {
