@@ -3,11 +3,16 @@ local receiver, real dispatcher and worker processes, and the official verifier.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,18 +84,28 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
+@contextlib.contextmanager
+def serving(tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
     rec = Receiver(free_port())
     server = ThreadingHTTPServer(("127.0.0.1", rec.port), _handler(rec))
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.handle_error = lambda request, address: None  # type: ignore[method-assign]
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    yield rec
-    rec.release.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    try:
+        yield rec
+    finally:
+        rec.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with serving() as rec:
+        yield rec
 
 
 def make_run(client, url: str, processor: str = "echo", input: Any = None, **hook: Any) -> str:  # type: ignore[no-untyped-def]
@@ -332,6 +347,33 @@ def test_a_dispatcher_killed_mid_delivery_loses_nothing(client, spawn, receiver,
     assert len(got) == 2 and got[0].headers["webhook-id"] == got[1].headers["webhook-id"]
     (d,) = deliveries(client, run_id)
     assert [a["status_code"] for a in d["attempts"]] == [200]  # the killed attempt recorded nothing
+
+
+def test_https_certificates_are_checked_against_the_url_host(client, spawn, broker, tmp_path: Path, monkeypatch):
+    # A certificate for the name `localhost` only: the dispatcher connects to the
+    # address it resolved, but checks the certificate against the URL's host.
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl is needed to make the test certificate"
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the dispatcher trusts this certificate
+    with serving(tls) as rec:
+        by_name = cancelled_run(client, f"https://localhost:{rec.port}/tls")
+        by_address = cancelled_run(client, f"https://127.0.0.1:{rec.port}/tls")
+        spawn("dispatcher", settings=broker.settings)
+
+        wait_until(lambda: state_of(client, by_name) == "delivered" and state_of(client, by_address) == "dead")
+        (got,) = rec.at("/tls")
+        assert verify(tenant_secret(client), got)["data"]["run_id"] == by_name
+        assert got.headers["Host"] == f"localhost:{rec.port}"
+        errors = [a["error"] for a in deliveries(client, by_address)[0]["attempts"]]
+        assert all("CERTIFICATE_VERIFY_FAILED" in e for e in errors), errors
 
 
 # --- SSRF ---------------------------------------------------------------------------
