@@ -21,14 +21,23 @@ from .settings import Settings
 
 T = TypeVar("T")
 
+# A blocking read (XREAD BLOCK) waits at most MAX_BLOCK_MS per call, safely inside the
+# socket timeout that catches a Redis that went silent.
+SOCKET_TIMEOUT_S = 30
+MAX_BLOCK_MS = 20_000
+
 
 def connect(url: str, *, decode_responses: bool = True) -> Redis:
     """A client for REDIS_URL: `redis://`, `rediss://`, or the Sentinel form
     `redis+sentinel://[:password@]host:port[,host:port…]/service_name[/db]`.
     Idle connections are checked, so processes ride out a Redis restart."""
-    options: dict[str, Any] = dict(
-        decode_responses=decode_responses, health_check_interval=30, socket_keepalive=True, socket_connect_timeout=5
-    )
+    options: dict[str, Any] = {
+        "decode_responses": decode_responses,
+        "health_check_interval": 30,
+        "socket_keepalive": True,
+        "socket_connect_timeout": 5,
+        "socket_timeout": SOCKET_TIMEOUT_S,
+    }
     if url.startswith("redis+sentinel://"):
         return _sentinel_master(url, options)
     return Redis.from_url(url, **options)

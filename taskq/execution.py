@@ -49,11 +49,11 @@ def configure(broker: Broker) -> None:
 
 
 def execute() -> None:
-    """The function of every taskq RQ job; the job id is the run id."""
+    """The function of every taskq RQ job; the job id is `{run_id}-{push}`."""
     job = get_current_job()
     if job is None or _broker is None:
         raise RuntimeError("taskq.execution.execute runs only inside a taskq worker")
-    Attempt(_broker, job.id, worker_name=job.worker_name or "worker").run()
+    Attempt(_broker, job.id.partition("-")[0], worker_name=job.worker_name or "worker").run()
 
 
 def request_shutdown() -> None:

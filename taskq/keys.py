@@ -19,7 +19,7 @@
 
 RQ's own keys (`rq:queue:{name}`, `rq:job:{id}`) are written by the scripts in
 scripts/ so that a run and its RQ job are created in one atomic step; the RQ job id
-is the run id.
+is `{run_id}-{n}`, n counting the times the run was put on its queue.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import catalog, errors, keys, webhook
-from .broker import Broker, now_ms, rq_job_data, rq_now, translated
+from .broker import MAX_BLOCK_MS, Broker, now_ms, rq_job_data, rq_now, translated
 from .catalog import Catalog
 from .models import ErrorObject, RunInput, RunStatus, TaskRun, TaskRunOutput, TaskRunResult
 
@@ -200,7 +200,7 @@ def wait_for_end(broker: Broker, tenant: str, run_id: str, timeout_s: float) -> 
         if remaining_ms <= 0:
             break
         with translated():
-            reply = broker.redis.xread({keys.run_events(run_id): last_id}, block=remaining_ms, count=100)
+            reply = broker.redis.xread({keys.run_events(run_id): last_id}, block=min(remaining_ms, MAX_BLOCK_MS), count=100)
         for _stream, entries in reply or ():
             for entry_id, fields in entries:
                 last_id = entry_id

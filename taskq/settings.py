@@ -46,7 +46,7 @@ class Settings:
     dispatcher_concurrency: int = 64
     dispatcher_poll_s: float = 0.5
 
-    sse_heartbeat_s: float = 15.0
+    sse_heartbeat_s: float = 15.0  # keep below broker.MAX_BLOCK_MS
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:

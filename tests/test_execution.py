@@ -157,3 +157,13 @@ def test_round_trip_through_a_real_gunicorn(gunicorn, worker):
     assert requests.post(f"{url}/v1/tasks/runs", data=b"x" * 10, headers=HEADERS, timeout=10).status_code == 400
     too_big = requests.post(f"{url}/v1/tasks/runs", data=b"x" * (2 << 20), headers=HEADERS, timeout=10)
     assert too_big.status_code == 413 and too_big.json()["type"] == "error"
+
+
+def test_immediate_retries_never_lose_a_run(broker, client, worker):
+    # A retry due at once is pushed while RQ is still cleaning up the attempt that
+    # failed; each push has its own RQ job id, so that cleanup cannot take it.
+    worker("simple", settings=broker.settings.replace(retry_backoff_base_s=0.0, reaper_interval_s=0.01))
+    run_ids = [submit(client, "flaky", {"failures": 2}) for _ in range(30)]
+    for run_id in run_ids:
+        got = result(client, run_id)
+        assert got.status_code == 200 and got.json["run"]["attempts"] == 3

@@ -30,7 +30,7 @@ def test_create_returns_202_with_a_queued_task_run(client, broker):
     assert run["created_at"].endswith("Z") and run["attempts"] == 0 and run["max_retries"] == 3
     stored = broker.redis.hgetall(keys.run(run["run_id"]))
     assert stored["status"] == "queued"
-    assert broker.redis.lrange("rq:queue:default", 0, -1) == [run["run_id"]]
+    assert broker.redis.lrange("rq:queue:default", 0, -1) == [run["run_id"] + "-1"]  # the RQ job of push 1
 
 
 def test_get_run_and_its_input(client):

@@ -117,6 +117,8 @@ def error_response(status: int, message: str, detail: Any = None, retry_after_s:
 
 
 def _taskq_error(exc: errors.TaskqError) -> Response:
+    if isinstance(exc, errors.BrokerUnavailable):
+        log.warning("Redis unreachable on %s %s: %r", request.method, request.path, exc.__cause__)
     return error_response(exc.status_code, exc.message, exc.detail, exc.retry_after_s)
 
 
@@ -131,6 +133,7 @@ def _http_error(exc: HTTPException) -> Response:
 
 def _redis_error(exc: redis.RedisError) -> Response:
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError | redis.BusyLoadingError):
+        log.warning("Redis unreachable on %s %s: %s", request.method, request.path, exc)
         return error_response(503, "Redis is unreachable; try again shortly", retry_after_s=1)
     return _unexpected_error(exc)
 

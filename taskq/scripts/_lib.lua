@@ -5,13 +5,16 @@ local TERMINAL = {completed = true, failed = true, cancelled = true}
 
 local function run_key(id) return P .. 'run:' .. id end
 
--- Writes an RQ job for the run and puts it on its queue: the job id is the run id,
--- and `data` is the one pickled call every run shares (taskq.execution.execute).
+-- Writes an RQ job for the run and puts it on its queue. Each push gets its own job
+-- id, `{run_id}-{n}`: RQ deletes a finished attempt's job after the attempt returns,
+-- which must not take the next attempt's job with it. `data` is the one pickled call
+-- every run shares (taskq.execution.execute), which reads the run id from the job id.
 local function push_rq_job(id, queue, timeout, rq_data, rq_now)
-  redis.call('HSET', 'rq:job:' .. id, 'data', rq_data, 'origin', queue,
+  local job_id = id .. '-' .. redis.call('HINCRBY', run_key(id), 'pushes', 1)
+  redis.call('HSET', 'rq:job:' .. job_id, 'data', rq_data, 'origin', queue,
     'description', 'taskq run', 'timeout', timeout, 'result_ttl', 0, 'failure_ttl', 0,
     'status', 'queued', 'created_at', rq_now, 'enqueued_at', rq_now)
-  redis.call('RPUSH', 'rq:queue:' .. queue, id)
+  redis.call('RPUSH', 'rq:queue:' .. queue, job_id)
   redis.call('SADD', 'rq:queues', 'rq:queue:' .. queue)
 end
 
