@@ -61,25 +61,26 @@ def read(
         remaining_ms = int((deadline - time.monotonic()) * 1000)
         if remaining_ms <= 0:
             return
-        with translated():
-            reply = broker.redis.xread({key: after}, count=_READ_BATCH, block=min(heartbeat_ms, remaining_ms))
-        entries: list[Entry] = [e for _key, batch in reply or () for e in batch]
+        entries = _xread(broker, key, after)
+        if not entries:
+            if finished():
+                # finished() saw the last change; whatever was written before it is read now.
+                while entries := _xread(broker, key, after):
+                    after = entries[-1][0]
+                    yield entries
+                return
+            entries = _xread(broker, key, after, block_ms=min(heartbeat_ms, remaining_ms))
         if entries:
             after = entries[-1][0]
             yield entries
-            continue
-        if finished():
-            # finished() saw the last change; anything written before it is read now.
-            with translated():
-                reply = broker.redis.xread({key: after}, count=_READ_BATCH)
-            while reply:
-                entries = [e for _key, batch in reply for e in batch]
-                after = entries[-1][0]
-                yield entries
-                with translated():
-                    reply = broker.redis.xread({key: after}, count=_READ_BATCH)
-            return
-        yield None
+        else:
+            yield None
+
+
+def _xread(broker: Broker, key: str, after: str, block_ms: int | None = None) -> list[Entry]:
+    with translated():
+        reply = broker.redis.xread({key: after}, count=_READ_BATCH, block=block_ms)
+    return [entry for _key, batch in reply or () for entry in batch]
 
 
 def _guarded(events: Iterator[str]) -> Iterator[str]:
@@ -94,7 +95,9 @@ def _guarded(events: Iterator[str]) -> Iterator[str]:
 # -- GET /v1/tasks/groups/{id}/events
 
 
-def group_events(broker: Broker, tenant: str, group_id: str, last_event_id: str | None, timeout_s: float) -> Iterator[str]:
+def group_events(
+    broker: Broker, tenant: str, group_id: str, last_event_id: str | None, timeout_s: float
+) -> Iterator[str]:
     """task_group_status and task_run.state events of the group as they happen."""
     group.load(broker, tenant, group_id)
     after = stream_id(last_event_id)
@@ -116,7 +119,8 @@ def _group_events(broker: Broker, group_id: str, after: str, timeout_s: float) -
                 if status is None:
                     with translated():
                         status = group.status(broker.redis.hgetall(keys.group(group_id)))
-                yield sse({"type": "task_group_status", "event_id": event_id, "status": status.model_dump(mode="json")}, event_id)
+                shaped = status.model_dump(mode="json")
+                yield sse({"type": "task_group_status", "event_id": event_id, "status": shaped}, event_id)
             elif fields.get("type") == "task_run.state" and records.get(fields["run_id"]):
                 task_run = _as_of(records[fields["run_id"]], fields)
                 yield sse({"type": "task_run.state", "event_id": event_id, "run": task_run}, event_id)

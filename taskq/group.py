@@ -71,7 +71,8 @@ def create(broker: Broker, tenant: str, req: TaskGroupCreate) -> dict[str, str]:
     """Makes an empty group; returns its record."""
     _check_metadata(req.metadata)
     ms = now_ms()
-    record = {"id": new_group_id(), "tenant": tenant, "created_ms": str(ms), "modified_ms": str(ms), "num_task_runs": "0"}
+    record = {"id": new_group_id(), "tenant": tenant, "created_ms": str(ms), "modified_ms": str(ms)}
+    record["num_task_runs"] = "0"
     if req.metadata:
         record["metadata"] = json.dumps(req.metadata)
     with translated():
@@ -166,7 +167,8 @@ def _prepare(
 ) -> run.NewRun:
     where = f"inputs.{index}."
     if not isinstance(item, dict):
-        raise errors.ValidationFailed(f"inputs.{index}: must be an object", {"field": f"inputs.{index}", "index": index})
+        field = f"inputs.{index}"
+        raise errors.ValidationFailed(f"{field}: must be an object", {"field": field, "index": index})
     req = parse(RunInput, item, where)
     if req.task_spec is None and default_spec is not None:
         req = req.model_copy(update={"task_spec": default_spec})
@@ -189,7 +191,9 @@ def run_of(broker: Broker, tenant: str, group_id: str, run_id: str) -> dict[str,
     return record
 
 
-def run_records(broker: Broker, group_id: str, start: int = 0, batch: int = 500) -> Iterator[tuple[int, dict[str, str]]]:
+def run_records(
+    broker: Broker, group_id: str, start: int = 0, batch: int = 500
+) -> Iterator[tuple[int, dict[str, str]]]:
     """(position, record) of each run of the group from `start`, in the order added;
     runs whose record has expired are skipped."""
     position = start

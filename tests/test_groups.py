@@ -91,7 +91,8 @@ def test_added_runs_are_queued_in_order_with_cursors_for_the_streams(client, bro
     assert second.json["run_cursor"] == "2"
     ids = first.json["run_ids"] + second.json["run_ids"]
     assert broker.redis.lrange(keys.group_runs(gid), 0, -1) == ids
-    assert broker.redis.lrange("rq:queue:default", 0, -1) == ids
+    queued = broker.redis.lrange("rq:queue:default", 0, -1)
+    assert [job_id.split("-")[0] for job_id in queued] == ids  # an RQ job id starts with its run id
     run = client.get(f"{GROUPS}/{gid}/runs/{ids[0]}", headers=HEADERS).json
     assert run["taskgroup_id"] == gid and run["status"] == "queued"
     # The default task_spec applies to the inputs that have none.
@@ -328,3 +329,18 @@ def test_a_finished_group_expires_after_the_retention_period(client, broker, wor
     running.stop()  # so the next run stays queued and the group active
     add(client, gid, echo_inputs(1))
     assert [broker.redis.ttl(k) for k in group_keys] == [-1, -1, -1]
+
+
+def test_streams_of_a_finished_group_or_run_close_without_waiting_for_a_heartbeat(broker, worker):
+    from taskq.gateway import create_app
+
+    client = create_app(broker.settings.replace(sse_heartbeat_s=600)).test_client()
+    gid = new_group(client)
+    run_id = add(client, gid, echo_inputs(1)).json["run_ids"][0]
+    worker("simple")
+    wait_until(lambda: not status(client, gid)["is_active"], timeout_s=30)
+    # With a 600 s heartbeat, a stream that waited for one would hit the test timeout.
+    events = sse_events(client.get(f"{GROUPS}/{gid}/events", headers=HEADERS).data.decode())
+    assert [e["type"] for e in events] == ["task_run.state", "task_group_status"]
+    events = sse_events(client.get(f"/v1/tasks/runs/{run_id}/events", headers=HEADERS).data.decode())
+    assert [e["run"]["status"] for e in events] == ["queued", "running", "completed"]
