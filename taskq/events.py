@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import errors, group, keys, run
-from .broker import Broker, translated
+from .broker import MAX_BLOCK_MS, Broker, translated
 from .models import RunStatus
 
 HEARTBEAT = ": ping\n\n"
@@ -56,10 +56,11 @@ def read(
     None when a heartbeat is due. Ends once `finished()` holds and every entry written
     until then has been yielded, or after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
-    heartbeat_ms = max(1, int(broker.settings.sse_heartbeat_s * 1000))
+    heartbeat_s = broker.settings.sse_heartbeat_s
+    next_beat = time.monotonic() + heartbeat_s
     while True:
-        remaining_ms = int((deadline - time.monotonic()) * 1000)
-        if remaining_ms <= 0:
+        now = time.monotonic()
+        if now >= deadline:
             return
         entries = _xread(broker, key, after)
         if not entries:
@@ -69,12 +70,17 @@ def read(
                     after = entries[-1][0]
                     yield entries
                 return
-            entries = _xread(broker, key, after, block_ms=min(heartbeat_ms, remaining_ms))
+            # Each wait stays inside the Redis client's socket timeout (MAX_BLOCK_MS).
+            wait_ms = int((min(deadline, next_beat) - now) * 1000)
+            entries = _xread(broker, key, after, block_ms=max(1, min(wait_ms, MAX_BLOCK_MS)))
         if entries:
             after = entries[-1][0]
             yield entries
-        else:
+        elif time.monotonic() >= next_beat:
             yield None
+        else:
+            continue
+        next_beat = time.monotonic() + heartbeat_s
 
 
 def _xread(broker: Broker, key: str, after: str, block_ms: int | None = None) -> list[Entry]:
