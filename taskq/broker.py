@@ -83,7 +83,7 @@ class Broker:
 
     @classmethod
     def from_env(cls, **overrides: object) -> Broker:
-        return cls(Settings.from_env(**overrides))
+        return cls(Settings.from_env(None, **overrides))
 
     def rq_connection(self) -> Redis:
         """RQ wants bytes back, so it gets a client of its own."""

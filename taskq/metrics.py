@@ -3,6 +3,8 @@ the same, whole-system figures."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -15,7 +17,7 @@ class RedisCollector(Collector):
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         r = self.broker.redis
         queues = sorted(q.removeprefix(keys.RQ_QUEUE_PREFIX) for q in r.smembers(keys.RQ_QUEUES))
         pipe = r.pipeline(transaction=False)

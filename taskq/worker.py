@@ -120,6 +120,6 @@ def build(
     worker = cls(  # type: ignore[call-arg]
         [rq.Queue(q, connection=connection) for q in queue_names], connection=connection, name=name
     )
-    worker.broker = broker  # type: ignore[attr-defined]
-    worker.processors = processors  # type: ignore[attr-defined]
+    worker.broker = broker
+    worker.processors = processors
     return worker  # type: ignore[return-value]

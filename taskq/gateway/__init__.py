@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-from typing import Any
+from typing import Any, cast
 
 import redis
 from flask import Flask, Response, current_app, g, jsonify, request
@@ -68,15 +68,15 @@ def _optional(name: str) -> Any:
 
 
 def broker() -> Broker:
-    return current_app.extensions["taskq"]  # type: ignore[no-any-return]
+    return cast(Broker, current_app.extensions["taskq"])
 
 
 def catalog() -> Catalog:
-    return current_app.extensions["taskq.catalog"]  # type: ignore[no-any-return]
+    return cast(Catalog, current_app.extensions["taskq.catalog"])
 
 
 def tenant() -> str:
-    return g.tenant  # type: ignore[no-any-return]
+    return cast(str, g.tenant)
 
 
 def body() -> dict[str, Any]:
