@@ -104,6 +104,8 @@ def record_attempt(broker: Broker, claim: Claim, attempt: dict[str, Any], state:
 def payload(record: dict[str, str], status: str, created_ms: int) -> bytes:
     """The body of a delivery: the run as it is now, but with the status the event
     reports; for a completed run its output (or, when large, only where to get it)."""
+    if status == RunStatus.completed.value and json.loads(record.get("webhook") or "{}").get("body") == "upstream_response":
+        return _upstream_body(record)
     task_run = run.to_task_run({**record, "status": status})
     data: dict[str, Any] = task_run.model_dump(mode="json")
     if status == RunStatus.completed.value:
@@ -114,6 +116,12 @@ def payload(record: dict[str, str], status: str, created_ms: int) -> bytes:
             data["output"] = output.model_dump(mode="json")
     body = {"type": "task_run.status", "timestamp": run.iso(created_ms), "data": data}
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _upstream_body(record: dict[str, str]) -> bytes:
+    """What the async proxy's caller asked for: the upstream's response body as is."""
+    body = json.loads(record.get("output", "null") or "null").get("body")
+    return body.encode() if isinstance(body, str) else json.dumps(body, separators=(",", ":")).encode()
 
 
 def for_run(broker: Broker, tenant: str, run_id: str) -> list[WebhookDelivery]:

@@ -84,6 +84,9 @@ class Webhook(Wire):
     event_types: list[str] = Field(default_factory=lambda: ["task_run.status"])
     secret: str | None = Field(default=None, max_length=256)
     headers: dict[str, str] = Field(default_factory=dict)
+    # taskq's own: "upstream_response" (set by the async proxy) sends a completed
+    # `http` run's upstream response body as the payload instead of the TaskRun.
+    body: Literal["task_run", "upstream_response"] = "task_run"
 
     @field_validator("secret")
     @classmethod

@@ -64,3 +64,25 @@ def test_an_unknown_upstream_is_404_and_arbitrary_urls_are_impossible(broker, up
     assert client.post("/v1/async/model/a/../b", json={}, headers=HEADERS).status_code in (404, 422)
     assert client.post("/v1/async/model/x", json={}).status_code == 401
     assert set(broker.redis.keys("*")) == before
+
+
+def test_webhook_endpoint_receives_the_upstream_response_body_signed(broker, worker, spawn, upstream):
+    from standardwebhooks import Webhook
+
+    from taskq import delivery
+    from taskq.run import tenant_of
+    from tests.conftest import wait_until
+    from tests.test_webhooks import serving
+
+    settings = broker.settings.replace(proxy_upstreams=(f"model={upstream}",))
+    worker("simple", settings=settings)
+    spawn("dispatcher", settings=settings)
+    client = create_app(settings).test_client()
+    with serving() as receiver:
+        hook = receiver.url("/done")
+        r = client.post(f"/v1/async/model/predict?webhookEndpoint={hook}", json={"prompt": "hi"}, headers=HEADERS)
+        assert r.status_code == 202
+        got = wait_until(lambda: receiver.at("/done"), timeout_s=20)[0]  # type: ignore[index]
+    assert json.loads(got.body) == {"echo": {"prompt": "hi"}, "path": "/predict"}
+    secret = delivery.tenant_secret(broker, tenant_of(HEADERS["x-api-key"]))
+    Webhook(secret).verify(got.body, got.headers)

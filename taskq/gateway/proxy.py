@@ -3,7 +3,8 @@
 The request is recorded as a run of the built-in `http` processor against one of the
 operator's TASKQ_PROXY_UPSTREAMS (never an arbitrary URL) and answered at once with
 202 `{run_id}`; the upstream's answer becomes the run's output. `webhookEndpoint`
-(query parameter or `X-Webhook-Endpoint` header) receives the finished run.
+(query parameter or `X-Webhook-Endpoint` header) receives the upstream's response
+body once the run completes (or the TaskRun, if it failed), signed like every webhook.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def call(upstream: str, path: str) -> tuple[dict[str, Any], int]:
     }
     hook = request.args.get("webhookEndpoint") or request.headers.get("X-Webhook-Endpoint")
     if hook:
-        req["webhook"] = {"url": hook}
+        req["webhook"] = {"url": hook, "body": "upstream_response"}
     new = run.prepare(broker(), catalog(), tenant(), parse(RunInput, req))
     ids, _ = run.create(broker(), [new], tenant=tenant(), idempotency_key=request.headers.get("Idempotency-Key"))
     return {"run_id": ids[0], "status": "queued"}, 202
