@@ -17,6 +17,13 @@ def _default_broker() -> Broker:
     return Broker.from_env()
 
 
+@functools.cache
+def _catalog(broker: Broker, registered: int) -> Catalog:
+    """Processors defined in this process are known without asking Redis (made anew
+    when more are registered)."""
+    return Catalog(broker, {name: proc.spec() for name, proc in REGISTRY.items()})
+
+
 def default_tenant(broker: Broker) -> str:
     """Python puts belong to the tenant of the first TASKQ_API_KEYS key, so the
     runs are visible over HTTP with that key."""
@@ -60,7 +67,6 @@ def put(
     broker = broker or _default_broker()
     tenant = tenant or default_tenant(broker)
     req = parse(RunInput, {"input": input, "processor": processor, "metadata": metadata, "webhook": webhook})
-    local = {name: proc.spec() for name, proc in REGISTRY.items()}
-    new = run.prepare(broker, Catalog(broker, local), tenant, req)
+    new = run.prepare(broker, _catalog(broker, len(REGISTRY)), tenant, req)
     ids, _ = run.create(broker, [new], tenant=tenant)
     return RunHandle(broker, tenant, ids[0])

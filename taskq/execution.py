@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+import redis
 from pydantic import ValidationError
 from rq.exceptions import ShutDownImminentException
 from rq.job import get_current_job
@@ -37,15 +38,17 @@ INTERRUPT_SIGNAL = signal.SIGUSR1
 PROGRESS_MAXLEN = 1000
 
 _broker: Broker | None = None
+_worker_name = "worker"
 _shutdown_requested_ms: int | None = None
 _active: Attempt | None = None
 _current: ContextVar[CurrentRun | None] = ContextVar("taskq_current_run", default=None)
 
 
-def configure(broker: Broker) -> None:
+def configure(broker: Broker, worker_name: str) -> None:
     """Called by the worker before it takes jobs: the broker attempts use."""
-    global _broker
+    global _broker, _worker_name
     _broker = broker
+    _worker_name = worker_name
 
 
 def execute() -> None:
@@ -53,7 +56,7 @@ def execute() -> None:
     job = get_current_job()
     if job is None or _broker is None:
         raise RuntimeError("taskq.execution.execute runs only inside a taskq worker")
-    Attempt(_broker, job.id.partition("-")[0], worker_name=job.worker_name or "worker").run()
+    Attempt(_broker, job.id.partition("-")[0], worker_name=_worker_name).run()
 
 
 def request_shutdown() -> None:
@@ -158,10 +161,7 @@ class Attempt:
     def run(self) -> None:
         global _active
         settings = self.broker.settings
-        now = now_ms()
-        reply = self.broker.scripts.claim(
-            args=[self.run_id, self.token, now, now + int(settings.lease_s * 1000), settings.retention_s]
-        )
+        reply = self._claim()
         if not reply:
             log.info("run %s is not queued any more; skipped", self.run_id)
             return
@@ -177,6 +177,21 @@ class Attempt:
             self.lease.stop()
             _active = None
             signal.signal(INTERRUPT_SIGNAL, previous)
+
+    def _claim(self) -> list[str]:
+        """Claims the run, riding out a Redis blip: the RQ job is already off its queue,
+        so a claim never made would leave the run queued with nothing to carry it."""
+        settings = self.broker.settings
+        for wait_s in (0.1, 0.5, 1, 2, 4, 8, 15, 30):
+            try:
+                now = now_ms()
+                return list(self.broker.scripts.claim(
+                    args=[self.run_id, self.token, now, now + int(settings.lease_s * 1000), settings.retention_s]
+                ))
+            except (redis.ConnectionError, redis.TimeoutError):
+                log.warning("claim of %s failed (Redis unreachable); retrying in %g s", self.run_id, wait_s)
+                time.sleep(wait_s)
+        raise RuntimeError(f"could not claim {self.run_id}: Redis unreachable for a minute")
 
     def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
         if self.lease.armed:

@@ -11,6 +11,7 @@ can check names and inputs without importing user code.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import json
@@ -58,8 +59,8 @@ class Processor:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
 
-    def spec(self) -> dict[str, Any]:
-        """What workers advertise: enough for the gateway to check a request."""
+    @functools.cached_property
+    def _spec(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "queue": self.queue,
@@ -68,6 +69,10 @@ class Processor:
             "input_schema": _schema(self._input_adapter),
             "output_schema": _schema(self._output_adapter),
         }
+
+    def spec(self) -> dict[str, Any]:
+        """What workers advertise: enough for the gateway to check a request."""
+        return dict(self._spec)
 
     def parse_input(self, raw: Any) -> Any:
         """The stored input as the function wants it; raises ValidationError."""

@@ -18,8 +18,12 @@ import logging
 import signal
 import threading
 from types import FrameType
+from typing import cast
 
 import rq
+from rq.executions import Execution
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
 from rq.worker import WorkerStatus
 
 from . import execution
@@ -62,9 +66,33 @@ class TaskqWorkerMixin:
     processors: dict[str, Processor]
     _maintenance: Maintenance | None = None
 
+    def perform_job(self, job: Job, queue: rq.Queue, execution: Execution) -> bool:
+        """Runs the attempt the RQ job carries, then forgets the job in one pipeline.
+
+        taskq keeps a run's whole account itself (status, lease, retries, result), so
+        RQ's per-job bookkeeping (started and finished registries, job status, result,
+        `Job.delete()`'s reads) would be written only to be erased: this replaces it.
+        RQ's loop, dequeue, work horse, death penalty and worker registry stay RQ's.
+        """
+        worker = cast(rq.worker.BaseWorker, self)
+        try:
+            timeout = job.timeout or rq.Queue.DEFAULT_TIMEOUT
+            with worker.death_penalty_class(timeout, JobTimeoutException, job_id=job.id):
+                job.perform()
+        except Exception:  # the attempt records what it can; a run it could not finish keeps its lease
+            log.exception("attempt for %s ended with an error outside the processor", job.id)
+        finally:
+            with worker.connection.pipeline() as pipe:
+                worker.cleanup_execution(job, pipe, execution)
+                if len(worker.queues) == 1:  # RQ dequeues a single queue through its intermediate list
+                    pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+                pipe.delete(job.key)
+                pipe.execute()
+        return True
+
     def register_birth(self) -> None:
         super().register_birth()  # type: ignore[misc]
-        execution.configure(self.broker)
+        execution.configure(self.broker, cast(rq.worker.BaseWorker, self).name)
         settings = self.broker.settings
         advertise(
             self.broker.redis,

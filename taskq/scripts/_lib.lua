@@ -9,8 +9,10 @@ local function run_key(id) return P .. 'run:' .. id end
 -- id, `{run_id}-{n}`: RQ deletes a finished attempt's job after the attempt returns,
 -- which must not take the next attempt's job with it. `data` is the one pickled call
 -- every run shares (taskq.execution.execute), which reads the run id from the job id.
-local function push_rq_job(id, queue, timeout, rq_data, rq_now)
-  local job_id = id .. '-' .. redis.call('HINCRBY', run_key(id), 'pushes', 1)
+-- `n` is the push's number when the caller knows it (the first push), else counted.
+local function push_rq_job(id, queue, timeout, rq_data, rq_now, n)
+  n = n or redis.call('HINCRBY', run_key(id), 'pushes', 1)
+  local job_id = id .. '-' .. n
   redis.call('HSET', 'rq:job:' .. job_id, 'data', rq_data, 'origin', queue,
     'description', 'taskq run', 'timeout', timeout, 'result_ttl', 0, 'failure_ttl', 0,
     'status', 'queued', 'created_at', rq_now, 'enqueued_at', rq_now)
@@ -18,13 +20,23 @@ local function push_rq_job(id, queue, timeout, rq_data, rq_now)
   redis.call('SADD', 'rq:queues', 'rq:queue:' .. queue)
 end
 
--- The one step every status change goes through: the record, the run's event, the
--- group's counters and events, and the webhook outbox change together.
-local function set_status(id, old, new, now, retention_s)
+local function append(list, ...)
+  for _, v in ipairs({...}) do table.insert(list, v) end
+  return list
+end
+
+-- The one step every status change goes through: the record (with `fields`, more
+-- field/value pairs written in the same HSET), the run's event, the group's
+-- counters and events, and the webhook outbox change together.
+local function set_status(id, old, new, now, retention_s, fields)
   local key = run_key(id)
-  redis.call('HSET', key, 'status', new, 'modified_ms', now)
+  local pairs_ = append({}, 'status', new, 'modified_ms', now)
+  if TERMINAL[new] then append(pairs_, 'finished_ms', now) end
+  for _, v in ipairs(fields or {}) do table.insert(pairs_, v) end
+  redis.call('HSET', key, unpack(pairs_))
   redis.call('XADD', key .. ':events', '*', 'type', 'task_run.state', 'status', new, 'ts', now)
-  local gid = redis.call('HGET', key, 'taskgroup_id')
+  local r = redis.call('HMGET', key, 'taskgroup_id', 'webhook', 'webhook_all')
+  local gid, hook, hook_all = r[1], r[2], r[3]
   if gid then
     local gkey = P .. 'group:' .. gid
     if old then redis.call('HINCRBY', gkey, 'c:' .. old, -1) end
@@ -43,8 +55,7 @@ local function set_status(id, old, new, now, retention_s)
       end
     end
   end
-  local hook = redis.call('HMGET', key, 'webhook', 'webhook_all')
-  if hook[1] and (TERMINAL[new] or hook[2] == '1') then
+  if hook and (TERMINAL[new] or hook_all == '1') then
     local seq = redis.call('HINCRBY', key, 'delivery_seq', 1)
     local did = id .. '.' .. seq
     redis.call('HSET', P .. 'delivery:' .. did, 'run_id', id, 'status', new, 'created_ms', now, 'attempts', 0)
@@ -52,20 +63,18 @@ local function set_status(id, old, new, now, retention_s)
     redis.call('ZADD', P .. 'deliveries:due', now, did)
   end
   if TERMINAL[new] then
-    redis.call('HSET', key, 'finished_ms', now)
-    redis.call('ZREM', P .. 'running', id)
-    redis.call('ZREM', P .. 'delayed', id)
-    for _, k in ipairs({key, key .. ':events', key .. ':deliveries'}) do
-      redis.call('EXPIRE', k, retention_s)
-    end
+    if old == 'running' or old == 'cancelling' then redis.call('ZREM', P .. 'running', id) end
+    if old == 'queued' then redis.call('ZREM', P .. 'delayed', id) end
+    redis.call('EXPIRE', key, retention_s)
+    redis.call('EXPIRE', key .. ':events', retention_s)
+    if hook then redis.call('EXPIRE', key .. ':deliveries', retention_s) end
   end
 end
 
--- Appends one attempt's error to the run's error history and makes it the run's error.
-local function record_error(id, err_json)
-  local key = run_key(id)
-  local history = redis.call('HGET', key, 'errors')
+-- The fields that make `err_json` the run's error and add it to its error history.
+local function error_fields(id, err_json)
+  local history = redis.call('HGET', run_key(id), 'errors')
   local list = history and cjson.decode(history) or {}
   table.insert(list, cjson.decode(err_json))
-  redis.call('HSET', key, 'error', err_json, 'errors', cjson.encode(list))
+  return {'error', err_json, 'errors', cjson.encode(list)}
 end

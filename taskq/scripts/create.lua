@@ -27,15 +27,15 @@ end
 
 local ids = {'created'}
 for _, r in ipairs(runs) do
-  local key = run_key(r.id)
-  redis.call('HSET', key, unpack(ARGV, r.first, r.first + 2 * r.n - 1))
+  local fields = {'pushes', 1}
+  for j = r.first, r.first + 2 * r.n - 1 do table.insert(fields, ARGV[j]) end
   if gid ~= '' then
-    redis.call('HSET', key, 'taskgroup_id', gid)
+    append(fields, 'taskgroup_id', gid)
     redis.call('RPUSH', P .. 'group:' .. gid .. ':runs', r.id)
     redis.call('HINCRBY', P .. 'group:' .. gid, 'num_task_runs', 1)
   end
-  set_status(r.id, nil, 'queued', now, ARGV[4])
-  push_rq_job(r.id, r.queue, r.timeout, rq_data, rq_now)
+  set_status(r.id, nil, 'queued', now, ARGV[4], fields)
+  push_rq_job(r.id, r.queue, r.timeout, rq_data, rq_now, 1)
   table.insert(ids, r.id)
 end
 

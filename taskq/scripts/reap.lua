@@ -14,13 +14,12 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'running', '-inf', now, 'LI
       local attempts = tonumber(r[2]) or 0
       local err = cjson.encode({ref_id = id .. '.' .. attempts, message = 'worker lost',
         detail = {attempt = attempts, reason = 'the worker running this attempt stopped renewing its lease'}})
-      record_error(id, err)
+      local fields = error_fields(id, err)
       if attempts - (tonumber(r[3]) or 0) <= (tonumber(r[4]) or 0) then
-        redis.call('HSET', key, 'next_attempt_ms', now)
         redis.call('ZADD', P .. 'delayed', now, id)
-        set_status(id, r[1], 'queued', now, ARGV[3])
+        set_status(id, r[1], 'queued', now, ARGV[3], append(fields, 'next_attempt_ms', now))
       else
-        set_status(id, r[1], 'failed', now, ARGV[3])
+        set_status(id, r[1], 'failed', now, ARGV[3], fields)
       end
     end
     table.insert(reaped, id)
