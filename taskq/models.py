@@ -8,7 +8,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ValidationFailed
+from .errors import BadRequest, ValidationFailed
 
 
 class RunStatus(str, Enum):
@@ -157,11 +157,17 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def parse(model: type[M], data: Any, where: str = "") -> M:
-    """Validates request data; a failure is a 422 naming the field and the reason."""
+    """Validates request data (raw JSON bytes, parsed in the same pass, or Python
+    objects): a body that is not a JSON object is a 400; a field that does not fit is
+    a 422 naming the field and the reason."""
     try:
+        if isinstance(data, bytes | str):
+            return model.model_validate_json(data)
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
+        if first["type"] == "json_invalid" or (first["type"] == "model_type" and not first["loc"]):
+            raise BadRequest("request body must be a JSON object") from None
         path = where + ".".join(str(p) for p in first["loc"])
         problems = [{"field": where + ".".join(str(p) for p in e["loc"]), "reason": e["msg"]} for e in exc.errors()[:20]]
         raise ValidationFailed(f"{path or 'body'}: {first['msg']}", {"errors": problems}) from None

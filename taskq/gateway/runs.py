@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 
 from .. import errors, run
 from ..models import RunInput, parse
@@ -14,14 +14,14 @@ bp = Blueprint("runs", __name__, url_prefix="/v1/tasks/runs")
 
 
 @bp.post("")
-def create() -> tuple[dict[str, Any], int, dict[str, str]]:
+def create() -> Response:
     req = parse(RunInput, body())
     new = run.prepare(broker(), catalog(), tenant(), req)
     ids, created = run.create(broker(), [new], tenant=tenant(), idempotency_key=request.headers.get("Idempotency-Key"))
     if created:
-        return run.new_task_run(new).model_dump(mode="json"), 202, {}
+        return _json(run.new_task_run(new).model_dump_json(), 202)
     existing = run.to_task_run(run.load(broker(), tenant(), ids[0]))
-    return existing.model_dump(mode="json"), 202, {"Idempotent-Replayed": "true"}
+    return _json(existing.model_dump_json(), 202, {"Idempotent-Replayed": "true"})
 
 
 @bp.get("/<run_id>")
@@ -44,6 +44,11 @@ def result(run_id: str) -> dict[str, Any]:
 @bp.post("/<run_id>/cancel")
 def cancel(run_id: str) -> dict[str, Any]:
     return run.to_task_run(run.cancel(broker(), tenant(), run_id)).model_dump(mode="json")
+
+
+def _json(text: str, status: int, headers: dict[str, str] | None = None) -> Response:
+    """An answer serialised once, by the model itself."""
+    return Response(text, status, headers, mimetype="application/json")
 
 
 def _seconds(name: str, default: float, maximum: float = 3600) -> float:
