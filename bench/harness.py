@@ -1,0 +1,241 @@
+"""The real parts a benchmark runs against: redis-server from redis.conf on a free
+port in a temporary directory, the gateway under gunicorn, taskq and RQ workers as
+subprocesses, each given its settings through the environment."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+
+import redis
+
+from taskq.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "bench-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.01) -> object:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"bench: {what} did not happen within {timeout_s} s")
+        time.sleep(interval_s)
+
+
+class RedisServer:
+    """redis-server from the project's redis.conf (AOF on, as in production)."""
+
+    def __init__(self, workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("bench: redis-server is not installed (run .ci/bootstrap)")
+        self.proc = subprocess.Popen(
+            [binary, str(ROOT / "redis.conf"), "--port", str(self.port), "--dir", str(workdir), "--daemonize", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.client = redis.Redis(port=self.port, decode_responses=True)
+        wait_until(self._pings, 10, "redis-server start")
+
+    def _pings(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.ConnectionError:
+            return False
+
+    def version(self) -> str:
+        return str(self.client.info("server")["redis_version"])
+
+    def command_calls(self) -> int:
+        """Commands Redis has executed since the last CONFIG RESETSTAT, those run
+        inside Lua scripts included (INFO commandstats)."""
+        stats = self.client.info("commandstats")
+        return sum(int(v["calls"]) for v in stats.values())
+
+    def stop(self) -> None:
+        try:
+            self.client.shutdown(nosave=True)
+        except redis.RedisError:
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def bench_settings(redis_url: str) -> Settings:
+    """The production defaults, pointed at the bench's Redis and the example app."""
+    return Settings(redis_url=redis_url, api_keys=(API_KEY,), app=("workers.app",), webhook_allow_private=True)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_") and k != "REDIS_URL"}
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        name = "REDIS_URL" if f.name == "redis_url" else f"TASKQ_{f.name.upper()}"
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        elif isinstance(value, bool):
+            value = "1" if value else "0"
+        env[name] = str(value)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+class Process:
+    """A subprocess with its output in a log file in the bench's temporary directory."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(args, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait(self, timeout_s: float) -> int:
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise TimeoutError(f"bench: {self.log_path.name} still running after {timeout_s} s") from None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+    def kill(self) -> None:
+        """SIGKILL: for a process stuck in a call we do not want to wait for."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+
+class Spawner:
+    """Starts processes with logs under `workdir`, and stops them all at the end."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.started: list[Process] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> Process:
+        proc = Process(args, env, self.workdir / f"{len(self.started):02d}-{name}.log")
+        self.started.append(proc)
+        return proc
+
+    def taskq_worker(self, settings: Settings, worker_class: str, *, burst: bool, name: str) -> Process:
+        args = [sys.executable, "-m", "taskq.cli", "worker", "--worker-class", worker_class, "--name", name]
+        return self.start(name, args + (["--burst"] if burst else []), settings_env(settings))
+
+    def rq_worker(self, settings: Settings, worker_class: str, *, burst: bool, name: str) -> Process:
+        args = [sys.executable, "-m", "bench.rqside", settings.redis_url, worker_class, name]
+        return self.start(name, args + (["--burst"] if burst else []), settings_env(settings))
+
+    def dispatcher(self, settings: Settings) -> Process:
+        return self.start("dispatcher", [sys.executable, "-m", "taskq.cli", "dispatcher"], settings_env(settings))
+
+    def receiver(self) -> str:
+        """The local webhook receiver (bench/receiver.py); returns its base URL."""
+        port = free_port()
+        proc = self.start("receiver", [sys.executable, "-m", "bench.receiver", str(port)], dict(os.environ))
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _http_ok(url + "/count") or not proc.running(), 10, "receiver start")
+        return url
+
+    def gunicorn(self, settings: Settings, workers: int, threads: int) -> tuple[str, Process]:
+        """The gateway as the Procfile's `web` line runs it (the access log only when
+        TASKQ_ACCESS_LOG is set, as there); returns its base URL, once /healthz
+        answers, and its process."""
+        port = free_port()
+        args = [
+            sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", str(workers),
+            "--threads", str(threads), "--bind", f"127.0.0.1:{port}",
+            *(["--access-logfile", "-"] if os.environ.get("TASKQ_ACCESS_LOG") else []),
+            "taskq.gateway:create_app()",
+        ]  # fmt: skip
+        proc = self.start("gunicorn", args, settings_env(settings))
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _http_ok(url + "/healthz") or not proc.running(), 30, "gunicorn start")
+        if not proc.running():
+            raise RuntimeError(f"gunicorn exited:\n{proc.output()}")
+        return url, proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.started):
+            proc.stop()
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + sys) used so far by a live process and its live children
+    (gunicorn's master and its workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields_ = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields_[1] == str(pid):
+            total += (int(fields_[11]) + int(fields_[12])) / tick
+    return total
+
+
+def _http_ok(url: str) -> bool:
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=1)
+        conn.request("GET", parts.path)
+        ok = conn.getresponse().status == 200
+        conn.close()
+        return ok
+    except OSError:
+        return False
+
+
+def wait_registered(client: redis.Redis, count: int, procs: list[Process], timeout_s: float = 30) -> None:
+    """Waits until `count` workers have registered with RQ (so they are idle and
+    listening), failing early if one of them exits."""
+
+    def ready() -> bool:
+        for proc in procs:
+            if not proc.running():
+                raise RuntimeError(f"worker exited early:\n{proc.output()[-3000:]}")
+        return client.scard("rq:workers") >= count
+
+    wait_until(ready, timeout_s, f"{count} worker(s) registering")

@@ -1,0 +1,100 @@
+"""The bench's one table, its JSON, and the throughput plot."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Row:
+    """One figure: taskq's and RQ's absolute values, in `unit`, and the target."""
+
+    figure: str
+    taskq: float | None
+    rq: float | None
+    unit: str
+    target: str
+    met: bool | None = None  # None: no target, or not measured
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.taskq is None or not self.rq:
+            return None
+        return self.taskq / self.rq
+
+
+@dataclass
+class Results:
+    rows: list[Row] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        print(f"  {row.figure}: taskq {_num(row.taskq)} / RQ {_num(row.rq)} {row.unit}", flush=True)
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def table(results: Results) -> str:
+    header = ("figure", "taskq", "RQ", "unit", "ratio", "target", "met")
+    lines = []
+    for row in sorted(results.rows, key=lambda r: int(r.figure.split()[0].rstrip("b"))):
+        met = {True: "yes", False: "NO", None: "-"}[row.met]
+        ratio = "-" if row.ratio is None else f"{row.ratio:.2f}"
+        lines.append((row.figure, _num(row.taskq), _num(row.rq), row.unit, ratio, row.target, met))
+    widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(len(header))]
+    right = {1, 2, 4}
+
+    def fmt(r: tuple[str, ...]) -> str:
+        cells = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        return "| " + " | ".join(cells) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if i in right else ("-" * (w + 2)) for i, w in enumerate(widths)) + "|"
+    out = [fmt(header), rule, *(fmt(r) for r in lines)]
+    notes = [f"- {r.figure}: {r.note}" for r in results.rows if r.note]
+    return "\n".join(out + ([""] + notes if notes else []))
+
+
+def write_json(results: Results, path: Path) -> None:
+    rows = [{**asdict(r), "ratio": r.ratio} for r in results.rows]
+    path.write_text(json.dumps({"rows": rows, "details": results.details}, indent=2, default=str))
+
+
+def plot(results: Results, path: Path) -> None:
+    """Throughput against worker count, one line per system and worker class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, dict[int, float]] = results.details.get("worker_throughput", {})
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    styles = {"taskq": "-", "RQ": "--"}
+    colours = {"fork": "tab:blue", "simple": "tab:orange"}
+    for label, points in sorted(series.items(), key=lambda item: item[0].split()[::-1]):
+        system, worker_class = label.split()
+        by_count = {int(k): v for k, v in points.items()}
+        xs = sorted(by_count)
+        ax.plot(xs, [by_count[x] for x in xs], styles[system], color=colours.get(worker_class), marker="o", label=label)
+    ax.set_xlabel("worker processes")
+    ax.set_ylabel("no-op runs / s")
+    ax.set_xticks(sorted({int(k) for p in series.values() for k in p}))
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    ax.set_title("Worker throughput, taskq vs bare RQ (same run, same machine)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,126 @@
+"""What every figure works with: the mode's sizes, the Redis server, the processes,
+and helpers to fill queues the fast way (one script call or pipeline per batch)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+import rq
+
+from taskq import run
+from taskq.broker import Broker
+from taskq.catalog import Catalog
+from taskq.models import RunInput, Webhook
+from taskq.processor import advertise, load_apps
+
+from . import rqside
+from .harness import API_KEY, RedisServer, Spawner, bench_settings
+from .report import Results
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How much each figure does. Counts are upper bounds; loops also stop at their
+    time limits."""
+
+    name: str
+    enqueue_count: int  # fig 1: requests per client setting, and RQ enqueues
+    enqueue_clients: tuple[int, ...]  # fig 1: concurrent HTTP clients
+    enqueue_max_s: float
+    group_adds: int  # fig 2: 1,000-input adds
+    worker_runs: dict[str, int]  # fig 3: runs per measurement, by worker class measured
+    worker_counts: tuple[int, ...]  # fig 3: worker processes
+    command_runs: int  # fig 3: runs watched with MONITOR
+    latency_runs: int  # fig 4: runs per worker class
+    latency_classes: tuple[str, ...]
+    deliveries: int  # fig 5
+    delivery_max_s: float  # fig 5: time allowed per measurement
+    memory_runs: int  # fig 6
+    group_sizes: tuple[int, ...]  # fig 7
+    group_reads: int  # fig 7: GETs per size
+
+
+MODES = {
+    "full": Mode("full", 10_000, (1, 16, 64), 20, 10, {"fork": 1_000, "simple": 3_000}, (1, 2), 200,
+                 1_000, ("simple", "fork"), 5_000, 20, 5_000, (1_000, 100_000), 500),
+    "quick": Mode("quick", 2_000, (16,), 8, 3, {"fork": 150, "simple": 500}, (1, 2), 50,
+                  150, ("simple", "fork"), 500, 4, 1_000, (1_000, 10_000), 200),
+    "smoke": Mode("smoke", 200, (4,), 4, 1, {"simple": 40}, (1,), 10,
+                  20, ("simple",), 100, 2, 100, (100, 1_000), 20),
+}  # fmt: skip
+
+
+class Session:
+    def __init__(self, mode: Mode, workdir: Path) -> None:
+        self.mode = mode
+        self.workdir = workdir
+        self.redis_server = RedisServer(workdir / "redis")
+        self.r = self.redis_server.client
+        self.settings = bench_settings(self.redis_server.url)
+        self.broker = Broker(self.settings)
+        self.rq_connection = redis.Redis.from_url(self.settings.redis_url)
+        self.rq_queue = rq.Queue(rqside.QUEUE, connection=self.rq_connection)
+        self.spawner = Spawner(workdir)
+        self.results = Results()
+        self.tenant = run.tenant_of(API_KEY)
+        self._gateway_url: str | None = None
+        self.gateway_pid = 0
+        self.figures: set[int] = set()  # the figures this run measures
+        self._catalog = Catalog(self.broker)
+
+    def gateway(self) -> str:
+        """The gateway under gunicorn, started on first use: the Procfile's 2 workers
+        of 64 threads."""
+        if self._gateway_url is None:
+            self._gateway_url, proc = self.spawner.gunicorn(self.settings, workers=2, threads=64)
+            self.gateway_pid = proc.proc.pid
+        return self._gateway_url
+
+    def redis_cpu_s(self) -> float:
+        cpu = self.r.info("cpu")
+        return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+    def reset(self) -> None:
+        """An empty database with the example app's processors advertised (as a
+        worker would), and fresh command counters."""
+        self.r.flushall()
+        advertise(
+            self.broker.redis,
+            load_apps(self.settings.app).values(),
+            {"retries": self.settings.default_retries, "timeout_s": self.settings.default_timeout_s},
+        )
+        self.r.config_resetstat()
+
+    def fill_taskq(
+        self, n: int, batch: int = 500, group_id: str | None = None, webhook: Callable[[int], str] | None = None
+    ) -> list[str]:
+        """n no-op runs made through taskq's own Python API, `batch` per create script;
+        run i gets a webhook to `webhook(i)` when that is given."""
+        ids: list[str] = []
+        plain = RunInput(input={}, processor="noop")
+
+        def req(i: int) -> RunInput:
+            return plain if webhook is None else RunInput(input={}, processor="noop", webhook=Webhook(url=webhook(i)))
+
+        while len(ids) < n:
+            news = [run.prepare(self.broker, self._catalog, self.tenant, req(len(ids) + i))
+                    for i in range(min(batch, n - len(ids)))]  # fmt: skip
+            made, _ = run.create(self.broker, news, tenant=self.tenant, group_id=group_id)
+            ids += made
+        return ids
+
+    def fill_rq(self, n: int, batch: int = 500) -> list[str]:
+        ids: list[str] = []
+        while len(ids) < n:
+            datas = [rq.Queue.prepare_data(rqside.noop) for _ in range(min(batch, n - len(ids)))]
+            ids += [job.id for job in self.rq_queue.enqueue_many(datas)]
+        return ids
+
+    def close(self) -> None:
+        self.spawner.stop_all()
+        self.broker.close()
+        self.rq_connection.close()
+        self.redis_server.stop()

@@ -1,0 +1,28 @@
+"""The benchmarks run: `python -m bench --smoke` measures every figure (tiny counts)
+for taskq and bare RQ and prints its table. No timings are checked: benchmarks
+print, they do not assert."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+FIGURES = ("1 HTTP enqueue", "2 group add", "3 worker simple", "4 pickup p50", "5 webhook deliveries/s",
+           "6 bytes/finished run", "7 GET group")  # fmt: skip
+
+
+def test_bench_smoke_prints_its_table_with_every_figure() -> None:
+    # Given the bench in its smallest mode, when it runs end to end
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=110
+    )
+    # Then it exits cleanly and prints one table with a row for each figure, none failed
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "| figure" in out, out
+    table = out[out.index("| figure") :]
+    for figure in FIGURES:
+        assert f"| {figure}" in table, f"no row for {figure!r}:\n{table}"
+    assert "failed:" not in table, table
