@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import uuid
 from types import FrameType
 from typing import cast
 
@@ -24,6 +25,7 @@ import rq
 from rq.executions import Execution
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
+from rq.utils import now as rq_utils_now
 from rq.worker import WorkerStatus
 
 from . import execution
@@ -33,6 +35,7 @@ from .processor import Processor, advertise, load_apps
 log = logging.getLogger("taskq.worker")
 
 BATCH = 500
+WORKER_BEAT_S = 10
 
 
 class Maintenance(threading.Thread):
@@ -82,13 +85,33 @@ class TaskqWorkerMixin:
         except Exception:  # the attempt records what it can; a run it could not finish keeps its lease
             log.exception("attempt for %s ended with an error outside the processor", job.id)
         finally:
+            worker.executions.pop(execution.id, None)
             with worker.connection.pipeline() as pipe:
-                worker.cleanup_execution(job, pipe, execution)
                 if len(worker.queues) == 1:  # RQ dequeues a single queue through its intermediate list
                     pipe.lrem(queue.intermediate_queue_key, 1, job.id)
                 pipe.delete(job.key)
                 pipe.execute()
         return True
+
+    def prepare_execution(self, job: Job) -> Execution:
+        """An execution kept in memory only: the run's lease in `taskq:running` already
+        says that it is being worked on and by whom."""
+        worker = cast(rq.worker.BaseWorker, self)
+        execution = Execution(uuid.uuid4().hex, job.id, connection=worker.connection, worker_name=worker.name)
+        worker.executions[execution.id] = execution
+        worker.set_state(WorkerStatus.BUSY)
+        return execution
+
+    def maintain_heartbeats(self, job: Job, execution: Execution) -> None:
+        cast(rq.worker.BaseWorker, self).heartbeat(cast(rq.Worker, self).job_monitoring_interval + 60)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: object = None) -> None:
+        # RQ beats before and after every dequeue, for a key that lives worker_ttl
+        # (420 s): one beat every WORKER_BEAT_S says as much, 6 commands a run fewer.
+        last = cast(rq.worker.BaseWorker, self).last_heartbeat
+        if timeout is None and pipeline is None and last and (rq_utils_now() - last).total_seconds() < WORKER_BEAT_S:
+            return
+        super().heartbeat(timeout, pipeline)  # type: ignore[misc]
 
     def register_birth(self) -> None:
         super().register_birth()  # type: ignore[misc]
