@@ -105,6 +105,13 @@ class TaskqWorkerMixin:
     def maintain_heartbeats(self, job: Job, execution: Execution) -> None:
         cast(rq.worker.BaseWorker, self).heartbeat(cast(rq.Worker, self).job_monitoring_interval + 60)
 
+    def set_state(self, state: str, pipeline: object = None) -> None:
+        # RQ sets `idle` both after a job and again before each dequeue.
+        worker = cast(rq.worker.BaseWorker, self)
+        if pipeline is None and state == worker.get_state():
+            return
+        super().set_state(state, pipeline)  # type: ignore[misc]
+
     def heartbeat(self, timeout: int | None = None, pipeline: object = None) -> None:
         # RQ beats before and after every dequeue, for a key that lives worker_ttl
         # (420 s): one beat every WORKER_BEAT_S says as much, 6 commands a run fewer.

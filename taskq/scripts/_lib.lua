@@ -25,17 +25,26 @@ local function append(list, ...)
   return list
 end
 
+-- A flat HGETALL/field list as a table.
+local function as_table(flat)
+  local t = {}
+  for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
+  return t
+end
+
 -- The one step every status change goes through: the record (with `fields`, more
 -- field/value pairs written in the same HSET), the run's event, the group's
--- counters and events, and the webhook outbox change together.
-local function set_status(id, old, new, now, retention_s, fields)
+-- counters and events, and the webhook outbox change together. `links` is
+-- {taskgroup_id, webhook, webhook_all} when the caller has read them already.
+local LINKS = {'taskgroup_id', 'webhook', 'webhook_all'}
+local function set_status(id, old, new, now, retention_s, fields, links)
   local key = run_key(id)
   local pairs_ = append({}, 'status', new, 'modified_ms', now)
   if TERMINAL[new] then append(pairs_, 'finished_ms', now) end
   for _, v in ipairs(fields or {}) do table.insert(pairs_, v) end
   redis.call('HSET', key, unpack(pairs_))
   redis.call('XADD', key .. ':events', '*', 'type', 'task_run.state', 'status', new, 'ts', now)
-  local r = redis.call('HMGET', key, 'taskgroup_id', 'webhook', 'webhook_all')
+  local r = links or redis.call('HMGET', key, unpack(LINKS))
   local gid, hook, hook_all = r[1], r[2], r[3]
   if gid then
     local gkey = P .. 'group:' .. gid

@@ -34,7 +34,9 @@ for _, r in ipairs(runs) do
     redis.call('RPUSH', P .. 'group:' .. gid .. ':runs', r.id)
     redis.call('HINCRBY', P .. 'group:' .. gid, 'num_task_runs', 1)
   end
-  set_status(r.id, nil, 'queued', now, ARGV[4], fields)
+  local rec = as_table(fields)
+  set_status(r.id, nil, 'queued', now, ARGV[4], fields,
+    {rec.taskgroup_id or false, rec.webhook or false, rec.webhook_all or false})
   push_rq_job(r.id, r.queue, r.timeout, rq_data, rq_now, 1)
   table.insert(ids, r.id)
 end

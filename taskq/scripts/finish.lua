@@ -7,7 +7,7 @@
 -- Returns the status the run ended in, or {} if the token no longer holds the run.
 local id, token, now, new, due = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local key = run_key(id)
-local cur = redis.call('HMGET', key, 'status', 'token', 'interruptions')
+local cur = redis.call('HMGET', key, 'status', 'token', 'interruptions', unpack(LINKS))
 if (cur[1] ~= 'running' and cur[1] ~= 'cancelling') or cur[2] ~= token then return {} end
 if cur[1] == 'cancelling' and new ~= 'completed' then new = 'cancelled' end
 local fields = {}
@@ -20,5 +20,5 @@ if new == 'queued' then
   redis.call('ZREM', P .. 'running', id)
   redis.call('ZADD', P .. 'delayed', due, id)
 end
-set_status(id, cur[1], new, now, ARGV[6], fields)
+set_status(id, cur[1], new, now, ARGV[6], fields, {cur[4], cur[5], cur[6]})
 return new
