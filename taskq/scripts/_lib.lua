@@ -17,7 +17,7 @@ local function push_rq_job(id, queue, timeout, rq_data, rq_now, n)
     'description', 'taskq run', 'timeout', timeout, 'result_ttl', 0, 'failure_ttl', 0,
     'status', 'queued', 'created_at', rq_now, 'enqueued_at', rq_now)
   redis.call('RPUSH', 'rq:queue:' .. queue, job_id)
-  redis.call('SADD', 'rq:queues', 'rq:queue:' .. queue)
+  if n == 1 then redis.call('SADD', 'rq:queues', 'rq:queue:' .. queue) end  -- RQ's list of queues
 end
 
 local function append(list, ...)
