@@ -38,15 +38,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["taskq.catalog"] = Catalog(broker)
     app.extensions["taskq.tenants"] = {tenant_of(key): key for key in settings.api_keys}
 
-    from . import health, runs
+    from . import deliveries, groups, health, proxy, runs
 
-    app.register_blueprint(runs.bp)
-    app.register_blueprint(health.bp)
-    for name in ("groups", "proxy", "deliveries"):
-        module = _optional(name)
-        if module is not None:
-            for bp in module.blueprints():
-                app.register_blueprint(bp)
+    for module in (runs, groups, deliveries, proxy, health):
+        for bp in module.blueprints():
+            app.register_blueprint(bp)
 
     app.before_request(_authenticate)
     app.register_error_handler(errors.TaskqError, _taskq_error)
@@ -54,17 +50,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_error_handler(redis.RedisError, _redis_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
-
-
-def _optional(name: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__name__}.{name}":
-            raise
-        return None
 
 
 def broker() -> Broker:

@@ -12,6 +12,10 @@ from . import broker, error_response
 bp = Blueprint("health", __name__)
 
 
+def blueprints() -> list[Blueprint]:
+    return [bp]
+
+
 @bp.get("/healthz")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}

@@ -13,6 +13,10 @@ from . import body, broker, catalog, tenant
 bp = Blueprint("runs", __name__, url_prefix="/v1/tasks/runs")
 
 
+def blueprints() -> list[Blueprint]:
+    return [bp]
+
+
 @bp.post("")
 def create() -> Response:
     req = parse(RunInput, body())
