@@ -44,6 +44,7 @@ class Settings:
     webhook_timeout_s: float = 15.0
     webhook_schedule_s: tuple[str, ...] = ("5", "300", "1800", "7200", "18000", "36000", "36000")
     dispatcher_concurrency: int = 64
+    dispatcher_per_host: int = 8  # sends in flight to one receiver (host:port); 0 = no cap
     dispatcher_poll_s: float = 0.5
 
     sse_heartbeat_s: float = 15.0  # keep below broker.MAX_BLOCK_MS
@@ -60,6 +61,19 @@ class Settings:
             values[f.name] = _coerce(f, raw)
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that give another process these settings
+        (the inverse of `from_env`)."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            elif isinstance(value, bool):
+                value = "1" if value else "0"
+            env["REDIS_URL" if f.name == "redis_url" else f"TASKQ_{f.name.upper()}"] = str(value)
+        return env
 
     @property
     def webhook_schedule(self) -> tuple[float, ...]:

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -122,18 +121,9 @@ def fast_settings(redis_url: str, **overrides: object) -> Settings:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a subprocess these settings."""
+    """This environment, less any taskq settings of its own, plus `settings`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_") and k != "REDIS_URL"}
-    for f in fields(Settings):
-        value = getattr(settings, f.name)
-        name = "REDIS_URL" if f.name == "redis_url" else f"TASKQ_{f.name.upper()}"
-        if isinstance(value, tuple):
-            value = ",".join(value)
-        elif isinstance(value, bool):
-            value = "1" if value else "0"
-        env[name] = str(value)
-    env["PYTHONPATH"] = str(ROOT)
-    return env
+    return {**env, **settings.to_env(), "PYTHONPATH": str(ROOT)}
 
 
 @pytest.fixture

@@ -199,3 +199,9 @@ def test_redis_down_is_503_not_a_traceback(broker):
     r = app.test_client().post("/v1/tasks/runs", json={"input": {}, "processor": "echo"}, headers=HEADERS)
     assert r.status_code == 503 and r.json["type"] == "error"
     assert app.test_client().get("/readyz").status_code == 503
+
+
+def test_settings_survive_the_trip_through_the_environment(settings):
+    from taskq.settings import Settings
+
+    assert Settings.from_env(settings.to_env()) == settings
