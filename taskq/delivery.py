@@ -9,6 +9,7 @@ change it reports; after that it belongs to the dispatcher. Its record is the ha
     state              pending (absent too) | delivered | gone (410) | dead
     attempts, round    attempts made in all, and since the last (re)delivery
     claim              token of the dispatcher sending it now
+    host               the receiver's `host:port`, noted when first seen by take_due
     next_ms, last_ms, dead_ms
 
 Its attempts are JSON objects in the list `taskq:delivery:{id}:attempts`.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
@@ -52,9 +53,19 @@ class WebhookDelivery(BaseModel):
     attempts: list[WebhookAttempt]
 
 
+# What a delivery's payload and signature need of its run, read by take_due: keep in
+# step with run.to_task_run and payload() below.
+RUN_FIELDS = (
+    "id", "tenant", "webhook", "processor", "metadata", "taskgroup_id", "created_ms", "modified_ms", "error",
+    "attempts", "max_retries", "started_ms", "finished_ms", "next_attempt_ms", "errors", "output", "output_type",
+)  # fmt: skip
+
+
 @dataclass
 class Claim:
-    """A due delivery this dispatcher holds until it records the attempt."""
+    """A due delivery this dispatcher holds until it records the attempt, with what
+    sending it needs: the run's fields (empty when the run has expired) and the
+    tenant's secret (None when the webhook has its own, or the tenant has none yet)."""
 
     delivery_id: str
     token: str
@@ -63,6 +74,19 @@ class Claim:
     run_id: str
     status: str
     created_ms: int
+    host: str  # the receiver, `host:port`: the unit of the per-host cap
+    tenant_secret: str | None = field(default=None, repr=False)
+    run: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class Due:
+    """One take_due: the claims, and why there were not more."""
+
+    claims: list[Claim]
+    next_due_ms: int | None  # when nothing is due now: when the next one is
+    skipped: int  # due, but their receiver is at its cap
+    deferred: int  # of those, moved back because they filled the head of the queue
 
 
 def tenant_secret(broker: Broker, tenant: str) -> str:
@@ -76,20 +100,31 @@ def tenant_secret(broker: Broker, tenant: str) -> str:
     return str(existing)
 
 
-def take_due(broker: Broker, limit: int, visibility_s: float) -> tuple[list[Claim], int | None]:
-    """Claims up to `limit` due deliveries; also returns when the next one is due
-    (epoch ms) when none is due now."""
+def take_due(
+    broker: Broker,
+    limit: int,
+    visibility_s: float,
+    *,
+    per_host: int = 0,
+    in_flight: dict[str, int] | None = None,
+    max_skips: int = 0,
+    defer_s: float = 1.0,
+) -> Due:
+    """Claims up to `limit` due deliveries, at most `per_host` in flight per receiver
+    counting `in_flight` (0: no cap); see scripts/take_due.lua."""
+    pairs = [x for host, n in (in_flight or {}).items() if n > 0 for x in (host, n)]
+    args = [now_ms(), int(visibility_s * 1000), limit, uuid.uuid4().hex, broker.settings.retention_s,
+            per_host, max_skips, int(defer_s * 1000), len(RUN_FIELDS), *RUN_FIELDS, *pairs]  # fmt: skip
     with translated():
-        reply = broker.scripts.take_due(
-            args=[now_ms(), int(visibility_s * 1000), limit, uuid.uuid4().hex, broker.settings.retention_s]
-        )
+        reply = broker.scripts.take_due(args=args)
+    claims = [_claim(c) for c in reply[3:]]
     next_due = int(float(reply[0])) if reply[0] else None
-    rest = reply[1:]
-    claims = [
-        Claim(rest[i], rest[i + 1], int(rest[i + 2]), int(rest[i + 3]), rest[i + 4], rest[i + 5], int(rest[i + 6]))
-        for i in range(0, len(rest), 7)
-    ]
-    return claims, next_due
+    return Due(claims, next_due, int(reply[1]), int(reply[2]))
+
+
+def _claim(c: list[Any]) -> Claim:
+    run_fields = {name: value for name, value in zip(RUN_FIELDS, c[9]) if value is not None}
+    return Claim(c[0], c[1], int(c[2]), int(c[3]), c[4], c[5], int(c[6]), c[7], c[8], run_fields)
 
 
 def record_attempt(broker: Broker, claim: Claim, attempt: dict[str, Any], state: str, next_ms: int = 0) -> bool:

@@ -1,12 +1,14 @@
 """`taskq dispatcher`: delivers webhooks — signs, sends, retries, records every attempt.
 
 One process sends up to `dispatcher_concurrency` deliveries at once, each on its own
-thread, so a receiver that hangs holds one thread for at most `webhook_timeout_s`
-and delays nobody else. Any number of dispatchers can run side by side: a delivery
-is claimed (`take_due`) before it is sent and hidden from the others for its
-visibility timeout, and only the claim's holder can record the attempt. A dispatcher
-killed mid-delivery records nothing, so the delivery comes due again after the
-visibility timeout and another dispatcher (or this one, restarted) sends it.
+thread, and at most `dispatcher_per_host` of them to one receiver (host:port), so a
+receiver that hangs holds at most that many threads, each for at most
+`webhook_timeout_s`, and the others keep the rest. Any number of dispatchers can run
+side by side: a delivery is claimed (`take_due`) before it is sent and hidden from
+the others for its visibility timeout, and only the claim's holder can record the
+attempt. A dispatcher killed mid-delivery records nothing, so the delivery comes due
+again after the visibility timeout and another dispatcher (or this one, restarted)
+sends it.
 """
 
 from __future__ import annotations
@@ -18,15 +20,22 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 
-from . import delivery, errors, keys, webhook
-from .broker import Broker, now_ms, translated
+from . import delivery, errors, webhook
+from .broker import Broker, now_ms
 from .models import Webhook
 
 log = logging.getLogger("taskq.dispatcher")
+
+
+# A receiver's deliveries that fill the head of the queue while it is at its cap are
+# looked at again this much later: long enough not to spin on them, short enough that
+# a receiver which frees a slot soon loses little.
+BLOCKED_DEFER_S = 1.0
+# How often the INFO summary is written (each delivery is logged at DEBUG).
+SUMMARY_EVERY_S = 10.0
 
 
 class Dispatcher:
@@ -36,16 +45,28 @@ class Dispatcher:
         self.stopping = threading.Event()
         self._slots = threading.Semaphore(self.settings.dispatcher_concurrency)
         self._freed = threading.Event()
+        # Sends in flight per receiver (host:port), for the per-host cap.
+        self._in_flight: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.per_host = max(0, self.settings.dispatcher_per_host)
+        # How far past a capped receiver's deliveries take_due looks for others.
+        self.max_skips = max(16, 4 * self.per_host)
         # An attempt is cut off at webhook_timeout_s, so a claim this long is never
         # taken over while its holder is still sending.
         self.visibility_s = 2 * self.settings.webhook_timeout_s + 1
+        self.stats = Stats()
+        self.pool = webhook.Pool(per_origin=self.per_host or self.settings.dispatcher_concurrency)
 
     def run_forever(self) -> None:
         """Delivers until SIGTERM or SIGINT; then lets the attempts in flight finish."""
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._stop)
-        log.info("dispatcher started: %d threads", self.settings.dispatcher_concurrency)
+        log.info(
+            "dispatcher started: %d threads, at most %s per receiver",
+            self.settings.dispatcher_concurrency,
+            self.per_host or "all",
+        )
         with ThreadPoolExecutor(self.settings.dispatcher_concurrency, thread_name_prefix="taskq-deliver") as pool:
             while not self.stopping.is_set():
                 try:
@@ -56,40 +77,67 @@ class Dispatcher:
                 except redis.RedisError:
                     log.exception("Redis refused a command; trying again shortly")
                     self.stopping.wait(1.0)
+                self.stats.log_every(SUMMARY_EVERY_S, self.in_flight())
+        self.pool.close()
+        self.stats.log_every(0, {})
         log.info("dispatcher stopped")
 
     def _stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         self.stopping.set()
         self._freed.set()
 
+    def in_flight(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._in_flight)
+
     def tick(self, pool: ThreadPoolExecutor) -> None:
-        """Claims as many due deliveries as there are free threads and starts them;
-        waits for the next due one (or a free thread) when there is nothing to do."""
+        """Claims as many due deliveries as there are free threads (less those whose
+        receiver is at its cap) and starts them; when that is fewer than the free
+        threads, waits for a send to end, the next due one, or the poll interval."""
         free = 0
         while self._slots.acquire(blocking=False):
             free += 1
         if free == 0:
-            self._freed.wait(self.settings.dispatcher_poll_s)
-            self._freed.clear()
+            self._wait(self.settings.dispatcher_poll_s)
             return
+        # From here on, only a send that ends wakes the wait below.
+        self._freed.clear()
         try:
-            claims, next_due = delivery.take_due(self.broker, free, self.visibility_s)
+            due = delivery.take_due(
+                self.broker,
+                free,
+                self.visibility_s,
+                per_host=self.per_host,
+                in_flight=self.in_flight(),
+                max_skips=self.max_skips,
+                defer_s=BLOCKED_DEFER_S,
+            )
         except BaseException:
             self._release(free)
             raise
-        self._release(free - len(claims))
-        for claim in claims:
+        with self._lock:
+            for claim in due.claims:
+                self._in_flight[claim.host] = self._in_flight.get(claim.host, 0) + 1
+        self._release(free - len(due.claims), wake=False)
+        for claim in due.claims:
             pool.submit(self._deliver_and_release, claim)
-        if not claims:
-            wait_s = self.settings.dispatcher_poll_s
-            if next_due is not None:
-                wait_s = min(wait_s, max(0.0, (next_due - now_ms()) / 1000))
-            self.stopping.wait(wait_s)
+        self.stats.deferred += due.deferred
+        if len(due.claims) == free or due.deferred:
+            return
+        wait_s = self.settings.dispatcher_poll_s
+        if due.next_due_ms is not None:
+            wait_s = min(wait_s, max(0.0, (due.next_due_ms - now_ms()) / 1000))
+        self._wait(wait_s)
 
-    def _release(self, n: int) -> None:
+    def _wait(self, timeout_s: float) -> None:
+        if not self.stopping.is_set():
+            self._freed.wait(timeout_s)
+        self._freed.clear()
+
+    def _release(self, n: int, wake: bool = True) -> None:
         for _ in range(n):
             self._slots.release()
-        if n:
+        if n and wake:
             self._freed.set()
 
     def _deliver_and_release(self, claim: delivery.Claim) -> None:
@@ -101,23 +149,27 @@ class Dispatcher:
         except Exception:
             log.exception("delivery %s: unexpected error; it will be retried", claim.delivery_id)
         finally:
+            with self._lock:
+                left = self._in_flight.get(claim.host, 1) - 1
+                if left > 0:
+                    self._in_flight[claim.host] = left
+                else:
+                    self._in_flight.pop(claim.host, None)
             self._release(1)
 
     def deliver(self, claim: delivery.Claim) -> None:
         """Makes one attempt at one claimed delivery and records it."""
-        with translated():
-            record: dict[str, str] = self.broker.redis.hgetall(keys.run(claim.run_id))
         started_ms = now_ms()
+        record = claim.run
         if not record or not record.get("webhook"):
-            attempt = self._attempt(claim, started_ms, webhook.Response(None, 0, "the run has expired"), "dead")
-            delivery.record_attempt(self.broker, claim, attempt, "dead")
+            self._record(claim, started_ms, webhook.Response(None, 0, "the run has expired"), "dead")
             return
         hook = Webhook.model_validate_json(record["webhook"])
         try:
-            key = webhook.secret_key(hook.secret or delivery.tenant_secret(self.broker, record["tenant"]))
+            secret = hook.secret or claim.tenant_secret or delivery.tenant_secret(self.broker, record["tenant"])
+            key = webhook.secret_key(secret)
         except ValueError as exc:
-            attempt = self._attempt(claim, started_ms, webhook.Response(None, 0, str(exc)), "dead")
-            delivery.record_attempt(self.broker, claim, attempt, "dead")
+            self._record(claim, started_ms, webhook.Response(None, 0, str(exc)), "dead")
             return
         body = delivery.payload(record, claim.status, claim.created_ms)
         headers = webhook.request_headers(key, claim.delivery_id, int(time.time()), body, hook.headers)
@@ -127,13 +179,18 @@ class Dispatcher:
             headers,
             timeout_s=self.settings.webhook_timeout_s,
             allow_private=self.settings.webhook_allow_private,
+            pool=self.pool,
         )
         state, next_ms = self._next(claim, response)
+        self._record(claim, started_ms, response, state, next_ms)
+
+    def _record(self, claim: delivery.Claim, started_ms: int, response: webhook.Response, state: str, next_ms: int = 0) -> None:
         delivery.record_attempt(self.broker, claim, self._attempt(claim, started_ms, response, state), state, next_ms)
-        log.info(
+        self.stats.count(state, response)
+        log.debug(
             "delivery %s to %s: %s (%s) in %d ms -> %s",
             claim.delivery_id,
-            urlsplit(hook.url).hostname,
+            claim.host,
             response.status_code,
             response.error or "ok",
             response.latency_ms,
@@ -165,3 +222,42 @@ class Dispatcher:
             "error": response.error or (None if response.ok else f"HTTP {response.status_code}"),
             "outcome": outcome,
         }
+
+
+class Stats:
+    """Counts of attempts by outcome, written as one INFO line now and then."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._outcomes: dict[str, int] = {}
+        self._latency_ms = 0
+        self._since = time.monotonic()
+        self.deferred = 0  # only the tick thread adds to it
+
+    def count(self, state: str, response: webhook.Response) -> None:
+        with self._lock:
+            self._outcomes[state] = self._outcomes.get(state, 0) + 1
+            self._latency_ms += response.latency_ms
+
+    def log_every(self, every_s: float, in_flight: dict[str, int]) -> None:
+        """Writes the summary when `every_s` has passed since the last one (and there
+        is something to say), then starts counting again."""
+        now = time.monotonic()
+        if now - self._since < every_s:
+            return
+        with self._lock:
+            outcomes, latency_ms, self._outcomes, self._latency_ms = self._outcomes, self._latency_ms, {}, 0
+        deferred, self.deferred, since, self._since = self.deferred, 0, self._since, now
+        attempts = sum(outcomes.values())
+        if not attempts and not in_flight:
+            return
+        log.info(
+            "%d attempts in %.0f s (%s), mean latency %d ms; in flight: %d, to %d receivers; deferred: %d",
+            attempts,
+            now - since,
+            ", ".join(f"{state} {n}" for state, n in sorted(outcomes.items())) or "none",
+            latency_ms // attempts if attempts else 0,
+            sum(in_flight.values()),
+            len(in_flight),
+            deferred,
+        )

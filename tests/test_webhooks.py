@@ -29,6 +29,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    peer: tuple[str, int] = ("", 0)  # the sender's address and port: one per connection
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Receiver:
     received: list[Received] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    closed: int = 0  # connections this side has closed
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -56,14 +58,22 @@ class Receiver:
             return queue.pop(0) if len(queue) > 1 else queue[0]
 
 
-def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
+def _handler(receiver: Receiver, keep_alive: bool, idle_close_s: float | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+        timeout = idle_close_s  # a kept-alive connection idle this long is closed
+
+        def finish(self) -> None:
+            super().finish()
+            with receiver.lock:
+                receiver.closed += 1
+
         def do_POST(self) -> None:
             try:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 answer = receiver.next_answer(self.path)
                 with receiver.lock:
-                    receiver.received.append(Received(self.path, dict(self.headers.items()), body))
+                    receiver.received.append(Received(self.path, dict(self.headers.items()), body, self.client_address[:2]))
                 if answer == "hang":
                     receiver.release.wait(60)
                     answer = "200"
@@ -85,9 +95,9 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 
 
 @contextlib.contextmanager
-def serving(tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
+def serving(tls: ssl.SSLContext | None = None, keep_alive: bool = False, idle_close_s: float | None = None) -> Iterator[Receiver]:
     rec = Receiver(free_port())
-    server = ThreadingHTTPServer(("127.0.0.1", rec.port), _handler(rec))
+    server = ThreadingHTTPServer(("127.0.0.1", rec.port), _handler(rec, keep_alive, idle_close_s))
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.handle_error = lambda request, address: None  # type: ignore[method-assign]
@@ -321,6 +331,50 @@ def test_a_hanging_receiver_does_not_delay_other_deliveries(client, spawn, recei
     assert all(deliveries(client, run_id)[0]["attempts"] == [] for run_id in slow)
     receiver.release.set()
     wait_until(lambda: all(state_of(client, run_id) == "delivered" for run_id in slow))
+
+
+def test_a_receiver_hanging_on_more_deliveries_than_threads_does_not_starve_another(client, spawn, broker):
+    # Given more deliveries to a hanging receiver than the dispatcher has threads (and
+    # than it looks past in one claim), all due before those to a healthy receiver
+    settings = broker.settings.replace(webhook_timeout_s=30.0, dispatcher_concurrency=4, dispatcher_per_host=2)
+    with serving() as dead, serving() as healthy:
+        dead.answers["/hang"] = ["hang"]
+        hanging = [cancelled_run(client, dead.url("/hang")) for _ in range(24)]
+        fine = [cancelled_run(client, healthy.url("/ok")) for _ in range(6)]
+
+        # When one dispatcher sends them
+        spawn("dispatcher", settings=settings)
+
+        # Then every healthy delivery arrives while the hanging receiver holds its
+        # per-host share of the threads and no more
+        wait_until(lambda: all(state_of(client, run_id) == "delivered" for run_id in fine))
+        assert len(healthy.at("/ok")) == 6
+        assert len(dead.at("/hang")) == settings.dispatcher_per_host
+        assert all(deliveries(client, run_id)[0]["attempts"] == [] for run_id in hanging)
+
+
+def test_deliveries_to_a_keep_alive_receiver_reuse_its_connections(client, spawn, broker):
+    with serving(keep_alive=True) as rec:
+        runs = [cancelled_run(client, rec.url("/kept")) for _ in range(30)]
+        spawn("dispatcher", settings=broker.settings)
+
+        wait_until(lambda: all(state_of(client, run_id) == "delivered" for run_id in runs))
+        assert len(rec.at("/kept")) == 30
+        # Never more connections than sends in flight to one receiver.
+        assert len({r.peer for r in rec.at("/kept")}) <= broker.settings.dispatcher_per_host
+
+
+def test_a_kept_alive_connection_the_receiver_closed_costs_no_failed_attempt(client, spawn, broker):
+    with serving(keep_alive=True, idle_close_s=0.2) as rec:
+        first = cancelled_run(client, rec.url("/idle"))
+        spawn("dispatcher", settings=broker.settings)
+        wait_until(lambda: state_of(client, first) == "delivered")
+        wait_until(lambda: rec.closed == 1)  # the receiver hung up the idle connection
+
+        second = cancelled_run(client, rec.url("/idle"))
+        wait_until(lambda: state_of(client, second) == "delivered")
+        assert [a["status_code"] for a in deliveries(client, second)[0]["attempts"]] == [200]
+        assert len({r.peer for r in rec.at("/idle")}) == 2
 
 
 def test_several_dispatchers_never_send_one_attempt_twice(client, spawn, receiver, broker):

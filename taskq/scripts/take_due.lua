@@ -1,27 +1,97 @@
--- take_due: claims up to `limit` webhook deliveries that are due. Each one claimed is
--- hidden from every other dispatcher for `visibility_ms` (its score moves forward)
--- and gets a claim token; only the holder of that token can record the attempt. A
--- dispatcher killed mid-delivery never records, so the delivery comes due again when
--- its visibility timeout is over.
--- ARGV: now, visibility_ms, limit, token_base, retention_s.
--- Returns {next_due_ms or '', did, token, round, attempts, run_id, status, created_ms, ...}.
+-- take_due: claims up to `limit` webhook deliveries that are due, with everything
+-- their sending needs, so that a dispatcher makes no other Redis call before sending.
+-- Each one claimed is hidden from every other dispatcher for `visibility_ms` (its
+-- score moves forward) and gets a claim token; only the holder of that token can
+-- record the attempt. A dispatcher killed mid-delivery never records, so the delivery
+-- comes due again when its visibility timeout is over.
+--
+-- Per receiver (host:port of the webhook URL) at most `per_host` sends are in flight
+-- (0: no cap), counting the caller's sends already in flight. A delivery whose
+-- receiver is at its cap is skipped, not claimed, and stays due. When the head of the
+-- queue is nothing but such deliveries (`max_skips` of them and no claim), they are
+-- moved back by `defer_ms`, no attempt counted, so that a dead receiver's backlog
+-- cannot hide everybody else's deliveries behind it.
+--
+-- ARGV: now, visibility_ms, limit, token_base, retention_s, per_host, max_skips,
+--       defer_ms, n, the n run fields wanted, then (host, in_flight) pairs.
+-- Returns {next_due_ms or '', skipped, deferred, claim, claim, ...}, next_due_ms only
+-- when nothing is due now; each claim is {did, token, round, attempts, run_id, status,
+-- created_ms, host, tenant_secret (only when the webhook has no secret of its own and
+-- the tenant's exists), {the run fields' values, in order}}.
 local now, vis, limit, base = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local per_host, max_skips, defer = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local n = tonumber(ARGV[9])
+local fields, webhook_at, tenant_at = {}, 0, 0
+for i = 1, n do
+  fields[i] = ARGV[9 + i]
+  if fields[i] == 'webhook' then webhook_at = i elseif fields[i] == 'tenant' then tenant_at = i end
+end
+local in_flight = {}
+for i = 10 + n, #ARGV, 2 do in_flight[ARGV[i]] = tonumber(ARGV[i + 1]) end
+
+local function decode(raw)
+  if not raw then return nil end
+  local ok, hook = pcall(cjson.decode, raw)
+  if ok and type(hook) == 'table' then return hook end
+  return nil
+end
+
+-- 'host:port', lower case, the scheme's port when the URL names none.
+local function host_of(hook)
+  local url = hook and hook.url
+  if type(url) ~= 'string' then return '' end
+  local scheme, authority = string.match(url, '^(%a[%w+.-]*)://([^/?#]*)')
+  if not scheme then return '' end
+  authority = string.lower((string.gsub(authority, '^.*@', '')))
+  if not string.find(authority, ':%d+$') then
+    authority = authority .. ':' .. (string.lower(scheme) == 'https' and '443' or '80')
+  end
+  return authority
+end
+
 local due, dead = P .. 'deliveries:due', P .. 'deliveries:dead'
 redis.call('ZREMRANGEBYSCORE', dead, '-inf', now - tonumber(ARGV[5]) * 1000)
-local out = {''}
-for i, did in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit)) do
+local out, skipped, claimed = {'', 0, 0}, {}, 0
+for i, did in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit + max_skips)) do
+  if claimed >= limit or #skipped >= max_skips then break end
   local key = P .. 'delivery:' .. did
-  local d = redis.call('HMGET', key, 'run_id', 'status', 'round', 'attempts', 'created_ms')
+  local d = redis.call('HMGET', key, 'run_id', 'status', 'round', 'attempts', 'created_ms', 'host')
   if not d[1] then
     redis.call('ZREM', due, did)
   else
-    local token = base .. ':' .. i
-    redis.call('ZADD', due, now + vis, did)
-    redis.call('HSET', key, 'claim', token, 'state', 'pending')
-    for _, v in ipairs({did, token, d[3] or '0', d[4] or '0', d[1], d[2], d[5] or now}) do table.insert(out, v) end
+    local run_key = P .. 'run:' .. d[1]
+    local host, hook = d[6], nil
+    if not host then
+      hook = decode(redis.call('HGET', run_key, 'webhook'))
+      host = host_of(hook)
+      if host ~= '' then redis.call('HSET', key, 'host', host) end
+    end
+    local busy = in_flight[host] or 0
+    if per_host > 0 and host ~= '' and busy >= per_host then
+      table.insert(skipped, did)
+    else
+      in_flight[host] = busy + 1
+      claimed = claimed + 1
+      local token = base .. ':' .. i
+      redis.call('ZADD', due, now + vis, did)
+      redis.call('HSET', key, 'claim', token, 'state', 'pending')
+      local run = redis.call('HMGET', run_key, unpack(fields))
+      hook = hook or decode(run[webhook_at])
+      local secret = false
+      local own = hook and hook.secret
+      if (type(own) ~= 'string' or own == '') and run[tenant_at] then
+        secret = redis.call('GET', P .. 'tenant:' .. run[tenant_at] .. ':secret')
+      end
+      table.insert(out, {did, token, d[3] or '0', d[4] or '0', d[1], d[2], d[5] or tostring(now), host, secret, run})
+    end
   end
 end
-if #out == 1 then
+out[2] = #skipped
+if claimed == 0 and #skipped >= max_skips then
+  for _, did in ipairs(skipped) do redis.call('ZADD', due, 'XX', now + defer, did) end
+  out[3] = #skipped
+end
+if claimed == 0 and #skipped == 0 then
   local first = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
   if first[2] then out[1] = first[2] end
 end
