@@ -82,7 +82,10 @@ class TaskqWorkerMixin:
             timeout = job.timeout or rq.Queue.DEFAULT_TIMEOUT
             with worker.death_penalty_class(timeout, JobTimeoutException, job_id=job.id):
                 job.perform()
-        except Exception:  # the attempt records what it can; a run it could not finish keeps its lease
+        except Exception:
+            # Only taskq's own Redis calls can get here (the processor's errors are the
+            # attempt's to record): a claimed run whose end could not be written keeps
+            # its lease and is reaped and retried like one whose worker died.
             log.exception("attempt for %s ended with an error outside the processor", job.id)
         finally:
             worker.executions.pop(execution.id, None)
