@@ -49,6 +49,16 @@ def configure(broker: Broker, worker_name: str) -> None:
     global _broker, _worker_name
     _broker = broker
     _worker_name = worker_name
+    # Installed once, for good: a per-attempt handler restored to the default at the
+    # end of an attempt could meet a late signal from its lease thread and kill the
+    # process. Outside an armed attempt, the signal is ignored.
+    signal.signal(INTERRUPT_SIGNAL, _on_interrupt)
+
+
+def _on_interrupt(signum: int, frame: FrameType | None) -> None:
+    attempt = _active
+    if attempt is not None and attempt.lease.armed:
+        raise RunInterrupted(attempt.lease.reason or "interrupted")
 
 
 def execute() -> None:
@@ -166,7 +176,6 @@ class Attempt:
             log.info("run %s is not queued any more; skipped", self.run_id)
             return
         self.record = dict(zip(reply[::2], reply[1::2]))
-        previous = signal.signal(INTERRUPT_SIGNAL, self._on_interrupt)
         _active = self
         self.lease.start()
         if _shutdown_requested_ms is not None:
@@ -176,7 +185,6 @@ class Attempt:
         finally:
             self.lease.stop()
             _active = None
-            signal.signal(INTERRUPT_SIGNAL, previous)
 
     def _claim(self) -> list[str]:
         """Claims the run, riding out a Redis blip: the RQ job is already off its queue,
@@ -192,10 +200,6 @@ class Attempt:
                 log.warning("claim of %s failed (Redis unreachable); retrying in %g s", self.run_id, wait_s)
                 time.sleep(wait_s)
         raise RuntimeError(f"could not claim {self.run_id}: Redis unreachable for a minute")
-
-    def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
-        if self.lease.armed:
-            raise RunInterrupted(self.lease.reason or "interrupted")
 
     def _perform(self) -> None:
         proc = REGISTRY.get(self.record["processor"])
