@@ -191,17 +191,25 @@ def run_of(broker: Broker, tenant: str, group_id: str, run_id: str) -> dict[str,
     return record
 
 
+def _run_id_batches(broker: Broker, group_id: str, start: int, batch: int) -> Iterator[tuple[int, list[str]]]:
+    """(position of the first, ids) of the group's runs from `start`, `batch` at a time."""
+    position = start
+    while True:
+        with translated():
+            ids = broker.redis.lrange(keys.group_runs(group_id), position, position + batch - 1)
+        if not ids:
+            return
+        yield position, ids
+        position += len(ids)
+
+
 def run_records(
     broker: Broker, group_id: str, start: int = 0, batch: int = 500
 ) -> Iterator[tuple[int, dict[str, str]]]:
     """(position, record) of each run of the group from `start`, in the order added;
     runs whose record has expired are skipped."""
-    position = start
-    while True:
+    for position, ids in _run_id_batches(broker, group_id, start, batch):
         with translated():
-            ids = broker.redis.lrange(keys.group_runs(group_id), position, position + batch - 1)
-            if not ids:
-                return
             pipe = broker.redis.pipeline(transaction=False)
             for run_id in ids:
                 pipe.hgetall(keys.run(run_id))
@@ -209,26 +217,20 @@ def run_records(
         for offset, record in enumerate(records):
             if record:
                 yield position + offset, record
-        position += len(ids)
 
 
 def cancel(broker: Broker, tenant: str, group_id: str) -> dict[str, str]:
     """Cancels every active run of the group (queued ones at once, running ones once
     their worker stops them); returns the group's record afterwards."""
     load(broker, tenant, group_id)
-    settings = broker.settings
-    position = 0
-    while True:
+    retention_s = broker.settings.retention_s
+    for _position, ids in _run_id_batches(broker, group_id, 0, _CANCEL_BATCH):
+        # One pipeline per batch; cancel.lua leaves a finished run alone.
         with translated():
-            ids = broker.redis.lrange(keys.group_runs(group_id), position, position + _CANCEL_BATCH - 1)
-            if not ids:
-                break
-            # One pipeline per batch; cancel.lua leaves a finished run alone.
             pipe = broker.redis.pipeline(transaction=False)
             for run_id in ids:
-                broker.scripts.cancel(args=[run_id, now_ms(), settings.retention_s], client=pipe)
+                broker.scripts.cancel(args=[run_id, now_ms(), retention_s], client=pipe)
             pipe.execute()
-        position += len(ids)
     return load(broker, tenant, group_id)
 
 
