@@ -219,7 +219,12 @@ class Attempt:
                     catalog.check(content, json.loads(self.record["output_schema"]), "output")
                 except TaskqError as exc:
                     raise OutputInvalid(f"output does not match the task's output_schema: {exc.message}") from exc
-            self._finish("completed", output_type=kind, output=json.dumps(content))
+            output = json.dumps(content)
+            if len(output) > self.broker.settings.max_output_bytes:
+                raise OutputInvalid(
+                    f"output is {len(output)} bytes, over the limit of {self.broker.settings.max_output_bytes}"
+                )
+            self._finish("completed", output_type=kind, output=output)
         except (RunInterrupted, ShutDownImminentException) as exc:
             self._interrupted(getattr(exc, "reason", "shutdown"))
         except Exception as exc:

@@ -167,3 +167,14 @@ def test_immediate_retries_never_lose_a_run(broker, client, worker):
     for run_id in run_ids:
         got = result(client, run_id)
         assert got.status_code == 200 and got.json["run"]["attempts"] == 3
+
+
+def test_an_output_over_the_size_limit_fails_the_run_saying_so(broker, client, worker):
+    worker("simple", settings=broker.settings.replace(max_output_bytes=100))
+    small = submit(client, "echo", {"x": "y"})
+    big = submit(client, "echo", {"x": "y" * 200})
+    assert result(client, small).status_code == 200
+    assert result(client, big).status_code == 409
+    run = client.get(f"/v1/tasks/runs/{big}", headers=HEADERS).json
+    assert run["status"] == "failed" and run["attempts"] == 1
+    assert "over the limit of 100" in run["error"]["message"]
