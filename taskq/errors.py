@@ -9,7 +9,8 @@
     ├── Gone                        410  the run existed but has expired
     ├── PayloadTooLarge             413  body over TASKQ_MAX_BODY_BYTES
     ├── ValidationFailed            422  input does not fit; says which field and why
-    ├── QueueFull                   429  the queue is at TASKQ_MAX_QUEUE_LENGTH
+    ├── QueueFull                   429  the queue is at TASKQ_MAX_QUEUE_LENGTH, or the
+    │                                    tenant at TASKQ_RATE_LIMIT_PER_S
     └── BrokerUnavailable           503  Redis cannot be reached
 
 Worker-side signals that never reach HTTP:

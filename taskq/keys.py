@@ -15,6 +15,7 @@
     taskq:deliveries:due          zset    delivery id -> when to try next (ms)
     taskq:deliveries:dead         zset    delivery id -> when it was given up (ms)
     taskq:tenant:{tenant}:secret  string  the tenant's default webhook secret
+    taskq:rate:{tenant}:{second}  string  runs the tenant created in that second (rate limit)
     taskq:reaper:lock             string  held by whichever worker reaps this round
 
 RQ's own keys (`rq:queue:{name}`, `rq:job:{id}`) are written by the scripts in
@@ -71,6 +72,10 @@ def delivery(delivery_id: str) -> str:
 
 def delivery_attempts(delivery_id: str) -> str:
     return f"{PREFIX}delivery:{delivery_id}:attempts"
+
+
+def rate(tenant: str, second: int) -> str:
+    return f"{PREFIX}rate:{tenant}:{second}"
 
 
 def tenant_secret(tenant: str) -> str:

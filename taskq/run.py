@@ -125,6 +125,7 @@ def create(
     args: list[str | int | bytes] = [
         now_ms(), rq_now(), rq_job_data(), settings.retention_s,
         idem, settings.idempotency_ttl_s, settings.max_queue_length, group_id or "",
+        keys.rate(tenant, now_ms() // 1000), settings.rate_limit_per_s,
     ]  # fmt: skip
     for run in runs:
         args += [run.run_id, run.queue, run.timeout_s, len(run.fields)]
@@ -134,6 +135,10 @@ def create(
         reply = broker.scripts.create(args=args)
     if reply[0] == "full":
         raise errors.QueueFull(f"queue {reply[1]!r} is full; retry later", retry_after_s=5)
+    if reply[0] == "limited":
+        raise errors.QueueFull(
+            f"rate limit of {settings.rate_limit_per_s} runs a second reached; retry shortly", retry_after_s=1
+        )
     return list(reply[1:]), reply[0] == "created"
 
 

@@ -26,6 +26,7 @@ class Settings:
     max_body_bytes: int = 1 << 20
     max_output_bytes: int = 8 << 20  # a run's stored output, as JSON
     max_queue_length: int = 0  # 0 = unbounded; otherwise a full queue answers 429
+    rate_limit_per_s: int = 0  # runs a tenant may create a second; 0 = no limit; over it, 429
     retention_s: int = 7 * 24 * 3600
     idempotency_ttl_s: int = 24 * 3600
     result_timeout_s: int = 600

@@ -205,3 +205,22 @@ def test_settings_survive_the_trip_through_the_environment(settings):
     from taskq.settings import Settings
 
     assert Settings.from_env(settings.to_env()) == settings
+
+
+def test_a_tenant_over_its_rate_limit_gets_429_and_nothing_is_written(broker):
+    import time
+
+    from taskq.gateway import create_app
+
+    client = create_app(broker.settings.replace(rate_limit_per_s=3)).test_client()
+    started = time.time()
+    responses = [create(client, {"input": {}, "processor": "echo"}) for _ in range(8)]
+    seconds = int(time.time()) - int(started) + 1  # the one-second windows these requests fell in
+    accepted = [r for r in responses if r.status_code == 202]
+    limited = [r for r in responses if r.status_code == 429]
+    assert len(accepted) + len(limited) == 8 and limited
+    assert len(accepted) <= 3 * seconds
+    assert limited[0].headers["Retry-After"] == "1" and "rate limit" in limited[0].json["error"]["message"]
+    assert broker.redis.llen("rq:queue:default") == len(accepted)
+    other = create(client, {"input": {}, "processor": "echo"}, headers={"x-api-key": OTHER_KEY})
+    assert other.status_code == 202  # another tenant has its own budget

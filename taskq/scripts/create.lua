@@ -1,16 +1,18 @@
 -- create: writes one or more new runs, each with its RQ job, in one atomic step.
 -- ARGV: now, rq_now, rq_data, retention_s, idem_key, idem_ttl_s, max_queue_length,
---       group_id, then per run: run_id, queue, timeout, n, n field/value pairs.
--- Returns {'created', ids...} | {'existing', id} | {'full', queue}
+--       group_id, rate_key, rate_limit (runs a second for the tenant; 0: none),
+--       then per run: run_id, queue, timeout, n, n field/value pairs.
+-- Returns {'created', ids...} | {'existing', id} | {'full', queue} | {'limited'}
 local now, rq_now, rq_data = ARGV[1], ARGV[2], ARGV[3]
 local idem_key, idem_ttl, max_len, gid = ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
+local rate_key, rate_limit = ARGV[9], tonumber(ARGV[10])
 
 if idem_key ~= '' then
   local existing = redis.call('GET', idem_key)
   if existing then return {'existing', existing} end
 end
 
-local runs, i = {}, 9
+local runs, i = {}, 11
 while i <= #ARGV do
   local n = tonumber(ARGV[i + 3])
   table.insert(runs, {id = ARGV[i], queue = ARGV[i + 1], timeout = ARGV[i + 2], first = i + 4, n = n})
@@ -23,6 +25,14 @@ if max_len > 0 then
   for q, count in pairs(adding) do
     if redis.call('LLEN', 'rq:queue:' .. q) + count > max_len then return {'full', q} end
   end
+end
+
+if rate_limit > 0 then
+  -- A fixed one-second window per tenant, counted in runs (a group add counts each).
+  local used = tonumber(redis.call('GET', rate_key) or '0')
+  if used + #runs > rate_limit then return {'limited'} end
+  redis.call('INCRBY', rate_key, #runs)
+  redis.call('PEXPIRE', rate_key, 2000)
 end
 
 local ids = {'created'}
