@@ -89,7 +89,9 @@ class TaskqWorkerMixin:
             log.exception("attempt for %s ended with an error outside the processor", job.id)
         finally:
             worker.executions.pop(execution.id, None)
-            with worker.connection.pipeline(transaction=False) as pipe:
+            # On the broker's client, which the attempt has just used: a work horse
+            # then opens one connection to Redis, not two.
+            with self.broker.redis.pipeline(transaction=False) as pipe:
                 if len(worker.queues) == 1:  # RQ dequeues a single queue through its intermediate list
                     pipe.lrem(queue.intermediate_queue_key, 1, job.id)
                 pipe.delete(job.key)
