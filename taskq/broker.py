@@ -89,6 +89,13 @@ class Broker:
         """RQ wants bytes back, so it gets a client of its own."""
         return connect(self.settings.redis_url, decode_responses=False)
 
+    def reachable(self) -> bool:
+        """Whether Redis answers now."""
+        try:
+            return bool(self.redis.ping())
+        except redis.RedisError:
+            return False
+
     def close(self) -> None:
         self.redis.close()
 

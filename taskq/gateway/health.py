@@ -23,9 +23,7 @@ def healthz() -> dict[str, str]:
 
 @bp.get("/readyz")
 def readyz() -> Any:
-    try:
-        broker().redis.ping()
-    except Exception:
+    if not broker().reachable():
         return error_response(503, "Redis is unreachable", retry_after_s=1)
     return {"status": "ready"}
 
