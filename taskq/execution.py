@@ -66,7 +66,7 @@ def execute() -> None:
     job = get_current_job()
     if job is None or _broker is None:
         raise RuntimeError("taskq.execution.execute runs only inside a taskq worker")
-    Attempt(_broker, job.id.partition("-")[0], worker_name=_worker_name).run()
+    Attempt(_broker, job.id, job.origin, worker_name=_worker_name).run()
 
 
 def request_shutdown() -> None:
@@ -161,11 +161,13 @@ class Lease(threading.Thread):
 
 
 class Attempt:
-    def __init__(self, broker: Broker, run_id: str, worker_name: str) -> None:
+    def __init__(self, broker: Broker, job_id: str, queue: str, worker_name: str) -> None:
         self.broker = broker
-        self.run_id = run_id
+        self.job_id = job_id
+        self.queue = queue
+        self.run_id = job_id.partition("-")[0]
         self.token = f"{worker_name}:{uuid.uuid4().hex[:12]}"
-        self.lease = Lease(broker, run_id, self.token)
+        self.lease = Lease(broker, self.run_id, self.token)
         self.record: dict[str, str] = {}
 
     def run(self) -> None:
@@ -194,7 +196,10 @@ class Attempt:
             try:
                 now = now_ms()
                 return list(self.broker.scripts.claim(
-                    args=[self.run_id, self.token, now, now + int(settings.lease_s * 1000), settings.retention_s]
+                    args=[
+                        self.run_id, self.token, now, now + int(settings.lease_s * 1000), settings.retention_s,
+                        keys.rq_intermediate(self.queue), self.job_id,
+                    ]  # fmt: skip
                 ))
             except (redis.ConnectionError, redis.TimeoutError):
                 log.warning("claim of %s failed (Redis unreachable); retrying in %g s", self.run_id, wait_s)

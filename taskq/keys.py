@@ -16,6 +16,8 @@
     taskq:deliveries:dead         zset    delivery id -> when it was given up (ms)
     taskq:tenant:{tenant}:secret  string  the tenant's default webhook secret
     taskq:rate:{tenant}:{second}  string  runs the tenant created in that second (rate limit)
+    taskq:stranded:{job_id}       string  when the rescue first saw an RQ job left in an
+                                          intermediate list by a worker that died (ms)
     taskq:reaper:lock             string  held by whichever worker reaps this round
 
 RQ's own keys (`rq:queue:{name}`, `rq:job:{id}`) are written by the scripts in
@@ -84,6 +86,11 @@ def tenant_secret(tenant: str) -> str:
 
 def rq_queue(name: str) -> str:
     return RQ_QUEUE_PREFIX + name
+
+
+def rq_intermediate(queue: str) -> str:
+    """Where RQ's single-queue dequeue (BLMOVE) puts a job until it is taken."""
+    return RQ_QUEUE_PREFIX + queue + ":intermediate"
 
 
 def rq_job(job_id: str) -> str:

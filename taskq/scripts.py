@@ -29,6 +29,7 @@ class Scripts:
         self.heartbeat = load("heartbeat")
         self.reap = load("reap")
         self.promote = load("promote")
+        self.rescue = load("rescue")
         self.cancel = load("cancel")
         self.take_due = load("take_due")
         self.record_attempt = load("record_attempt")

@@ -6,8 +6,9 @@ process: faster, for trusted code). Beside RQ's loop, each worker
 
 - advertises the processors it serves, so the gateway can check requests;
 - runs a maintenance thread that puts retries whose backoff is over back on their
-  queue and reaps runs whose lease ran out (a worker killed with SIGKILL, a lost
-  machine), every `reaper_interval_s` rather than in RQ's 10-minute maintenance;
+  queue, reaps runs whose lease ran out (a worker killed with SIGKILL, a lost
+  machine) and rescues runs whose worker died between dequeuing and claiming them,
+  every `reaper_interval_s` rather than in RQ's 10-minute maintenance;
 - on SIGTERM, stops taking runs and gives the current one `shutdown_grace_s` to
   finish before putting it back on the queue.
 """
@@ -58,6 +59,9 @@ class Maintenance(threading.Thread):
         reaped = scripts.reap(args=[now_ms(), BATCH, settings.retention_s])
         if reaped:
             log.warning("reaped %d run(s) whose worker was lost: %s", len(reaped), ", ".join(reaped[:10]))
+        rescued = scripts.rescue(args=[now_ms(), int(2 * settings.lease_s * 1000)])
+        if rescued:
+            log.warning("put back %d run(s) whose worker died as it took them: %s", len(rescued), ", ".join(rescued[:10]))
         scripts.promote(args=[now_ms(), rq_now(), rq_job_data(), BATCH])
 
 
@@ -70,7 +74,7 @@ class TaskqWorkerMixin:
     _maintenance: Maintenance | None = None
 
     def perform_job(self, job: Job, queue: rq.Queue, execution: Execution) -> bool:
-        """Runs the attempt the RQ job carries, then forgets the job in one pipeline.
+        """Runs the attempt the RQ job carries, then forgets the job.
 
         taskq keeps a run's whole account itself (status, lease, retries, result), so
         RQ's per-job bookkeeping (started and finished registries, job status, result,
@@ -90,12 +94,9 @@ class TaskqWorkerMixin:
         finally:
             worker.executions.pop(execution.id, None)
             # On the broker's client, which the attempt has just used: a work horse
-            # then opens one connection to Redis, not two.
-            with self.broker.redis.pipeline(transaction=False) as pipe:
-                if len(worker.queues) == 1:  # RQ dequeues a single queue through its intermediate list
-                    pipe.lrem(queue.intermediate_queue_key, 1, job.id)
-                pipe.delete(job.key)
-                pipe.execute()
+            # then opens one connection to Redis, not two. (The claim took the job
+            # out of RQ's intermediate list already.)
+            self.broker.redis.delete(job.key)
         return True
 
     def prepare_execution(self, job: Job) -> Execution:

@@ -187,3 +187,16 @@ def test_a_worker_that_does_not_serve_the_processor_hands_the_run_back(broker, c
     worker("simple", name="new-deploy")
     run = wait_status(client, run_id, "completed")
     assert run["error"] is None
+
+
+def test_a_run_whose_worker_died_as_it_took_it_is_put_back(broker, client, worker):
+    # What a single-queue RQ worker does first (BLMOVE into RQ's intermediate list),
+    # and then it dies before taskq's claim: the run is queued and on no queue.
+    run_id = submit(client, "echo", {"n": 1})
+    job_id = broker.redis.lmove("rq:queue:default", "rq:queue:default:intermediate", "LEFT", "RIGHT")
+    assert job_id == f"{run_id}-1" and get(client, run_id)["status"] == "queued"
+
+    worker("simple")
+    run = wait_status(client, run_id, "completed")
+    assert run["attempts"] == 1
+    assert broker.redis.llen("rq:queue:default:intermediate") == 0

@@ -1,10 +1,13 @@
 -- claim: a worker takes a queued run: queued -> running, one more attempt, a lease.
--- ARGV: run_id, token, now, lease_deadline, retention_s
+-- The RQ job that carried it leaves RQ's intermediate list in the same step: from
+-- here on the lease answers for the run (see rescue.lua for the moment before).
+-- ARGV: run_id, token, now, lease_deadline, retention_s, intermediate_key, job_id
 -- Returns the run record as a flat field/value list (a field may appear twice: the
 -- later value is the current one), or {} when it is not claimable (cancelled while
 -- queued, already claimed, expired).
 local id, token, now = ARGV[1], ARGV[2], ARGV[3]
 local key = run_key(id)
+redis.call('LREM', ARGV[6], 1, ARGV[7])
 local flat = redis.call('HGETALL', key)
 local rec = as_table(flat)
 if rec.status ~= 'queued' then return {} end
