@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
@@ -19,7 +19,6 @@ from . import errors
 from .scripts import Scripts
 from .settings import Settings
 
-T = TypeVar("T")
 
 # A blocking read (XREAD BLOCK) waits at most MAX_BLOCK_MS per call, safely inside the
 # socket timeout that catches a Redis that went silent.
@@ -111,12 +110,3 @@ def translated() -> Iterator[None]:
         if "LOADING" in str(exc) or "MASTERDOWN" in str(exc):
             raise errors.BrokerUnavailable("Redis is loading its data; try again shortly") from exc
         raise
-
-
-def with_broker_errors(fn: Callable[..., T]) -> Callable[..., T]:
-    @functools.wraps(fn)
-    def wrapper(*args: object, **kwargs: object) -> T:
-        with translated():
-            return fn(*args, **kwargs)
-
-    return wrapper

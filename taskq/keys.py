@@ -18,7 +18,6 @@
     taskq:rate:{tenant}:{second}  string  runs the tenant created in that second (rate limit)
     taskq:stranded:{job_id}       string  when the rescue first saw an RQ job left in an
                                           intermediate list by a worker that died (ms)
-    taskq:reaper:lock             string  held by whichever worker reaps this round
 
 RQ's own keys (`rq:queue:{name}`, `rq:job:{id}`) are written by the scripts in
 scripts/ so that a run and its RQ job are created in one atomic step; the RQ job id
@@ -37,7 +36,6 @@ RUNNING = PREFIX + "running"
 DELAYED = PREFIX + "delayed"
 DELIVERIES_DUE = PREFIX + "deliveries:due"
 DELIVERIES_DEAD = PREFIX + "deliveries:dead"
-REAPER_LOCK = PREFIX + "reaper:lock"
 
 
 def run(run_id: str) -> str:
