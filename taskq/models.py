@@ -4,9 +4,20 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import BadRequest, ValidationFailed
 
@@ -33,6 +44,11 @@ ACTIVE = frozenset({RunStatus.queued, RunStatus.running, RunStatus.cancelling})
 TERMINAL = frozenset({RunStatus.completed, RunStatus.failed, RunStatus.cancelled})
 
 MetadataValue = str | int | float | bool
+# What a request may send: keys of at most 64 characters, strings of at most 512.
+MetadataIn = dict[
+    Annotated[str, StringConstraints(max_length=64)],
+    Annotated[str, StringConstraints(max_length=512)] | StrictBool | StrictInt | StrictFloat,
+]
 
 
 class Wire(BaseModel):
@@ -108,7 +124,7 @@ class RunInput(Wire):
 
     input: dict[str, Any] | str
     processor: str = Field(min_length=1, max_length=200)
-    metadata: dict[str, MetadataValue] | None = None
+    metadata: MetadataIn | None = None
     task_spec: TaskSpec | None = None
     webhook: Webhook | None = None
 

@@ -76,16 +76,11 @@ def prepare(broker: Broker, procs: Catalog, tenant: str, req: RunInput, where: s
         catalog.check(req.input, spec["input_schema"], f"{where}input")
     if spec_out is not None and spec_out.type == "json":
         catalog.check_schema(spec_out.json_schema, f"{where}task_spec.output_schema")
-    for key, value in (req.metadata or {}).items():
-        if len(key) > 64 or (isinstance(value, str) and len(value) > 512):
-            raise errors.ValidationFailed(
-                f"{where}metadata.{key[:64]}: keys are at most 64 characters and values at most 512",
-                {"field": f"{where}metadata"},
-            )
 
     timeout_s = min(int(spec.get("timeout_s") or settings.default_timeout_s), settings.max_timeout_s)
+    run_id = new_run_id()
     fields: dict[str, str | int] = {
-        "id": "",
+        "id": run_id,
         "tenant": tenant,
         "processor": req.processor,
         "queue": spec.get("queue") or "default",
@@ -103,8 +98,6 @@ def prepare(broker: Broker, procs: Catalog, tenant: str, req: RunInput, where: s
         fields["webhook"] = req.webhook.model_dump_json()
         if req.webhook.every_change:
             fields["webhook_all"] = "1"
-    run_id = new_run_id()
-    fields["id"] = run_id
     return NewRun(run_id, str(fields["queue"]), timeout_s, fields)
 
 

@@ -67,6 +67,13 @@ def test_group_is_created_and_read_in_the_parallel_wire_format(client, prefix):
     assert got.status_code == 200 and got.json == group
 
 
+def test_group_metadata_over_the_limits_is_422_and_makes_no_group(client, broker):
+    before = set(broker.redis.keys("*"))
+    r = client.post(GROUPS, json={"metadata": {"note": "x" * 513}}, headers=HEADERS)
+    assert r.status_code == 422 and r.json["error"]["message"].startswith("metadata.note")
+    assert set(broker.redis.keys("*")) == before
+
+
 def test_another_tenants_group_is_404_everywhere(client):
     gid = new_group(client)
     other = {"x-api-key": OTHER_KEY}

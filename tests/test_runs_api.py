@@ -79,6 +79,8 @@ def test_unknown_run_is_404(client):
         (json.dumps({"input": 5, "processor": "echo"}), 422, "input"),
         (json.dumps({"input": {}, "processor": "nope"}), 422, "known processors: "),
         (json.dumps({"input": {}, "processor": "echo", "metadata": {"k": [1]}}), 422, "metadata"),
+        (json.dumps({"input": {}, "processor": "echo", "metadata": {"k": "v" * 513}}), 422, "metadata.k"),
+        (json.dumps({"input": {}, "processor": "echo", "metadata": {"k" * 65: "v"}}), 422, "metadata"),
         (json.dumps({"input": {"website": 1}, "processor": "research"}), 422, "input"),
         (json.dumps({"input": {}, "processor": "echo", "webhook": {"url": "ftp://x"}}), 422, "webhook.url"),
     ],
