@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from taskq import keys
@@ -178,3 +180,24 @@ def test_an_output_over_the_size_limit_fails_the_run_saying_so(broker, client, w
     run = client.get(f"/v1/tasks/runs/{big}", headers=HEADERS).json
     assert run["status"] == "failed" and run["attempts"] == 1
     assert "over the limit of 100" in run["error"]["message"]
+
+
+def test_a_worker_advertises_its_processors_so_the_gateway_needs_no_user_code(broker, client, worker):
+    broker.redis.delete(keys.PROCESSORS)  # as on a fresh Redis, before any worker started
+    r = client.post("/v1/tasks/runs", json={"input": {}, "processor": "echo"}, headers=HEADERS)
+    assert r.status_code == 422 and "is a worker running?" in r.json["error"]["message"]
+    worker("simple")
+    spec = json.loads(broker.redis.hget(keys.PROCESSORS, "research"))
+    assert spec["queue"] == "default" and spec["retries"] == 3
+    assert spec["input_schema"]["required"] == ["name"]
+    assert result(client, submit(client, "echo", {"n": 1})).status_code == 200
+
+
+def test_a_processor_timeout_is_capped_at_the_maximum(broker):
+    from taskq import run
+    from taskq.catalog import Catalog
+    from taskq.models import RunInput
+
+    spec = {"name": "long", "queue": "default", "retries": 0, "timeout_s": 13 * 3600}
+    new = run.prepare(broker, Catalog(broker, {"long": spec}), "t", RunInput(input={}, processor="long"))
+    assert new.timeout_s == broker.settings.max_timeout_s == 12 * 3600
