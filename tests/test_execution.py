@@ -9,7 +9,7 @@ import pytest
 from taskq import keys
 from taskq.client import RunHandle, default_tenant
 from taskq.errors import Conflict
-from tests.conftest import HEADERS
+from tests.conftest import HEADERS, wait_until
 
 
 def submit(client, processor, input, **extra):  # type: ignore[no-untyped-def]
@@ -95,7 +95,6 @@ def test_between_attempts_the_run_is_queued_with_next_attempt_at(broker, client,
     slow_retries = broker.settings.replace(retry_backoff_base_s=30, retry_backoff_cap_s=30)
     worker("simple", settings=slow_retries)
     run_id = submit(client, "flaky", {"failures": 1})
-    from tests.conftest import wait_until
 
     run = wait_until(lambda: (r := client.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json)["attempts"] == 1 and r["status"] == "queued" and r)
     assert run["next_attempt_at"] and run["error"]["message"] == "Flaky: attempt 1 fails on purpose"  # type: ignore[index]
@@ -187,7 +186,7 @@ def test_a_worker_advertises_its_processors_so_the_gateway_needs_no_user_code(br
     r = client.post("/v1/tasks/runs", json={"input": {}, "processor": "echo"}, headers=HEADERS)
     assert r.status_code == 422 and "is a worker running?" in r.json["error"]["message"]
     worker("simple")
-    spec = json.loads(broker.redis.hget(keys.PROCESSORS, "research"))
+    spec = json.loads(wait_until(lambda: broker.redis.hget(keys.PROCESSORS, "research")))  # type: ignore[arg-type]
     assert spec["queue"] == "default" and spec["retries"] == 3
     assert spec["input_schema"]["required"] == ["name"]
     assert result(client, submit(client, "echo", {"n": 1})).status_code == 200
