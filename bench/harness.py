@@ -147,9 +147,21 @@ class Spawner:
         self.started.append(proc)
         return proc
 
-    def taskq_worker(self, settings: Settings, worker_class: str, *, burst: bool, name: str) -> Process:
-        args = [sys.executable, "-m", "taskq.cli", "worker", "--worker-class", worker_class, "--name", name]
+    def taskq_worker(
+        self, settings: Settings, pool: str = "threads", *, burst: bool, name: str, concurrency: int | None = None
+    ) -> Process:
+        """`taskq worker` with the production defaults, unless a pool or concurrency is given."""
+        args = [sys.executable, "-m", "taskq.cli", "worker", "--pool", pool, "--name", name]
+        if concurrency:
+            args += ["--concurrency", str(concurrency)]
         return self.start(name, args + (["--burst"] if burst else []), settings_env(settings))
+
+    def celery_worker(self, settings: Settings, pool: str, concurrency: int, *, name: str) -> Process:
+        """A Celery 5 worker on the bench's Redis (bench/celeryside.py)."""
+        from . import celeryside
+
+        env = {**settings_env(settings), "BENCH_CELERY_URL": settings.redis_url}
+        return self.start(name, [sys.executable, *celeryside.worker_args(pool, concurrency)], env)
 
     def rq_worker(self, settings: Settings, worker_class: str, *, burst: bool, name: str) -> Process:
         args = [sys.executable, "-m", "bench.rqside", settings.redis_url, worker_class, name]
@@ -166,14 +178,14 @@ class Spawner:
         wait_until(lambda: _http_ok(url + "/count") or not proc.running(), 10, "receiver start")
         return url
 
-    def gunicorn(self, settings: Settings, workers: int, threads: int) -> tuple[str, Process]:
+    def gunicorn(self, settings: Settings, workers: int, connections: int = 1000) -> tuple[str, Process]:
         """The gateway as the Procfile's `web` line runs it (the access log only when
         TASKQ_ACCESS_LOG is set, as there); returns its base URL, once /healthz
         answers, and its process."""
         port = free_port()
         args = [
-            sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", str(workers),
-            "--threads", str(threads), "--bind", f"127.0.0.1:{port}",
+            sys.executable, "-m", "gunicorn", "--worker-class", "gevent", "--workers", str(workers),
+            "--worker-connections", str(connections), "--bind", f"127.0.0.1:{port}",
             *(["--access-logfile", "-"] if os.environ.get("TASKQ_ACCESS_LOG") else []),
             "taskq.gateway:create_app()",
         ]  # fmt: skip

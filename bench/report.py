@@ -19,6 +19,13 @@ class Row:
     target: str
     met: bool | None = None  # None: no target, or not measured
     note: str = ""
+    celery: float | None = None  # Celery 5's value, where the figure has one
+
+    @property
+    def vs_celery(self) -> float | None:
+        if self.taskq is None or not self.celery:
+            return None
+        return self.taskq / self.celery
 
     @property
     def ratio(self) -> float | None:
@@ -34,7 +41,8 @@ class Results:
 
     def add(self, row: Row) -> None:
         self.rows.append(row)
-        print(f"  {row.figure}: taskq {_num(row.taskq)} / RQ {_num(row.rq)} {row.unit}", flush=True)
+        celery = f" / Celery {_num(row.celery)}" if row.celery is not None else ""
+        print(f"  {row.figure}: taskq {_num(row.taskq)} / RQ {_num(row.rq)}{celery} {row.unit}", flush=True)
 
 
 def _num(value: float | None) -> str:
@@ -48,14 +56,15 @@ def _num(value: float | None) -> str:
 
 
 def table(results: Results) -> str:
-    header = ("figure", "taskq", "RQ", "unit", "ratio", "target", "met")
+    header = ("figure", "taskq", "RQ", "Celery", "unit", "ratio", "vs Celery", "target", "met")
     lines = []
     for row in sorted(results.rows, key=lambda r: int(r.figure.split()[0].rstrip("b"))):
         met = {True: "yes", False: "NO", None: "-"}[row.met]
         ratio = "-" if row.ratio is None else f"{row.ratio:.2f}"
-        lines.append((row.figure, _num(row.taskq), _num(row.rq), row.unit, ratio, row.target, met))
+        vs = "-" if row.vs_celery is None else f"{row.vs_celery:.2f}"
+        lines.append((row.figure, _num(row.taskq), _num(row.rq), _num(row.celery), row.unit, ratio, vs, row.target, met))
     widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(len(header))]
-    right = {1, 2, 4}
+    right = {1, 2, 3, 5, 6}
 
     def fmt(r: tuple[str, ...]) -> str:
         cells = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
@@ -68,7 +77,7 @@ def table(results: Results) -> str:
 
 
 def write_json(results: Results, path: Path) -> None:
-    rows = [{**asdict(r), "ratio": r.ratio} for r in results.rows]
+    rows = [{**asdict(r), "ratio": r.ratio, "vs_celery": r.vs_celery} for r in results.rows]
     path.write_text(json.dumps({"rows": rows, "details": results.details}, indent=2, default=str))
 
 
@@ -81,20 +90,20 @@ def plot(results: Results, path: Path) -> None:
 
     series: dict[str, dict[int, float]] = results.details.get("worker_throughput", {})
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    styles = {"taskq": "-", "RQ": "--"}
-    colours = {"fork": "tab:blue", "simple": "tab:orange"}
+    styles = {"taskq": "-", "RQ": "--", "Celery": ":"}
+    colours = {"taskq": "tab:blue", "RQ": "tab:orange", "Celery": "tab:green"}
     for label, points in sorted(series.items(), key=lambda item: item[0].split()[::-1]):
         system, worker_class = label.split()
         by_count = {int(k): v for k, v in points.items()}
         xs = sorted(by_count)
-        ax.plot(xs, [by_count[x] for x in xs], styles[system], color=colours.get(worker_class), marker="o", label=label)
+        ax.plot(xs, [by_count[x] for x in xs], styles.get(system, "-"), color=colours.get(system), marker="o", label=label)
     ax.set_xlabel("worker processes")
     ax.set_ylabel("no-op runs / s")
     ax.set_xticks(sorted({int(k) for p in series.values() for k in p}))
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     ax.legend()
-    ax.set_title("Worker throughput, taskq vs bare RQ (same run, same machine)")
+    ax.set_title("No-op worker throughput: taskq vs RQ vs Celery (same run)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -31,11 +31,13 @@ class Mode:
     enqueue_clients: tuple[int, ...]  # fig 1: concurrent HTTP clients
     enqueue_max_s: float
     group_adds: int  # fig 2: 1,000-input adds
-    worker_runs: dict[str, int]  # fig 3: runs per measurement, by worker class measured
+    worker_runs: int  # fig 3: no-op runs per measurement
     worker_counts: tuple[int, ...]  # fig 3: worker processes
+    io_runs: int  # fig 3: 50 ms I/O runs, one process at concurrency 32
+    async_runs: int  # fig 3: 50 ms async runs, one process at concurrency 256
+    rss_runs: int  # fig 3: I/O runs at concurrency 1, for the RSS comparison
     command_runs: int  # fig 3: runs watched with MONITOR
     latency_runs: int  # fig 4: runs per worker class
-    latency_classes: tuple[str, ...]
     deliveries: int  # fig 5
     delivery_max_s: float  # fig 5: time allowed per measurement
     memory_runs: int  # fig 6
@@ -44,12 +46,12 @@ class Mode:
 
 
 MODES = {
-    "full": Mode("full", 10_000, (1, 16, 64), 20, 10, {"fork": 1_000, "simple": 3_000}, (1, 2), 200,
-                 1_000, ("simple", "fork"), 5_000, 20, 5_000, (1_000, 100_000), 500),
-    "quick": Mode("quick", 2_000, (16,), 8, 3, {"fork": 150, "simple": 500}, (1, 2), 50,
-                  150, ("simple", "fork"), 500, 4, 1_000, (1_000, 10_000), 200),
-    "smoke": Mode("smoke", 200, (4,), 4, 1, {"simple": 40}, (1,), 10,
-                  20, ("simple",), 100, 2, 100, (100, 1_000), 20),
+    "full": Mode("full", 10_000, (1, 16, 64), 20, 10, 3_000, (1, 2), 3_200, 10_000, 200, 200,
+                 1_000, 5_000, 20, 5_000, (1_000, 100_000), 500),
+    "quick": Mode("quick", 2_000, (16,), 8, 3, 600, (1, 2), 960, 3_000, 60, 50,
+                  200, 500, 4, 1_000, (1_000, 10_000), 200),
+    "smoke": Mode("smoke", 200, (4,), 4, 1, 40, (1,), 64, 256, 10, 10,
+                  20, 100, 2, 100, (100, 1_000), 20),
 }  # fmt: skip
 
 
@@ -72,10 +74,10 @@ class Session:
         self._catalog = Catalog(self.broker)
 
     def gateway(self) -> str:
-        """The gateway under gunicorn, started on first use: the Procfile's 2 workers
-        of 64 threads."""
+        """The gateway under gunicorn, started on first use: the Procfile's 2 gevent
+        workers."""
         if self._gateway_url is None:
-            self._gateway_url, proc = self.spawner.gunicorn(self.settings, workers=2, threads=64)
+            self._gateway_url, proc = self.spawner.gunicorn(self.settings, workers=2)
             self.gateway_pid = proc.proc.pid
         return self._gateway_url
 
@@ -95,15 +97,16 @@ class Session:
         self.r.config_resetstat()
 
     def fill_taskq(
-        self, n: int, batch: int = 500, group_id: str | None = None, webhook: Callable[[int], str] | None = None
-    ) -> list[str]:
+        self, n: int, batch: int = 500, group_id: str | None = None, webhook: Callable[[int], str] | None = None,
+        processor: str = "noop",
+    ) -> list[str]:  # fmt: skip
         """n no-op runs made through taskq's own Python API, `batch` per create script;
         run i gets a webhook to `webhook(i)` when that is given."""
         ids: list[str] = []
-        plain = RunInput(input={}, processor="noop")
+        plain = RunInput(input={}, processor=processor)
 
         def req(i: int) -> RunInput:
-            return plain if webhook is None else RunInput(input={}, processor="noop", webhook=Webhook(url=webhook(i)))
+            return plain if webhook is None else RunInput(input={}, processor=processor, webhook=Webhook(url=webhook(i)))
 
         while len(ids) < n:
             news = [run.prepare(self.broker, self._catalog, self.tenant, req(len(ids) + i))

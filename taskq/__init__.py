@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .execution import CurrentRun, current_run
+from .engine.context import CurrentRun, current_run
+from .outputs import Output
 from .processor import Processor, task
 
-__all__ = ["CurrentRun", "Processor", "current_run", "task"]
+__all__ = ["CurrentRun", "Output", "Processor", "current_run", "task"]

@@ -26,7 +26,7 @@ SOCKET_TIMEOUT_S = 30
 MAX_BLOCK_MS = 20_000
 
 
-def connect(url: str, *, decode_responses: bool = True) -> Redis:
+def connect(url: str, *, decode_responses: bool = True, max_connections: int = 2000) -> Redis:
     """A client for REDIS_URL: `redis://`, `rediss://`, or the Sentinel form
     `redis+sentinel://[:password@]host:port[,host:port…]/service_name[/db]`.
     Idle connections are checked, so processes ride out a Redis restart."""
@@ -36,6 +36,8 @@ def connect(url: str, *, decode_responses: bool = True) -> Redis:
         "socket_keepalive": True,
         "socket_connect_timeout": 5,
         "socket_timeout": SOCKET_TIMEOUT_S,
+        # Each open SSE stream or long poll holds a connection while it blocks in XREAD.
+        "max_connections": max_connections,
     }
     if url.startswith("redis+sentinel://"):
         return _sentinel_master(url, options)
@@ -60,7 +62,7 @@ def _sentinel_master(url: str, options: dict[str, Any]) -> Redis:
 @functools.cache
 def rq_job_data() -> bytes:
     """The pickled call stored in every run's RQ job: the job id names the run."""
-    job = Job.create("taskq.execution.execute", connection=Redis(), id="template")
+    job = Job.create("taskq.engine.execute", connection=Redis(), id="template")
     return job.to_dict()["data"]
 
 
@@ -77,7 +79,7 @@ def now_ms() -> int:
 class Broker:
     def __init__(self, settings: Settings, client: Redis | None = None) -> None:
         self.settings = settings
-        self.redis = client if client is not None else connect(settings.redis_url)
+        self.redis = client if client is not None else connect(settings.redis_url, max_connections=settings.redis_max_connections)
         self.scripts = Scripts(self.redis)
 
     @classmethod

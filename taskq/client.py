@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from . import run
+from . import action, run
 from .broker import Broker
 from .catalog import Catalog
 from .models import RunInput, TaskRun, TaskRunResult, parse
+from .engine.context import _current
 from .processor import REGISTRY
 
 
@@ -41,7 +42,7 @@ class RunHandle:
         return f"RunHandle({self.run_id!r})"
 
     def status(self) -> TaskRun:
-        return run.to_task_run(run.load(self.broker, self.tenant, self.run_id))
+        return run.to_task_run(run.load(self.broker, self.tenant, self.run_id), self.broker)
 
     def wait(self, timeout_s: float = 600) -> TaskRunResult:
         """The result once the run completes; ResultNotReady after `timeout_s`, Conflict
@@ -52,7 +53,12 @@ class RunHandle:
         return self.wait(timeout_s).output.content
 
     def cancel(self) -> TaskRun:
-        return run.to_task_run(run.cancel(self.broker, self.tenant, self.run_id))
+        return run.to_task_run(run.cancel(self.broker, self.tenant, self.run_id), self.broker)
+
+    def answer(self, input: Any) -> TaskRun:
+        """Answers the run's question (it must be in action_required): 422 when the
+        answer does not fit the question's schema, 409 when the run is not waiting."""
+        return run.to_task_run(action.answer(self.broker, self.tenant, self.run_id, input), self.broker)
 
 
 def put(
@@ -64,7 +70,9 @@ def put(
     broker: Broker | None = None,
     tenant: str | None = None,
 ) -> RunHandle:
-    broker = broker or _default_broker()
+    if broker is None:  # inside a run, its worker's broker; else one from the environment
+        running = _current.get()
+        broker = running._broker if running is not None else _default_broker()
     tenant = tenant or default_tenant(broker)
     req = parse(RunInput, {"input": input, "processor": processor, "metadata": metadata, "webhook": webhook})
     new = run.prepare(broker, _catalog(broker, len(REGISTRY)), tenant, req)

@@ -18,6 +18,7 @@ Its attempts are JSON objects in the list `taskq:delivery:{id}:attempts`.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,8 @@ class WebhookDelivery(BaseModel):
 RUN_FIELDS = (
     "id", "tenant", "webhook", "processor", "metadata", "taskgroup_id", "created_ms", "modified_ms", "error",
     "attempts", "max_retries", "started_ms", "finished_ms", "next_attempt_ms", "errors", "output", "output_type",
+    "outputs", "required_action",
+    "webhook_body",
 )  # fmt: skip
 
 
@@ -136,12 +139,12 @@ def record_attempt(broker: Broker, claim: Claim, attempt: dict[str, Any], state:
     return bool(done)
 
 
-def payload(record: dict[str, str], status: str, created_ms: int) -> bytes:
+def payload(record: dict[str, str], status: str, created_ms: int, broker: Broker | None = None) -> bytes:
     """The body of a delivery: the run as it is now, but with the status the event
     reports; for a completed run its output (or, when large, only where to get it)."""
-    if status == RunStatus.completed.value and json.loads(record.get("webhook") or "{}").get("body") == "upstream_response":
+    if status == RunStatus.completed.value and record.get("webhook_body") == "upstream_response":
         return _upstream_body(record)
-    task_run = run.to_task_run({**record, "status": status})
+    task_run = run.to_task_run({**record, "status": status}, broker)
     data: dict[str, Any] = task_run.model_dump(mode="json")
     if status == RunStatus.completed.value:
         data["result_url"] = f"/v1/tasks/runs/{record['id']}/result"
@@ -180,7 +183,7 @@ def for_run(broker: Broker, tenant: str, run_id: str) -> list[WebhookDelivery]:
 def redeliver(broker: Broker, tenant: str, run_id: str, delivery_id: str) -> WebhookDelivery:
     """Sends a dead-lettered (or 410-stopped) delivery again, on a fresh schedule."""
     run.load(broker, tenant, run_id)
-    if not delivery_id.startswith(run_id + "."):
+    if not re.fullmatch(re.escape(run_id) + r"\.[0-9]{1,9}", delivery_id):
         raise errors.NotFound(f"delivery {delivery_id} not found for run {run_id}")
     with translated():
         reply = broker.scripts.redeliver(args=[delivery_id, now_ms()])
@@ -217,3 +220,20 @@ def _shape(did: str, record: dict[str, str], attempts: list[str]) -> WebhookDeli
         dead_at=run.iso(record.get("dead_ms")),
         attempts=shaped,
     )
+
+
+def dead_for_tenant(broker: Broker, tenant: str, limit: int = 100, scan: int = 2000) -> list[WebhookDelivery]:
+    """The tenant's dead-lettered deliveries, most recently given up first. The
+    dead-letter set is shared by all tenants: the newest `scan` are looked at."""
+    with translated():
+        ids = broker.redis.zrevrange(keys.DELIVERIES_DEAD, 0, scan - 1)
+        pipe = broker.redis.pipeline(transaction=False)
+        for did in ids:
+            pipe.hget(keys.run(did.rsplit(".", 1)[0]), "tenant")
+        mine = [did for did, owner in zip(ids, pipe.execute()) if owner == tenant][:limit]
+        pipe = broker.redis.pipeline(transaction=False)
+        for did in mine:
+            pipe.hgetall(keys.delivery(did))
+            pipe.lrange(keys.delivery_attempts(did), 0, -1)
+        replies = pipe.execute()
+    return [_shape(did, replies[2 * i], replies[2 * i + 1]) for i, did in enumerate(mine) if replies[2 * i]]

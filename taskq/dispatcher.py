@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-from . import delivery, errors, webhook
+from . import delivery, errors, transport, webhook
 from .broker import Broker, now_ms
 from .models import Webhook
 
@@ -55,7 +55,7 @@ class Dispatcher:
         # taken over while its holder is still sending.
         self.visibility_s = 2 * self.settings.webhook_timeout_s + 1
         self.stats = Stats()
-        self.pool = webhook.Pool(per_origin=self.per_host or self.settings.dispatcher_concurrency)
+        self.pool = transport.Pool(per_origin=self.per_host or self.settings.dispatcher_concurrency)
 
     def run_forever(self) -> None:
         """Delivers until SIGTERM or SIGINT; then lets the attempts in flight finish."""
@@ -162,18 +162,20 @@ class Dispatcher:
         started_ms = now_ms()
         record = claim.run
         if not record or not record.get("webhook"):
-            self._record(claim, started_ms, webhook.Response(None, 0, "the run has expired"), "dead")
+            self._record(claim, started_ms, transport.Response(None, 0, "the run has expired"), "dead")
             return
-        hook = Webhook.model_validate_json(record["webhook"])
         try:
+            # A pydantic ValidationError is a ValueError: a stored webhook that today's
+            # rules refuse (headers, say) is dead, not retried forever.
+            hook = Webhook.model_validate_json(record["webhook"])
             secret = hook.secret or claim.tenant_secret or delivery.tenant_secret(self.broker, record["tenant"])
             key = webhook.secret_key(secret)
         except ValueError as exc:
-            self._record(claim, started_ms, webhook.Response(None, 0, str(exc)), "dead")
+            self._record(claim, started_ms, transport.Response(None, 0, str(exc)), "dead")
             return
-        body = delivery.payload(record, claim.status, claim.created_ms)
+        body = delivery.payload(record, claim.status, claim.created_ms, self.broker)
         headers = webhook.request_headers(key, claim.delivery_id, int(time.time()), body, hook.headers)
-        response = webhook.send(
+        response = transport.send(
             hook.url,
             body,
             headers,
@@ -184,7 +186,7 @@ class Dispatcher:
         state, next_ms = self._next(claim, response)
         self._record(claim, started_ms, response, state, next_ms)
 
-    def _record(self, claim: delivery.Claim, started_ms: int, response: webhook.Response, state: str, next_ms: int = 0) -> None:
+    def _record(self, claim: delivery.Claim, started_ms: int, response: transport.Response, state: str, next_ms: int = 0) -> None:
         delivery.record_attempt(self.broker, claim, self._attempt(claim, started_ms, response, state), state, next_ms)
         self.stats.count(state, response)
         log.debug(
@@ -197,7 +199,7 @@ class Dispatcher:
             state,
         )
 
-    def _next(self, claim: delivery.Claim, response: webhook.Response) -> tuple[str, int]:
+    def _next(self, claim: delivery.Claim, response: transport.Response) -> tuple[str, int]:
         """What follows an attempt: delivered, gone (410), dead, or pending until when."""
         if response.ok:
             return "delivered", 0
@@ -213,7 +215,7 @@ class Dispatcher:
         return "pending", now_ms() + int(delay_s * 1000)
 
     @staticmethod
-    def _attempt(claim: delivery.Claim, at_ms: int, response: webhook.Response, outcome: str) -> dict[str, Any]:
+    def _attempt(claim: delivery.Claim, at_ms: int, response: transport.Response, outcome: str) -> dict[str, Any]:
         return {
             "attempt": claim.attempts + 1,
             "at_ms": at_ms,
@@ -234,7 +236,7 @@ class Stats:
         self._since = time.monotonic()
         self.deferred = 0  # only the tick thread adds to it
 
-    def count(self, state: str, response: webhook.Response) -> None:
+    def count(self, state: str, response: transport.Response) -> None:
         with self._lock:
             self._outcomes[state] = self._outcomes.get(state, 0) + 1
             self._latency_ms += response.latency_ms

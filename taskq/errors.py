@@ -3,19 +3,24 @@
     TaskqError                      500
     ├── BadRequest                  400  body is not JSON, or not an object
     ├── Unauthorized                401  no key, or a key the gateway does not know
+    ├── Forbidden                   403  an output URL whose signature does not hold
     ├── NotFound                    404  no such run or group (for this tenant)
     ├── ResultNotReady              408  the run did not end within `timeout`
     ├── Conflict                    409  an illegal state change (cancel a finished run)
-    ├── Gone                        410  the run existed but has expired
+    ├── Gone                        410  the run (or an output URL) has expired
     ├── PayloadTooLarge             413  body over TASKQ_MAX_BODY_BYTES
     ├── ValidationFailed            422  input does not fit; says which field and why
     ├── QueueFull                   429  the queue is at TASKQ_MAX_QUEUE_LENGTH, or the
     │                                    tenant at TASKQ_RATE_LIMIT_PER_S
+    ├── TooManyStreams              429  the tenant holds TASKQ_MAX_STREAMS_PER_TENANT
+    │                                    open streams and long polls on this gateway
     └── BrokerUnavailable           503  Redis cannot be reached
 
 Worker-side signals that never reach HTTP:
 
-    RunInterrupted (BaseException)  the run was cancelled or its worker is shutting down
+    RunInterrupted (BaseException)  the run was cancelled, timed out, lost its lease, or its
+                                    worker is shutting down (raised in the run's thread)
+    ActionRequired (BaseException)  the processor asked a person (`ask()`): the run waits
 """
 
 from __future__ import annotations
@@ -42,6 +47,11 @@ class BadRequest(TaskqError):
 class Unauthorized(TaskqError):
     status_code = 401
     message = "missing or unknown API key"
+
+
+class Forbidden(TaskqError):
+    status_code = 403
+    message = "forbidden"
 
 
 class NotFound(TaskqError):
@@ -79,6 +89,11 @@ class QueueFull(TaskqError):
     message = "queue is full"
 
 
+class TooManyStreams(TaskqError):
+    status_code = 429
+    message = "too many open streams and long polls for this API key"
+
+
 class BrokerUnavailable(TaskqError):
     status_code = 503
     message = "Redis is unreachable"
@@ -92,6 +107,21 @@ class RunInterrupted(BaseException):
     `except Exception:` cannot swallow it.
     """
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str = "interrupted"):
         super().__init__(reason)
         self.reason = reason
+
+
+class ActionRequired(BaseException):
+    """Raised by `current_run().ask()` when its question has no answer yet: the
+    attempt ends with the run in `action_required`, holding no worker.
+
+    A BaseException, like RunInterrupted, so that a processor's own
+    `except Exception:` cannot swallow the question.
+    """
+
+    def __init__(self, required_action: dict[str, Any], deadline_ms: int):
+        # Both in args, so that it pickles (a process pool sends it back to its parent).
+        super().__init__(required_action, deadline_ms)
+        self.required_action = required_action
+        self.deadline_ms = deadline_ms

@@ -25,7 +25,9 @@ from .models import RunStatus
 HEARTBEAT = ": ping\n\n"
 MAX_STREAM_S = 3600.0
 _READ_BATCH = 200
-_STREAM_ID = re.compile(r"^\d+(-\d+)?$")
+# ASCII digits only (\d would take any Unicode digit), within Redis's 64-bit range.
+_STREAM_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")
+_MAX_ID_PART = 2**64 - 1
 
 Entry = tuple[str, dict[str, str]]
 
@@ -44,7 +46,7 @@ def stream_id(value: str | None, field: str = "last_event_id") -> str:
     """A Redis Stream id to read after; '0-0' (from the start) when none is given."""
     if value in (None, ""):
         return "0-0"
-    if not _STREAM_ID.match(value):
+    if not _STREAM_ID.fullmatch(value) or any(int(part) > _MAX_ID_PART for part in value.split("-")):
         raise errors.ValidationFailed(f"{field}: not an event id from this stream", {"field": field})
     return value
 
@@ -92,6 +94,9 @@ def _xread(broker: Broker, key: str, after: str, block_ms: int | None = None) ->
 def _guarded(events: Iterator[str]) -> Iterator[str]:
     """Ends a stream that fails half-way with an `error` event instead of a cut.
     (Closing this generator closes `events` too: `yield from` passes it on.)"""
+    # A first comment line at once: the client (and any proxy) gets the status and
+    # headers now, not when the first event or heartbeat is due.
+    yield HEARTBEAT
     try:
         yield from events
     except errors.TaskqError as exc:
@@ -128,7 +133,7 @@ def _group_events(broker: Broker, group_id: str, after: str, timeout_s: float) -
                 shaped = status.model_dump(mode="json")
                 yield sse({"type": "task_group_status", "event_id": event_id, "status": shaped}, event_id)
             elif fields.get("type") == "task_run.state" and records.get(fields["run_id"]):
-                task_run = _as_of(records[fields["run_id"]], fields)
+                task_run = _as_of(records[fields["run_id"]], fields, broker)
                 yield sse({"type": "task_run.state", "event_id": event_id, "run": task_run}, event_id)
 
 
@@ -151,7 +156,7 @@ def group_runs(
     wanted = group.parse_status_filter(status)
     if last_event_id in (None, ""):
         start = 0
-    elif last_event_id.isdigit():
+    elif re.fullmatch(r"[0-9]{1,18}", last_event_id):  # a position; ASCII only, within LRANGE's range
         start = int(last_event_id) + 1
     else:
         raise errors.ValidationFailed("last_event_id: not an event id from this stream", {"field": "last_event_id"})
@@ -165,11 +170,11 @@ def _group_runs(
         if wanted is not None and record.get("status") != wanted.value:
             continue
         event_id = str(position)
-        event: dict[str, Any] = {"type": "task_run.state", "event_id": event_id, "run": _task_run(record)}
+        event: dict[str, Any] = {"type": "task_run.state", "event_id": event_id, "run": _task_run(record, broker)}
         if include_input:
             event["input"] = run.to_input(record)
         if include_output and record.get("status") == RunStatus.completed.value:
-            event["output"] = run.to_result(record).output.model_dump(mode="json")
+            event["output"] = run.to_result(record, broker).output.model_dump(mode="json")
         yield sse(event, event_id)
 
 
@@ -202,7 +207,7 @@ def _run_events(broker: Broker, tenant: str, run_id: str, after: str, timeout_s:
             elif fields.get("type") == "task_run.state":
                 if record is None:
                     record = run.load(broker, tenant, run_id)
-                yield sse({"type": "task_run.state", "event_id": event_id, "run": _as_of(record, fields)}, event_id)
+                yield sse({"type": "task_run.state", "event_id": event_id, "run": _as_of(record, fields, broker)}, event_id)
 
 
 def _run_records(broker: Broker, run_ids: list[str]) -> dict[str, dict[str, str]]:
@@ -215,11 +220,12 @@ def _run_records(broker: Broker, run_ids: list[str]) -> dict[str, dict[str, str]
         return dict(zip(run_ids, pipe.execute(), strict=True))
 
 
-def _task_run(record: dict[str, str]) -> dict[str, Any]:
-    return run.to_task_run(record).model_dump(mode="json")
+def _task_run(record: dict[str, str], broker: Broker | None = None) -> dict[str, Any]:
+    return run.to_task_run(record, broker).model_dump(mode="json")
 
 
-def _as_of(record: dict[str, str], fields: dict[str, str]) -> dict[str, Any]:
+def _as_of(record: dict[str, str], fields: dict[str, str], broker: Broker | None = None) -> dict[str, Any]:
     """The run as the event saw it: its status then, everything else as now."""
     status = fields.get("status") or record["status"]
-    return _task_run({**record, "status": status, "modified_ms": fields.get("ts") or record.get("modified_ms", "")})
+    as_of = {**record, "status": status, "modified_ms": fields.get("ts") or record.get("modified_ms", "")}
+    return _task_run(as_of, broker)

@@ -16,6 +16,7 @@ its events are the stream `taskq:group:{id}:events`.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +29,7 @@ from .catalog import Catalog
 from .models import ACTIVE, MetadataIn, MetadataValue, RunInput, RunStatus, TaskSpec, Wire, parse
 
 GROUP_PREFIX = "tgrp_"
+GROUP_ID = re.compile(r"tgrp_[0-9a-f]{32}")
 MAX_INPUTS = 1000
 _CANCEL_BATCH = 500
 
@@ -79,6 +81,8 @@ def create(broker: Broker, tenant: str, req: TaskGroupCreate) -> dict[str, str]:
         pipe.hset(keys.group(record["id"]), mapping=record)
         # A group that never gets a run expires like a finished one.
         pipe.expire(keys.group(record["id"]), broker.settings.retention_s)
+        # The tenant's groups, newest first by id (the dashboard lists them).
+        pipe.zadd(keys.tenant_groups(tenant), {record["id"]: 0})
         pipe.execute()
     return record
 
@@ -86,7 +90,7 @@ def create(broker: Broker, tenant: str, req: TaskGroupCreate) -> dict[str, str]:
 def load(broker: Broker, tenant: str, group_id: str) -> dict[str, str]:
     """The group's record; NotFound for an unknown id or another tenant's group."""
     with translated():
-        record = broker.redis.hgetall(keys.group(group_id)) if group_id.startswith(GROUP_PREFIX) else {}
+        record = broker.redis.hgetall(keys.group(group_id)) if GROUP_ID.fullmatch(group_id) else {}
     if not record or record.get("tenant") != tenant:
         raise errors.NotFound(f"task group {group_id} not found")
     return record
@@ -110,6 +114,22 @@ def status(record: dict[str, str]) -> TaskGroupStatus:
         status_message=message,
         modified_at=run.iso(record.get("modified_ms") or record.get("created_ms")),
     )
+
+
+def recent(broker: Broker, tenant: str, limit: int = 50) -> list[dict[str, str]]:
+    """The tenant's newest groups still kept, newest first (their ids sort by creation
+    time); ids whose group has expired are dropped from the index as they are met."""
+    index = keys.tenant_groups(tenant)
+    with translated():
+        ids = broker.redis.zrange(index, "+", "-", desc=True, bylex=True, offset=0, num=limit)
+        pipe = broker.redis.pipeline(transaction=False)
+        for gid in ids:
+            pipe.hgetall(keys.group(gid))
+        records = pipe.execute()
+        gone = [gid for gid, rec in zip(ids, records) if not rec]
+        if gone:
+            broker.redis.zrem(index, *gone)
+    return [rec for rec in records if rec and rec.get("tenant") == tenant]
 
 
 def is_active(broker: Broker, group_id: str) -> bool:
@@ -147,9 +167,6 @@ def add_runs(
     ids, _ = run.create(broker, new, tenant=tenant, group_id=group_id)
     with translated():
         pipe = broker.redis.pipeline(transaction=False)
-        # Active again: it expires only once it has finished (set_status sets that).
-        for key in (keys.group(group_id), keys.group_runs(group_id), keys.group_events(group_id)):
-            pipe.persist(key)
         pipe.lpos(keys.group_runs(group_id), ids[0], rank=-1)
         pipe.hgetall(keys.group(group_id))
         *_, first_index, record = pipe.execute()

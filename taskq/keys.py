@@ -6,6 +6,10 @@
     taskq:processors              hash    processor name -> JSON spec, written by workers
     taskq:running                 zset    run id -> lease deadline (ms); the reaper's view
     taskq:delayed                 zset    run id -> due time (ms); retries waiting their backoff
+    taskq:waiting                 zset    run id -> answer deadline (ms); runs in action_required
+    taskq:outputs:expiring        zset    run id -> when its output files go (ms; +inf while
+                                          the run is active)
+    taskq:outputs:secret          string  the key that signs output URLs (unless configured)
     taskq:group:{id}              hash    group record and its per-status counters
     taskq:group:{id}:runs         list    run ids in the order they were added
     taskq:group:{id}:events       stream  task_group_status and task_run.state events
@@ -15,6 +19,11 @@
     taskq:deliveries:due          zset    delivery id -> when to try next (ms)
     taskq:deliveries:dead         zset    delivery id -> when it was given up (ms)
     taskq:tenant:{tenant}:secret  string  the tenant's default webhook secret
+    taskq:tenant:{tenant}:runs    zset    the tenant's run ids, all at score 0: ordered by id,
+                                          which is by creation time (the list endpoint)
+    taskq:tenant:{tenant}:groups  zset    the tenant's group ids, likewise
+    taskq:metrics                 hash    transition and webhook counters by label and
+                                          duration (metrics.py reads it at scrape time)
     taskq:rate:{tenant}:{second}  string  runs the tenant created in that second (rate limit)
     taskq:stranded:{job_id}       string  when the rescue first saw an RQ job left in an
                                           intermediate list by a worker that died (ms)
@@ -30,12 +39,17 @@ PREFIX = "taskq:"
 RQ_QUEUE_PREFIX = "rq:queue:"
 RQ_JOB_PREFIX = "rq:job:"
 RQ_QUEUES = "rq:queues"
+RQ_WORKERS = "rq:workers"
 
 PROCESSORS = PREFIX + "processors"
 RUNNING = PREFIX + "running"
 DELAYED = PREFIX + "delayed"
+WAITING = PREFIX + "waiting"
+OUTPUTS_EXPIRING = PREFIX + "outputs:expiring"
+OUTPUTS_SECRET = PREFIX + "outputs:secret"
 DELIVERIES_DUE = PREFIX + "deliveries:due"
 DELIVERIES_DEAD = PREFIX + "deliveries:dead"
+METRICS = PREFIX + "metrics"
 
 
 def run(run_id: str) -> str:
@@ -80,6 +94,19 @@ def rate(tenant: str, second: int) -> str:
 
 def tenant_secret(tenant: str) -> str:
     return f"{PREFIX}tenant:{tenant}:secret"
+
+
+def tenant_runs(tenant: str) -> str:
+    return f"{PREFIX}tenant:{tenant}:runs"
+
+
+def tenant_groups(tenant: str) -> str:
+    return f"{PREFIX}tenant:{tenant}:groups"
+
+
+def rq_worker(name: str) -> str:
+    return f"rq:worker:{name}"
+
 
 
 def rq_queue(name: str) -> str:

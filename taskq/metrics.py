@@ -1,23 +1,92 @@
 """Prometheus metrics, read from Redis at scrape time so that every gateway reports
-the same, whole-system figures."""
+the same, whole-system figures, however many workers and dispatchers on however
+many machines wrote them.
+
+Counters and histograms come from one hash, `taskq:metrics`, which the Lua steps
+increment where the transitions happen (`count_transition` in scripts/_lib.lua, and
+record_attempt.lua): one HINCRBY per status change or webhook attempt. A field is
+
+    run|<old>|<new>|<ms>|<processor>     a run's status change
+    webhook|<state>|<ms>                  a webhook attempt and what followed it
+
+where `<ms>` is a duration rounded UP to two significant digits (the queue wait on
+the way into `running`, the attempt's time on the way out of it, the webhook's
+latency). Every bucket bound below has at most two significant digits in ms, so the
+cumulative bucket counts computed here are exact; `_sum` is estimated from the
+rounded values (each counted at the middle of its rounding step: within 5%).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from . import keys
 from .broker import Broker
+from .models import TERMINAL
+
+RUN_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 18000, 36000)  # fmt: skip
+WEBHOOK_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15)
+_TERMINAL = {s.value for s in TERMINAL}
+# What followed a webhook attempt (record_attempt.lua's state), as an outcome label.
+_WEBHOOK_OUTCOME = {"delivered": "delivered", "pending": "failed", "gone": "gone", "dead": "dead"}
+
+Labels = tuple[str, ...]
+
+
+class _Histogram:
+    """Counts of rounded durations (ms) per label set."""
+
+    def __init__(self) -> None:
+        self.values: dict[Labels, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+
+    def add(self, labels: Labels, ms: str, n: int) -> None:
+        if ms:
+            self.values[labels][int(ms)] += n
+
+    def family(self, name: str, doc: str, label_names: list[str], bounds_s: Iterable[float]) -> HistogramMetricFamily:
+        bounds = list(bounds_s)
+        fam = HistogramMetricFamily(name, doc, labels=label_names)
+        for labels, counts in sorted(self.values.items()):
+            cumulative, total, sum_s = [], 0, 0.0
+            ordered = sorted(counts.items())
+            i = 0
+            for bound in bounds:
+                while i < len(ordered) and ordered[i][0] <= round(bound * 1000):
+                    total += ordered[i][1]
+                    i += 1
+                cumulative.append((_le(bound), float(total)))
+            total = sum(counts.values())
+            cumulative.append(("+Inf", float(total)))
+            for ms, n in ordered:
+                sum_s += n * _midpoint_ms(ms) / 1000
+            fam.add_metric(list(labels), cumulative, sum_value=sum_s)
+        return fam
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+def _midpoint_ms(ms: int) -> float:
+    """The middle of the values that round up to `ms` (ceil2 in _lib.lua)."""
+    if ms < 100:
+        return float(ms)
+    step = 1
+    while ms > 99 * step:
+        step *= 10
+    return ms - step / 2
 
 
 class RedisCollector(Collector):
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         r = self.broker.redis
         queues = sorted(q.removeprefix(keys.RQ_QUEUE_PREFIX) for q in r.smembers(keys.RQ_QUEUES))
         pipe = r.pipeline(transaction=False)
@@ -25,16 +94,79 @@ class RedisCollector(Collector):
             pipe.llen(keys.rq_queue(q))
         for key in (keys.RUNNING, keys.DELAYED, keys.DELIVERIES_DUE, keys.DELIVERIES_DEAD):
             pipe.zcard(key)
-        counts = pipe.execute()
-        depth = GaugeMetricFamily("taskq_queue_depth", "runs waiting on an RQ queue", labels=["queue"])
-        for q, n in zip(queues, counts):
-            depth.add_metric([q], n)
-        yield depth
-        running, delayed, due, dead = counts[len(queues) :]
-        yield GaugeMetricFamily("taskq_runs_running", "runs holding a lease", value=running)
-        yield GaugeMetricFamily("taskq_runs_retry_waiting", "runs waiting out a retry backoff", value=delayed)
-        yield GaugeMetricFamily("taskq_webhooks_pending", "webhook deliveries waiting to be sent", value=due)
-        yield GaugeMetricFamily("taskq_webhooks_dead", "webhook deliveries given up (dead-letter)", value=dead)
+        pipe.hgetall(keys.METRICS)
+        *counts, fields = pipe.execute()
+        yield from _gauges(queues, counts)
+        yield from _from_fields(fields)
+
+
+def _gauges(queues: list[str], counts: list[int]) -> Iterator[Metric]:
+    depth = GaugeMetricFamily("taskq_queue_depth", "runs waiting on an RQ queue", labels=["queue"])
+    for q, n in zip(queues, counts):
+        depth.add_metric([q], n)
+    yield depth
+    running, delayed, due, dead = counts[len(queues) :]
+    yield GaugeMetricFamily("taskq_runs_running", "runs holding a lease", value=running)
+    yield GaugeMetricFamily("taskq_runs_retry_waiting", "runs waiting out a retry backoff", value=delayed)
+    yield GaugeMetricFamily("taskq_webhooks_pending", "webhook deliveries waiting to be sent", value=due)
+    yield GaugeMetricFamily("taskq_webhooks_dead", "webhook deliveries given up (dead-letter)", value=dead)
+
+
+def _from_fields(fields: dict[str, str]) -> Iterator[Metric]:
+    created: dict[Labels, int] = defaultdict(int)
+    finished: dict[Labels, int] = defaultdict(int)
+    attempts: dict[Labels, int] = defaultdict(int)
+    webhooks: dict[Labels, int] = defaultdict(int)
+    wait, duration, latency = _Histogram(), _Histogram(), _Histogram()
+    for field, raw in fields.items():
+        n = int(raw)
+        kind, _, rest = field.partition("|")
+        if kind == "run":
+            old, new, ms, processor = rest.split("|", 3)
+            if not old:
+                created[(processor,)] += n
+            if new in _TERMINAL:
+                finished[(processor, new)] += n
+            if old == "queued" and new == "running":
+                wait.add((processor,), ms, n)
+            if old in ("running", "cancelling") and new != "cancelling":
+                outcome = "retried" if new == "queued" else new
+                attempts[(processor, outcome)] += n
+                duration.add((processor, outcome), ms, n)
+        elif kind == "webhook":
+            state, ms = rest.split("|", 1)
+            outcome = _WEBHOOK_OUTCOME.get(state, state)
+            webhooks[(outcome,)] += n
+            latency.add((outcome,), ms, n)
+    yield _counter("taskq_runs_created", "runs created", ["processor"], created)
+    yield _counter("taskq_runs_finished", "runs that reached a terminal status", ["processor", "status"], finished)
+    yield _counter(
+        "taskq_attempts",
+        "attempts ended, by outcome: completed, failed, cancelled, retried (back to queued: an error with "
+        "retries left, a lost worker, or a shutdown)",
+        ["processor", "outcome"],
+        attempts,
+    )
+    yield _counter(
+        "taskq_webhook_deliveries",
+        "webhook attempts, by outcome: delivered, failed (to be retried), gone (410), dead (given up)",
+        ["outcome"],
+        webhooks,
+    )
+    yield wait.family(
+        "taskq_queue_wait_seconds", "time from queued (or due for retry) to running", ["processor"], RUN_BUCKETS_S
+    )
+    yield duration.family(
+        "taskq_run_duration_seconds", "time one attempt of a run spent running", ["processor", "outcome"], RUN_BUCKETS_S
+    )
+    yield latency.family("taskq_webhook_latency_seconds", "webhook attempt latency", ["outcome"], WEBHOOK_BUCKETS_S)
+
+
+def _counter(name: str, doc: str, label_names: list[str], values: dict[Labels, int]) -> CounterMetricFamily:
+    fam = CounterMetricFamily(name, doc, labels=label_names)
+    for labels, n in sorted(values.items()):
+        fam.add_metric(list(labels), n)
+    return fam
 
 
 def render(broker: Broker) -> tuple[bytes, str]:

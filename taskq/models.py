@@ -6,6 +6,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Literal, TypeVar
 
+import pydantic_core
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -40,8 +41,15 @@ class RunStatus(str, Enum):
         return self in TERMINAL
 
 
-ACTIVE = frozenset({RunStatus.queued, RunStatus.running, RunStatus.cancelling})
+# The one definition of each status set. The Lua steps receive these as tables
+# (scripts.py writes them into the prelude of every script), so a new status is
+# added here and nowhere else.
+ACTIVE = frozenset({RunStatus.queued, RunStatus.running, RunStatus.action_required, RunStatus.cancelling})
 TERMINAL = frozenset({RunStatus.completed, RunStatus.failed, RunStatus.cancelled})
+# Statuses a webhook is sent for without asking for every change: a run's end, and a
+# run that waits for someone to act.
+NOTIFY = TERMINAL | {RunStatus.action_required}
+assert ACTIVE | TERMINAL == set(RunStatus) and not ACTIVE & TERMINAL
 
 MetadataValue = str | int | float | bool
 # What a request may send: keys of at most 64 characters, strings of at most 512.
@@ -99,10 +107,14 @@ class Webhook(Wire):
     url: str = Field(max_length=2048)
     event_types: list[str] = Field(default_factory=lambda: ["task_run.status"])
     secret: str | None = Field(default=None, max_length=256)
-    headers: dict[str, str] = Field(default_factory=dict)
-    # taskq's own: "upstream_response" (set by the async proxy) sends a completed
-    # `http` run's upstream response body as the payload instead of the TaskRun.
-    body: Literal["task_run", "upstream_response"] = "task_run"
+    headers: dict[str, str] = Field(default_factory=dict, max_length=32)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_are_rfc9110(cls, value: dict[str, str]) -> dict[str, str]:
+        from .webhook import check_headers  # raises ValueError naming the bad header
+
+        return check_headers(value)
 
     @field_validator("secret")
     @classmethod
@@ -137,6 +149,28 @@ class RunInput(Wire):
         return data
 
 
+class OutputFile(BaseModel):
+    """A file the run saved; `url` is good until `expires_at` (a fresh one on each read)."""
+
+    name: str
+    size: int
+    content_type: str
+    url: str
+    expires_at: str
+
+
+class RequiredAction(BaseModel):
+    """The question a run in `action_required` waits on; answer it with
+    POST /v1/tasks/runs/{id}/action `{"input": ...}` fitting `schema`."""
+
+    message: str
+    schema_: dict[str, Any] = Field(alias="schema", serialization_alias="schema")
+    asked_at: str
+    expires_at: str
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
 class TaskRun(BaseModel):
     run_id: str
     interaction_id: str
@@ -155,7 +189,8 @@ class TaskRun(BaseModel):
     finished_at: str | None = None
     next_attempt_at: str | None = None
     errors: list[ErrorObject] = Field(default_factory=list)
-    outputs: list[dict[str, Any]] = Field(default_factory=list)
+    outputs: list[OutputFile] = Field(default_factory=list)
+    required_action: RequiredAction | None = None
 
 
 class TaskRunOutput(BaseModel):
@@ -178,6 +213,9 @@ def parse(model: type[M], data: Any, where: str = "") -> M:
     a 422 naming the field and the reason."""
     try:
         if isinstance(data, bytes | str):
+            raw = data.encode() if isinstance(data, str) else data
+            if b"NaN" in raw or b"Infinity" in raw:
+                _strict_json(raw)
             return model.model_validate_json(data)
         return model.model_validate(data)
     except ValidationError as exc:
@@ -187,3 +225,11 @@ def parse(model: type[M], data: Any, where: str = "") -> M:
         path = where + ".".join(str(p) for p in first["loc"])
         problems = [{"field": where + ".".join(str(p) for p in e["loc"]), "reason": e["msg"]} for e in exc.errors()[:20]]
         raise ValidationFailed(f"{path or 'body'}: {first['msg']}", {"errors": problems}) from None
+
+
+def _strict_json(raw: bytes) -> None:
+    """NaN and Infinity are not JSON (RFC 8259): a 400, never stored and echoed."""
+    try:
+        pydantic_core.from_json(raw, allow_inf_nan=False)
+    except ValueError:
+        raise BadRequest("request body must be valid JSON (NaN and Infinity are not JSON)") from None

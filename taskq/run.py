@@ -7,12 +7,17 @@ The record is the hash `taskq:run:{id}`. Its fields (absent when empty):
     metadata         JSON object
     output_schema    JSON Schema the output must meet (from task_spec)
     webhook          JSON of the webhook; webhook_all = '1' for every status change
+    webhook_body     'upstream_response' (set by the async proxy only, never by a
+                     client): a completed run's webhook carries the upstream's answer
     status           a RunStatus; changed only by the scripts in scripts/
     created_ms, modified_ms, started_ms, finished_ms, next_attempt_ms   epoch ms
     attempts         attempts started; interruptions: those a shutdown cut short
     token            the lease holder of the current attempt
     error, errors    the last error and every attempt's, as JSON
     output_type, output   the result: 'json' or 'text', and its JSON
+    outputs          JSON list of the files it saved (outputs/record.py)
+    required_action, answers   its question while waiting, and the answers given
+                     (action.py)
     taskgroup_id, delivery_seq
 """
 
@@ -20,18 +25,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from . import catalog, errors, keys, webhook
+from . import action, catalog, errors, keys, outputs, upstream, webhook
 from .broker import MAX_BLOCK_MS, Broker, now_ms, rq_job_data, rq_now, translated
 from .catalog import Catalog
+from .record import RunRecord
 from .models import ErrorObject, RunInput, RunStatus, TaskRun, TaskRunOutput, TaskRunResult
 
 RUN_PREFIX = "trun_"
+# What new_run_id makes; anything else is not a run (and never reaches a Redis key).
+RUN_ID = re.compile(r"trun_[0-9a-f]{32}")
 
 
 def new_run_id() -> str:
@@ -67,6 +76,10 @@ def prepare(broker: Broker, procs: Catalog, tenant: str, req: RunInput, where: s
     ValidationFailed (naming the field under `where`) and writes nothing."""
     spec = procs.get(req.processor)
     settings = broker.settings
+    if req.processor == "http" and isinstance(req.input, dict):
+        # Checked here too (the processor checks again), so a bad call is a 422 now.
+        base = upstream.check_name(req.input.get("upstream"), settings.upstreams, f"{where}input.upstream")
+        upstream.url(base, str(req.input.get("path") or ""), field=f"{where}input.path")
     spec_in = req.task_spec.input_schema if req.task_spec else None
     spec_out = req.task_spec.output_schema if req.task_spec else None
     if spec_in is not None and spec_in.type == "json":
@@ -107,10 +120,12 @@ def create(
     *,
     tenant: str = "",
     idempotency_key: str | None = None,
+    request: bytes = b"",
     group_id: str | None = None,
 ) -> tuple[list[str], bool]:
     """Writes the runs and their RQ jobs in one atomic step. Returns the run ids and
-    whether they were made now (False: the Idempotency-Key had already made one)."""
+    whether they were made now (False: the Idempotency-Key had already made one).
+    The same Idempotency-Key with another `request` (its raw bytes) is a 422."""
     settings = broker.settings
     idem = ""
     if idempotency_key:
@@ -119,6 +134,7 @@ def create(
         now_ms(), rq_now(), rq_job_data(), settings.retention_s,
         idem, settings.idempotency_ttl_s, settings.max_queue_length, group_id or "",
         keys.rate(tenant, now_ms() // 1000), settings.rate_limit_per_s,
+        hashlib.sha256(request).hexdigest()[:32] if idem else "",
     ]  # fmt: skip
     for run in runs:
         args += [run.run_id, run.queue, run.timeout_s, len(run.fields)]
@@ -126,6 +142,11 @@ def create(
             args += [name, value]
     with translated():
         reply = broker.scripts.create(args=args)
+    if reply[0] == "mismatch":
+        raise errors.ValidationFailed(
+            f"Idempotency-Key was already used for run {reply[1]} with a different request",
+            {"field": "Idempotency-Key", "run_id": reply[1]},
+        )
     if reply[0] == "full":
         raise errors.QueueFull(f"queue {reply[1]!r} is full; retry later", retry_after_s=5)
     if reply[0] == "limited":
@@ -139,7 +160,7 @@ def load(broker: Broker, tenant: str, run_id: str) -> dict[str, str]:
     """The run's record; NotFound for an unknown id or another tenant's run, Gone for
     one that has expired."""
     with translated():
-        record = broker.redis.hgetall(keys.run(run_id)) if run_id.startswith(RUN_PREFIX) else {}
+        record = broker.redis.hgetall(keys.run(run_id)) if RUN_ID.fullmatch(run_id) else {}
     if not record or record.get("tenant") != tenant:
         if not record and _expired(run_id, broker.settings.retention_s):
             raise errors.Gone(f"run {run_id} has expired: finished runs are kept {broker.settings.retention_s} s")
@@ -155,25 +176,29 @@ def _expired(run_id: str, retention_s: int) -> bool:
     return len(run_id) == len(RUN_PREFIX) + 32 and created_ms < now_ms() - retention_s * 1000
 
 
-def to_task_run(record: dict[str, str]) -> TaskRun:
-    status = RunStatus(record["status"])
+def to_task_run(record: dict[str, str] | RunRecord, broker: Broker | None = None) -> TaskRun:
+    """The run on the wire; with `broker`, its output files with fresh URLs."""
+    rec = record if isinstance(record, RunRecord) else RunRecord.from_hash(record)
+    status = RunStatus(rec.status)
     return TaskRun(
-        run_id=record["id"],
-        interaction_id=record["id"],
+        run_id=rec.id,
+        interaction_id=rec.id,
         status=status,
         is_active=status.is_active,
-        processor=record["processor"],
-        metadata=json.loads(record["metadata"]) if record.get("metadata") else None,
-        taskgroup_id=record.get("taskgroup_id"),
-        created_at=iso(record["created_ms"]) or "",
-        modified_at=iso(record.get("modified_ms") or record["created_ms"]) or "",
-        error=ErrorObject(**json.loads(record["error"])) if record.get("error") else None,
-        attempts=int(record.get("attempts") or 0),
-        max_retries=int(record.get("max_retries") or 0),
-        started_at=iso(record.get("started_ms")),
-        finished_at=iso(record.get("finished_ms")),
-        next_attempt_at=iso(record.get("next_attempt_ms")),
-        errors=[ErrorObject(**e) for e in json.loads(record.get("errors") or "[]")],
+        processor=rec.processor,
+        metadata=rec.metadata,
+        taskgroup_id=rec.taskgroup_id,
+        created_at=iso(rec.created_ms) or "",
+        modified_at=iso(rec.modified_ms or rec.created_ms) or "",
+        error=ErrorObject(**rec.error) if rec.error else None,
+        attempts=rec.attempts,
+        max_retries=rec.max_retries,
+        started_at=iso(rec.started_ms or None),
+        finished_at=iso(rec.finished_ms or None),
+        next_attempt_at=iso(rec.next_attempt_ms or None),
+        errors=[ErrorObject(**e) for e in rec.errors],
+        outputs=outputs.listing(broker, rec.raw) if broker is not None else [],
+        required_action=action.required_action(rec.raw),
     )
 
 
@@ -182,9 +207,9 @@ def new_task_run(run: NewRun) -> TaskRun:
     return to_task_run({**{k: str(v) for k, v in run.fields.items()}, "status": RunStatus.queued.value})
 
 
-def to_result(record: dict[str, str]) -> TaskRunResult:
+def to_result(record: dict[str, str], broker: Broker | None = None) -> TaskRunResult:
     output = TaskRunOutput(type=record.get("output_type", "json"), content=json.loads(record.get("output", "null")))  # type: ignore[arg-type]
-    return TaskRunResult(run=to_task_run(record), output=output)
+    return TaskRunResult(run=to_task_run(record, broker), output=output)
 
 
 def wait_for_end(broker: Broker, tenant: str, run_id: str, timeout_s: float) -> dict[str, str]:
@@ -220,7 +245,7 @@ def result(broker: Broker, tenant: str, run_id: str, timeout_s: float) -> TaskRu
             f"run {run_id} ended {status.value}" + (f": {error['message']}" if error.get("message") else ""),
             {"status": status.value, "error": error or None},
         )
-    return to_result(record)
+    return to_result(record, broker)
 
 
 def cancel(broker: Broker, tenant: str, run_id: str) -> dict[str, str]:

@@ -37,10 +37,19 @@ class Settings:
     retry_backoff_base_s: float = 1.0
     retry_backoff_cap_s: float = 300.0
 
+    # Runs one worker process holds at once; 0 = the pool's default: 32 for threads
+    # (most runs wait on I/O — LLM calls, HTTP, model endpoints — where a waiting
+    # thread costs ~100 KB and no CPU; 32 keeps a process's memory and GIL shared by
+    # few), the number of CPUs for processes (each child is a whole interpreter).
+    # Size threads by the waiting: runs a second wanted x seconds each run waits.
+    concurrency: int = 0
+    pool: str = "threads"  # or "processes": pre-forked children, for CPU-bound or leaky code
+    max_runs_per_child: int = 0  # processes pool: a child is replaced after this many runs; 0 = never
+
     heartbeat_s: float = 5.0  # a running run renews its lease this often
     lease_s: float = 30.0  # a run whose lease is this old is presumed lost
     reaper_interval_s: float = 5.0  # how often workers look for lost and due runs
-    shutdown_grace_s: float = 25.0  # SIGTERM: time the current run has to finish
+    shutdown_grace_s: float = 25.0  # SIGTERM: time the runs in flight have to finish
     processor_cache_s: float = 1.0  # how long a gateway trusts its copy of the registry
 
     webhook_timeout_s: float = 15.0
@@ -50,6 +59,29 @@ class Settings:
     dispatcher_poll_s: float = 0.5
 
     sse_heartbeat_s: float = 15.0  # keep below broker.MAX_BLOCK_MS
+    # SSE streams plus /result long polls one tenant may hold open at once on one
+    # gateway process; past it, 429 with Retry-After. 0 = no cap.
+    max_streams_per_tenant: int = 100
+    # All tenants' streams and long polls together on one gateway process: kept well
+    # under redis_max_connections, so ordinary requests always find a connection.
+    max_streams_per_process: int = 1000
+    redis_max_connections: int = 2000  # per process (redis-py's own default is 100)
+
+    action_timeout_s: int = 24 * 3600  # a run in action_required fails after waiting this long
+
+    output_dir: str = "var/outputs"  # output files, when output_url is not set
+    output_url: str = ""  # s3://bucket/prefix: output files in S3-compatible storage
+    output_secret: str = ""  # signs output URLs; empty: a random one kept in Redis
+    public_url: str = ""  # the gateway's public base URL; empty: output URLs are paths
+    output_url_expires_s: int = 3600  # how long an output URL in a TaskRun is good for
+    max_output_file_bytes: int = 1 << 30  # one output file
+    max_outputs_bytes_per_run: int = 5 << 30  # all of a run's output files together
+
+    # The dashboard's session cookie is signed with this; empty: derived from the API
+    # keys (every gateway with the same keys agrees; changing the keys signs all out).
+    secret_key: str = ""
+    dashboard_session_s: int = 12 * 3600
+    dashboard_secure_cookie: bool = False  # set when the gateway is served over HTTPS
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:

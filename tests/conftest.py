@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -196,7 +197,7 @@ def _descendants(pid: int) -> list[int]:
 
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Callable[..., Process]]:
-    """spawn("worker", "--worker-class", "simple", settings=s) starts `taskq worker ...`."""
+    """spawn("worker", "--pool", "threads", settings=s) starts `taskq worker ...`."""
     started: list[Process] = []
 
     def start(*args: str, settings: Settings, command: list[str] | None = None) -> Process:
@@ -210,15 +211,23 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Process]]:
         proc.stop()
 
 
+POOLS = ("threads", "processes")
+
+
 @pytest.fixture
 def worker(spawn: Callable[..., Process], broker: Broker) -> Callable[..., Process]:
-    """Starts a real worker process and waits until it has registered with RQ."""
+    """Starts a real worker process (`taskq worker --pool ...`) and waits until it
+    has registered with RQ."""
 
-    def start(worker_class: str = "fork", settings: Settings | None = None, name: str | None = None) -> Process:
+    def start(
+        pool: str = "threads", settings: Settings | None = None, name: str | None = None, concurrency: int | None = None
+    ) -> Process:
         before = len(broker.redis.smembers("rq:workers"))
-        args = ["worker", "--worker-class", worker_class, "--log-level", "debug"]
+        args = ["worker", "--pool", pool, "--log-level", "debug"]
         if name:
             args += ["--name", name]
+        if concurrency:
+            args += ["--concurrency", str(concurrency)]
         proc = spawn(*args, settings=settings or broker.settings)
         wait_until(lambda: len(broker.redis.smembers("rq:workers")) > before or proc.proc.poll() is not None)
         assert proc.proc.poll() is None, proc.output()
@@ -228,14 +237,44 @@ def worker(spawn: Callable[..., Process], broker: Broker) -> Callable[..., Proce
 
 
 @pytest.fixture
-def gunicorn(spawn: Callable[..., Process], broker: Broker) -> Callable[..., str]:
-    """Starts the gateway under a real gunicorn; returns its base URL."""
+def drain(broker: Broker) -> Callable[..., None]:
+    """Runs every queued run to its end in this process, with no subprocess: a
+    burst worker (threads pool, not registered, no signal handlers) that returns
+    when nothing is queued, running or waiting for a retry (as arq's burst worker
+    and huey's `execute_next()` do)."""
+    from taskq.worker import build
 
-    def start(settings: Settings | None = None) -> str:
+    def run(settings: Settings | None = None, concurrency: int = 8, timeout_s: float = 60) -> None:
+        b = broker if settings is None else Broker(settings)
+        engine = build(b, concurrency=concurrency, pool="threads")
+        done = threading.Event()
+
+        def stop_late() -> None:  # a hung run fails the test instead of hanging it
+            if not done.wait(timeout_s):
+                engine.request_shutdown()
+
+        threading.Thread(target=stop_late, daemon=True).start()
+        try:
+            engine.work(burst=True, register=False, handle_signals=False)
+        finally:
+            done.set()
+            if b is not broker:
+                b.close()
+        assert not engine.slots
+
+    return run
+
+
+@pytest.fixture
+def gunicorn(spawn: Callable[..., Process], broker: Broker) -> Callable[..., str]:
+    """Starts the gateway under a real gunicorn, as the Procfile's `web` line does
+    (gevent workers); returns its base URL."""
+
+    def start(settings: Settings | None = None, workers: int = 2) -> str:
         port = free_port()
         command = [
-            sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "2", "--threads", "16",
-            "--bind", f"127.0.0.1:{port}", "taskq.gateway:create_app()",
+            sys.executable, "-m", "gunicorn", "--worker-class", "gevent", "--workers", str(workers),
+            "--worker-connections", "1000", "--bind", f"127.0.0.1:{port}", "taskq.gateway:create_app()",
         ]  # fmt: skip
         proc = spawn(settings=settings or broker.settings, command=command)
         url = f"http://127.0.0.1:{port}"

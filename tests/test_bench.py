@@ -1,5 +1,5 @@
 """The benchmarks run: `python -m bench --smoke` measures every figure (tiny counts)
-for taskq and bare RQ and prints its table. No timings are checked: benchmarks
+for taskq, bare RQ and Celery and prints its table. No timings are checked: benchmarks
 print, they do not assert."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import sys
 
 from tests.conftest import ROOT
 
-FIGURES = ("1 HTTP enqueue", "2 group add", "3 worker simple", "4 pickup p50", "5 webhook deliveries/s",
+FIGURES = ("1 HTTP enqueue", "2 group add", "3 no-op runs/s", "3 50 ms I/O", "3 50 ms async", "4 pickup p50",
+           "5 webhook deliveries/s",
            "6 bytes/finished run", "7 GET group")  # fmt: skip
 
 

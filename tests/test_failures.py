@@ -6,6 +6,7 @@ heartbeat 0.2 s, lease 1 s, reaper every 0.2 s, shutdown grace 2 s.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -14,7 +15,7 @@ import pytest
 from taskq import keys
 from taskq.broker import Broker
 from taskq.gateway import create_app
-from tests.conftest import HEADERS, RedisServer, fast_settings, wait_until
+from tests.conftest import HEADERS, POOLS, RedisServer, _descendants, fast_settings, wait_until
 
 
 def submit(client, processor, input):  # type: ignore[no-untyped-def]
@@ -31,78 +32,99 @@ def wait_status(client, run_id, *statuses, timeout_s=30):  # type: ignore[no-unt
     return wait_until(lambda: (run := get(client, run_id))["status"] in statuses and run, timeout_s=timeout_s)
 
 
-@pytest.mark.parametrize("worker_class", ["fork", "simple"])
-def test_killed_worker_run_is_retried_on_another_worker(client, worker, worker_class):
-    first = worker(worker_class, name="first")
-    run_id = submit(client, "sleep", {"seconds": 2})
-    wait_status(client, run_id, "running")
+def state_events(broker, run_id):  # type: ignore[no-untyped-def]
+    return [f["status"] for _id, f in broker.redis.xrange(keys.run_events(run_id)) if f["type"] == "task_run.state"]
 
-    first.kill()  # SIGKILL, and its work horse with it
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_killed_worker_runs_in_flight_are_all_retried_and_complete_exactly_once(broker, client, worker, pool):
+    # Given a worker holding four runs at once
+    first = worker(pool, name="first", concurrency=4)
+    run_ids = [submit(client, "sleep", {"seconds": 2}) for _ in range(4)]
+    for run_id in run_ids:
+        wait_status(client, run_id, "running")
+
+    # When it is killed with SIGKILL (its children with it) and another starts
+    first.kill()
     killed_at = time.monotonic()
-    worker(worker_class, name="second")
-    requeued = wait_until(lambda: (run := get(client, run_id))["errors"] and run)
+    worker(pool, name="second", concurrency=4)
+    for run_id in run_ids:
+        wait_until(lambda: get(client, run_id)["errors"], timeout_s=30)  # noqa: B023
     detection_s = time.monotonic() - killed_at
 
-    done = wait_status(client, run_id, "completed")
-    assert done["attempts"] == 2
-    assert done["errors"][0]["message"] == "worker lost"
-    assert requeued["errors"][0]["detail"]["attempt"] == 1
-    print(f"worker lost detected and run requeued {detection_s:.2f} s after SIGKILL")
+    # Then every one is retried once and completes exactly once
+    for run_id in run_ids:
+        done = wait_status(client, run_id, "completed")
+        assert done["attempts"] == 2
+        assert done["errors"][0]["message"] == "worker lost" and done["errors"][0]["detail"]["attempt"] == 1
+        assert state_events(broker, run_id) == ["queued", "running", "queued", "running", "completed"]
+    print(f"worker lost detected and runs requeued {detection_s:.2f} s after SIGKILL")
 
 
 def test_killed_worker_on_the_last_attempt_fails_the_run_with_worker_lost(client, worker):
-    only = worker("fork")
+    only = worker()
     run_id = submit(client, "hold", {"seconds": 30})
     wait_status(client, run_id, "running")
     only.kill()
-    worker("fork")  # what a supervisor does: start it again; its reaper finds the run
+    worker()  # what a supervisor does: start it again; its reaper finds the run
     run = wait_status(client, run_id, "failed")
     assert run["attempts"] == 1 and run["error"]["message"] == "worker lost"
 
 
 def test_a_run_is_never_run_by_two_workers_at_once(broker, client, worker):
-    paused = worker("fork", name="paused")
+    paused = worker(name="paused")
     run_id = submit(client, "sleep", {"seconds": 2})
     wait_status(client, run_id, "running")
-    from tests.conftest import _descendants
 
     pids = [paused.pid, *_descendants(paused.pid)]
     for pid in pids:  # a network partition, as far as Redis can tell
-        __import__("os").kill(pid, signal.SIGSTOP)
-    worker("fork", name="healthy")
+        os.kill(pid, signal.SIGSTOP)
+    worker(name="healthy")
     wait_until(lambda: get(client, run_id)["attempts"] == 2)
     for pid in pids:
-        __import__("os").kill(pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGCONT)
 
     run = wait_status(client, run_id, "completed")
     assert run["attempts"] == 2
     wait_until(lambda: "lease lost" in paused.output() or "result dropped" in paused.output())
 
 
-@pytest.mark.parametrize("worker_class", ["fork", "simple"])
-def test_sigterm_lets_a_short_run_finish(client, worker, worker_class):
-    w = worker(worker_class)
-    run_id = submit(client, "sleep", {"seconds": 0.8})
-    wait_status(client, run_id, "running")
+@pytest.mark.parametrize("pool", POOLS)
+def test_sigterm_lets_short_runs_in_flight_finish(client, worker, pool):
+    w = worker(pool, concurrency=3)
+    run_ids = [submit(client, "sleep", {"seconds": 0.8}) for _ in range(3)]
+    for run_id in run_ids:
+        wait_status(client, run_id, "running")
     w.signal(signal.SIGTERM)
     assert w.wait(30) == 0
-    run = get(client, run_id)
-    assert run["status"] == "completed" and run["attempts"] == 1
+    for run_id in run_ids:
+        run = get(client, run_id)
+        assert run["status"] == "completed" and run["attempts"] == 1
 
 
-@pytest.mark.parametrize("worker_class", ["fork", "simple"])
-def test_sigterm_puts_a_long_run_back_on_the_queue_after_the_grace_period(client, worker, worker_class):
-    w = worker(worker_class)
-    run_id = submit(client, "sleep", {"seconds": 6})
-    wait_status(client, run_id, "running")
+@pytest.mark.parametrize("pool", [*POOLS, "asyncio"])
+def test_sigterm_puts_long_runs_back_on_the_queue_after_the_grace_period(client, worker, pool):
+    # Given three long runs in flight (and one short one, which finishes in the grace)
+    processor = "aio_sleep" if pool == "asyncio" else "sleep"
+    w = worker("threads" if pool == "asyncio" else pool, concurrency=4)
+    run_ids = [submit(client, processor, {"seconds": 6}) for _ in range(3)]
+    short = submit(client, processor, {"seconds": 0.5})
+    for run_id in [*run_ids, short]:
+        wait_status(client, run_id, "running", "completed")
+
+    # When the worker is told to stop
     w.signal(signal.SIGTERM)
     assert w.wait(30) == 0
-    run = get(client, run_id)
-    assert run["status"] == "queued" and run["attempts"] == 1 and run["errors"] == []
 
-    worker(worker_class)
-    run = wait_status(client, run_id, "completed")
-    assert run["attempts"] == 2 and run["max_retries"] == 3
+    # Then the long ones are back on the queue, no retry spent, and run again later
+    assert get(client, short)["status"] == "completed"
+    for run_id in run_ids:
+        run = get(client, run_id)
+        assert run["status"] == "queued" and run["attempts"] == 1 and run["errors"] == []
+    worker("threads" if pool == "asyncio" else pool, concurrency=4)
+    for run_id in run_ids:
+        run = wait_status(client, run_id, "completed")
+        assert run["attempts"] == 2 and run["max_retries"] == 3
 
 
 def test_runs_accepted_before_a_redis_restart_all_complete(tmp_path, spawn, worker):
@@ -121,7 +143,7 @@ def test_runs_accepted_before_a_redis_restart_all_complete(tmp_path, spawn, work
         assert client.post("/v1/tasks/runs", json={"input": {}, "processor": "echo"}, headers=HEADERS).status_code == 503
         server.start()
 
-        w = spawn("worker", "--worker-class", "simple", settings=settings)
+        w = spawn("worker", "--pool", "threads", settings=settings)
         wait_until(lambda: all(get(client, r)["status"] == "completed" for r in before), timeout_s=60)
 
         server.stop("shutdown")  # and again, under a running worker
@@ -134,45 +156,51 @@ def test_runs_accepted_before_a_redis_restart_all_complete(tmp_path, spawn, work
         server.stop("kill")
 
 
-def test_cancel_a_queued_run_cancels_it_at_once_and_it_never_starts(client, worker):
+def test_cancel_a_queued_run_cancels_it_at_once_and_it_never_starts(client, drain):
     run_id = submit(client, "echo", {})
     r = client.post(f"/v1/tasks/runs/{run_id}/cancel", headers=HEADERS)
     assert r.status_code == 200 and r.json["status"] == "cancelled" and r.json["is_active"] is False
-    worker("simple")
     marker = submit(client, "echo", {})
-    wait_status(client, marker, "completed")  # the worker has been through the queue
+    drain()
+    assert get(client, marker)["status"] == "completed"  # the worker has been through the queue
     run = get(client, run_id)
     assert run["status"] == "cancelled" and run["attempts"] == 0
 
 
-@pytest.mark.parametrize("worker_class", ["fork", "simple"])
-def test_cancel_a_running_run_goes_cancelling_then_cancelled(client, worker, worker_class):
-    worker(worker_class)
-    run_id = submit(client, "sleep", {"seconds": 30})
-    wait_status(client, run_id, "running")
+@pytest.mark.parametrize("pool", [*POOLS, "asyncio"])
+def test_cancel_of_one_running_run_stops_that_run_only(client, worker, pool):
+    processor = "aio_sleep" if pool == "asyncio" else "sleep"
+    worker("threads" if pool == "asyncio" else pool, concurrency=3)
+    run_id = submit(client, processor, {"seconds": 30})
+    others = [submit(client, processor, {"seconds": 3}) for _ in range(2)]
+    for r_id in [run_id, *others]:
+        wait_status(client, r_id, "running")
     r = client.post(f"/v1/tasks/runs/{run_id}/cancel", headers=HEADERS)
     assert r.status_code == 200 and r.json["status"] == "cancelling" and r.json["is_active"] is True
     run = wait_status(client, run_id, "cancelled", timeout_s=10)
     assert run["attempts"] == 1 and run["finished_at"]
-    # the worker is free again at once, not 30 s later
+    # its slot is free again at once, not 30 s later; the others were left alone
     assert wait_status(client, submit(client, "echo", {}), "completed", timeout_s=10)
+    for other in others:
+        done = wait_status(client, other, "completed")
+        assert done["attempts"] == 1 and done["errors"] == []
 
 
-def test_cancel_a_finished_run_is_409(client, worker):
-    worker("simple")
+def test_cancel_a_finished_run_is_409(client, drain):
     run_id = submit(client, "echo", {})
-    wait_status(client, run_id, "completed")
+    drain()
+    assert get(client, run_id)["status"] == "completed"
     r = client.post(f"/v1/tasks/runs/{run_id}/cancel", headers=HEADERS)
     assert r.status_code == 409 and "completed" in r.json["error"]["message"]
     assert get(client, run_id)["status"] == "completed"
 
 
-def test_a_finished_run_expires_after_the_retention_and_then_answers_410(broker, spawn, worker):
+def test_a_finished_run_expires_after_the_retention_and_then_answers_410(broker, drain):
     short = broker.settings.replace(retention_s=1)
-    worker("simple", settings=short)
     client = create_app(short).test_client()
     run_id = submit(client, "echo", {})
-    wait_status(client, run_id, "completed")
+    drain(settings=short)
+    assert get(client, run_id)["status"] == "completed"
     wait_until(lambda: not broker.redis.exists(keys.run(run_id), keys.run_events(run_id)), timeout_s=10)
     r = client.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS)
     assert r.status_code == 410 and "expired" in r.json["error"]["message"]
@@ -180,11 +208,11 @@ def test_a_finished_run_expires_after_the_retention_and_then_answers_410(broker,
 
 def test_a_worker_that_does_not_serve_the_processor_hands_the_run_back(broker, client, worker):
     other_app = broker.settings.replace(app=("taskq.processors",))  # serves only the built-in `http`
-    worker("simple", settings=other_app, name="old-deploy")
+    worker(settings=other_app, name="old-deploy")
     run_id = submit(client, "echo", {"n": 1})
     handed = wait_until(lambda: (run := get(client, run_id))["attempts"] >= 1 and run["status"] == "queued" and run)
     assert handed["errors"] == []  # not a failure, and no retry used up
-    worker("simple", name="new-deploy")
+    worker(name="new-deploy")
     run = wait_status(client, run_id, "completed")
     assert run["error"] is None
 
@@ -196,7 +224,32 @@ def test_a_run_whose_worker_died_as_it_took_it_is_put_back(broker, client, worke
     job_id = broker.redis.lmove("rq:queue:default", "rq:queue:default:intermediate", "LEFT", "RIGHT")
     assert job_id == f"{run_id}-1" and get(client, run_id)["status"] == "queued"
 
-    worker("simple")
+    worker()
     run = wait_status(client, run_id, "completed")
     assert run["attempts"] == 1
     assert broker.redis.llen("rq:queue:default:intermediate") == 0
+
+
+def test_a_child_process_is_replaced_after_max_runs_per_child(client, spawn, broker):
+    w = spawn("worker", "--pool", "processes", "--concurrency", "1", "--max-runs-per-child", "2",
+              settings=broker.settings)  # fmt: skip
+    run_ids = [submit(client, "whoami", {}) for _ in range(6)]
+    runs = [wait_status(client, r, "completed", "failed") for r in run_ids]
+    assert all(r["status"] == "completed" for r in runs)
+    pids = [client.get(f"/v1/tasks/runs/{r}/result", headers=HEADERS).json["output"]["content"]["pid"] for r in run_ids]
+    assert len(set(pids)) == 3 and w.pid not in pids  # two runs per child, never in the worker itself
+
+
+def test_sigterm_puts_back_a_run_whose_thread_is_stuck_in_a_c_call(client, worker):
+    # `hold` blocks in one time.sleep(30): an exception raised in its thread lands
+    # only when the sleep returns, so after the grace period (2 s) and STUCK_S the
+    # worker puts the run back itself and exits; the thread's late result would be
+    # refused (its token no longer holds the run).
+    w = worker()
+    run_id = submit(client, "hold", {"seconds": 30})
+    wait_status(client, run_id, "running")
+    w.signal(signal.SIGTERM)
+    assert w.wait(30) == 0
+    run = get(client, run_id)
+    assert run["status"] == "queued" and run["attempts"] == 1 and run["errors"] == []
+    assert "did not stop within" in w.output()

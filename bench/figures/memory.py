@@ -26,7 +26,8 @@ def run(s: Session) -> None:
         before = int(s.r.info("memory")["used_memory"])
         ids = s.fill_taskq(n) if system == "taskq" else s.fill_rq(n)
         start = s.spawner.taskq_worker if system == "taskq" else s.spawner.rq_worker
-        procs = [start(s.settings, "simple", burst=True, name=f"{system}-mem-{i}") for i in range(2)]
+        pool = "threads" if system == "taskq" else "simple"
+        procs = [start(s.settings, pool, burst=True, name=f"{system}-mem-{i}") for i in range(2)]
         for proc in procs:
             proc.wait(timeout_s=max(120.0, n / 20))
         after = int(s.r.info("memory")["used_memory"])

@@ -22,10 +22,13 @@ from ..catalog import Catalog
 from ..models import ErrorObject, ErrorResponse
 from ..run import tenant_of
 from ..settings import Settings
+from .limits import Slots
 
 log = logging.getLogger("taskq.gateway")
 
-PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
+PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
+PUBLIC_PREFIXES = ("/docs/", "/v1/outputs/")  # output files: their signed URL is the credential
+DASHBOARD = "/dashboard"
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -37,10 +40,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["taskq"] = broker
     app.extensions["taskq.catalog"] = Catalog(broker)
     app.extensions["taskq.tenants"] = {tenant_of(key): key for key in settings.api_keys}
+    app.extensions["taskq.slots"] = Slots(settings.max_streams_per_tenant, settings.max_streams_per_process)
 
-    from . import deliveries, groups, health, proxy, runs
+    from . import dashboard, deliveries, groups, health, outputs, proxy, runs
 
-    for module in (runs, groups, deliveries, proxy, health):
+    for module in (runs, groups, deliveries, proxy, health, outputs, dashboard):
         for bp in module.blueprints():
             app.register_blueprint(bp)
 
@@ -60,21 +64,44 @@ def catalog() -> Catalog:
     return cast(Catalog, current_app.extensions["taskq.catalog"])
 
 
+def slots() -> Slots:
+    """Per-tenant caps on open streams and long polls (see limits.py)."""
+    return cast(Slots, current_app.extensions["taskq.slots"])
+
+
 def tenant() -> str:
     return cast(str, g.tenant)
 
 
 def body() -> bytes:
     """The request's raw body, for `models.parse` (400 unless a JSON object); 413 past
-    the size limit."""
-    if request.content_length is not None and request.content_length > current_app.config["MAX_CONTENT_LENGTH"]:
-        raise RequestEntityTooLarge()
-    return request.get_data(cache=False)
+    the size limit, whatever the transfer encoding: a chunked body is read in pieces
+    and refused as soon as it passes the limit, never buffered beyond it."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None:
+        if request.content_length > limit:
+            raise RequestEntityTooLarge()
+        return request.get_data(cache=False)
+    if not request.environ.get("wsgi.input_terminated"):
+        return b""  # no length and a server that does not end the stream: nothing safe to read
+    stream = request.environ["wsgi.input"]
+    chunks, size = [], 0
+    while chunk := stream.read(min(_READ_CHUNK, limit + 1 - size)):
+        size += len(chunk)
+        if size > limit:
+            raise RequestEntityTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_READ_CHUNK = 64 * 1024
 
 
 def _authenticate() -> None:
-    if request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
         return
+    if request.path == DASHBOARD or request.path.startswith(DASHBOARD + "/"):
+        return  # the dashboard signs in with a session cookie instead (dashboard/__init__.py)
     key = request.headers.get("x-api-key")
     auth = request.headers.get("Authorization", "")
     if key is None and auth.lower().startswith("bearer "):

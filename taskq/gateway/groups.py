@@ -10,7 +10,7 @@ from flask import Blueprint, Response, request
 
 from .. import events, group, run
 from ..models import parse
-from . import body, broker, catalog, tenant
+from . import body, broker, catalog, slots, tenant
 from .runs import _seconds
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -53,7 +53,7 @@ def _groups(name: str, prefix: str) -> Blueprint:
 
     @bp.get("/<group_id>/runs/<run_id>")
     def retrieve_run(group_id: str, run_id: str) -> dict[str, Any]:
-        return run.to_task_run(group.run_of(broker(), tenant(), group_id, run_id)).model_dump(mode="json")
+        return run.to_task_run(group.run_of(broker(), tenant(), group_id, run_id), broker()).model_dump(mode="json")
 
     @bp.get("/<group_id>/events")
     def group_events(group_id: str) -> Response:
@@ -83,7 +83,8 @@ def _shape(record: dict[str, str]) -> dict[str, Any]:
 
 
 def _sse(stream: Iterator[str]) -> Response:
-    return Response(stream, mimetype="text/event-stream", headers=SSE_HEADERS)
+    """The stream as an SSE response holding one of the tenant's slots until it closes."""
+    return Response(slots().stream(tenant(), stream), mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
 def _last_event_id() -> str | None:

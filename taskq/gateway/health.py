@@ -1,10 +1,11 @@
-"""/healthz, /readyz, /metrics and /openapi.json: unauthenticated."""
+"""/healthz, /readyz, /metrics, /openapi.json and /docs: unauthenticated."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response
+import swagger_ui_bundle
+from flask import Blueprint, Response, current_app, send_from_directory
 
 from .. import metrics, openapi
 from . import broker, error_response
@@ -36,4 +37,27 @@ def metrics_view() -> Response:
 
 @bp.get("/openapi.json")
 def openapi_view() -> dict[str, Any]:
-    return openapi.document()
+    return openapi.document(current_app)
+
+
+# Swagger UI, vendored by the swagger-ui-bundle package: nothing is fetched from a CDN.
+DOCS_FILES = {"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"}
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>taskq API</title>
+<link rel="stylesheet" href="/docs/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div><script src="/docs/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
+</body></html>
+"""
+
+
+@bp.get("/docs")
+def docs() -> Response:
+    return Response(DOCS_PAGE, content_type="text/html; charset=utf-8")
+
+
+@bp.get("/docs/<name>")
+def docs_static(name: str) -> Response:
+    if name not in DOCS_FILES:
+        return error_response(404, "no such file")
+    return send_from_directory(swagger_ui_bundle.swagger_ui_path, name, max_age=3600)

@@ -9,19 +9,19 @@ body once the run completes (or the TaskRun, if it failed), signed like every we
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Blueprint, request
 
 from .. import errors, run
+from ..upstream import DROPPED_HEADERS
 from ..models import RunInput, parse
+from . import body as read_body
 from . import broker, catalog, tenant
 
 bp = Blueprint("proxy", __name__, url_prefix="/v1/async")
 
-# Never forwarded: taskq's own credentials and what the HTTP client sets itself.
-DROPPED_HEADERS = {"x-api-key", "authorization", "host", "content-length", "connection", "x-webhook-endpoint",
-                   "idempotency-key", "transfer-encoding", "keep-alive", "upgrade", "te"}  # fmt: skip
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
@@ -34,10 +34,8 @@ def blueprints() -> list[Blueprint]:
 def call(upstream: str, path: str) -> tuple[dict[str, Any], int]:
     if upstream not in broker().settings.upstreams:
         raise errors.NotFound(f"no upstream named {upstream!r} is configured")
-    if ".." in path.split("/"):
-        raise errors.ValidationFailed("path: '..' segments are not allowed", {"field": "path"})
     try:
-        body = request.get_data(cache=False).decode()
+        body = read_body().decode()
     except UnicodeDecodeError:
         raise errors.ValidationFailed("body: only UTF-8 text bodies can be proxied", {"field": "body"}) from None
     query = "&".join(part for part in request.query_string.decode().split("&") if not part.startswith(("webhookEndpoint=", "async=")))
@@ -48,13 +46,18 @@ def call(upstream: str, path: str) -> tuple[dict[str, Any], int]:
             "method": request.method,
             "path": path,
             "query": query,
-            "headers": {k: v for k, v in request.headers.items() if k.lower() not in DROPPED_HEADERS},
+            "headers": {k: v for k, v in request.headers.items() if k.strip().lower() not in DROPPED_HEADERS},
             "body": body,
         },
     }
     hook = request.args.get("webhookEndpoint") or request.headers.get("X-Webhook-Endpoint")
     if hook:
-        req["webhook"] = {"url": hook, "body": "upstream_response"}
+        req["webhook"] = {"url": hook}
     new = run.prepare(broker(), catalog(), tenant(), parse(RunInput, req))
-    ids, _ = run.create(broker(), [new], tenant=tenant(), idempotency_key=request.headers.get("Idempotency-Key"))
+    if hook:
+        # Server-side only: the webhook carries the upstream's answer, not the TaskRun.
+        new.fields["webhook_body"] = "upstream_response"
+    digest = json.dumps([request.method, path, query, body, hook or ""]).encode()
+    key = request.headers.get("Idempotency-Key")
+    ids, _ = run.create(broker(), [new], tenant=tenant(), idempotency_key=key, request=digest)
     return {"run_id": ids[0], "status": "queued"}, 202

@@ -11,10 +11,11 @@ from typing import Any
 import requests
 from pydantic import BaseModel, Field
 
+from .. import upstream
 from ..processor import task
 from ..settings import Settings
 
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length"}
+
 
 
 class HttpRequest(BaseModel):
@@ -32,11 +33,9 @@ class UpstreamError(Exception):
 
 @task(name="http", queue="default", timeout=12 * 3600, retry_on=(UpstreamError, requests.ConnectionError, requests.Timeout))
 def call_upstream(req: HttpRequest) -> dict[str, Any]:
-    base = Settings.from_env().upstreams.get(req.upstream)
-    if base is None:
-        raise LookupError(f"no upstream named {req.upstream!r} is configured on this worker")
-    url = f"{base}/{req.path.lstrip('/')}" + (f"?{req.query}" if req.query else "")
-    headers = {k: v for k, v in req.headers.items() if k.lower() not in HOP_BY_HOP}
+    base = upstream.check_name(req.upstream, Settings.from_env().upstreams)
+    url = upstream.url(base, req.path, req.query)  # every path passes here: one check
+    headers = {k: v for k, v in req.headers.items() if k.strip().lower() not in upstream.DROPPED_HEADERS}
     response = requests.request(req.method, url, headers=headers, data=req.body.encode(), timeout=(10, None), allow_redirects=False)
     if response.status_code >= 500:
         raise UpstreamError(f"upstream {req.upstream} answered {response.status_code}")

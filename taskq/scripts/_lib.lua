@@ -1,14 +1,15 @@
--- Shared by every script (scripts.py puts it in front of each). Times are epoch
--- milliseconds passed in by the caller; RQ's own timestamps are its ISO strings.
+-- Shared by every script (scripts.py puts it in front of each, after the generated
+-- prelude that defines the status sets TERMINAL, ACTIVE, NOTIFY and ACTIVE_LIST).
+-- Times are epoch milliseconds passed in by the caller; RQ's own timestamps are its
+-- ISO strings.
 local P = 'taskq:'
-local TERMINAL = {completed = true, failed = true, cancelled = true}
 
 local function run_key(id) return P .. 'run:' .. id end
 
 -- Writes an RQ job for the run and puts it on its queue. Each push gets its own job
 -- id, `{run_id}-{n}`: RQ deletes a finished attempt's job after the attempt returns,
 -- which must not take the next attempt's job with it. `data` is the one pickled call
--- every run shares (taskq.execution.execute), which reads the run id from the job id.
+-- every run shares (taskq.engine.execute, never called: taskq's worker claims the job).
 -- `n` is the push's number when the caller knows it (the first push), else counted.
 local function push_rq_job(id, queue, timeout, rq_data, rq_now, n)
   n = n or redis.call('HINCRBY', run_key(id), 'pushes', 1)
@@ -32,29 +33,88 @@ local function as_table(flat)
   return t
 end
 
+-- A run leaves taskq:running. A script that ends many runs sets LEASES_DROPPED to a
+-- table first and removes them all with one ZREM (flush_leases) at its end.
+local LEASES_DROPPED = nil
+local function drop_lease(id)
+  if LEASES_DROPPED then table.insert(LEASES_DROPPED, id) else redis.call('ZREM', P .. 'running', id) end
+end
+local function flush_leases()
+  local ids = LEASES_DROPPED or {}
+  for i = 1, #ids, 1000 do
+    redis.call('ZREM', P .. 'running', unpack(ids, i, math.min(i + 999, #ids)))
+  end
+  LEASES_DROPPED = nil
+end
+
 -- The one step every status change goes through: the record (with `fields`, more
 -- field/value pairs written in the same HSET), the run's event, the group's
--- counters and events, and the webhook outbox change together. `links` is
--- {taskgroup_id, webhook, webhook_all} when the caller has read them already.
-local LINKS = {'taskgroup_id', 'webhook', 'webhook_all'}
+-- counters and events, the webhook outbox and the metrics change together. `links`
+-- is the LINKS fields of the run, in that order, when the caller has read them
+-- already (`links_of`, or an HMGET of LINKS). A run leaving action_required leaves
+-- the waiting set and drops its question; a run ending starts the clock on its
+-- output files (if it has any).
+local LINKS = {'taskgroup_id', 'webhook', 'webhook_all', 'has_outputs', 'processor', 'started_ms', 'next_attempt_ms',
+  'created_ms'}
+local LINK = {}  -- a LINKS name -> its position, so positions are never spelled twice
+for i, name in ipairs(LINKS) do LINK[name] = i end
+local function links_of(rec)
+  local r = {}
+  for i, name in ipairs(LINKS) do r[i] = rec[name] or false end
+  return r
+end
+
+-- A duration in ms, rounded up to 2 significant digits: few distinct values to count,
+-- and every Prometheus bucket bound of 2 significant digits stays exact (metrics.py).
+local function ceil2(ms)
+  ms = math.max(0, math.ceil(ms))
+  local step = 1
+  while ms > 99 * step do step = step * 10 end
+  return math.ceil(ms / step) * step
+end
+
+-- Metrics: ONE command per status change. The field of `taskq:metrics` names the
+-- change (old|new), a duration (the queue wait on the way into running; the
+-- attempt's time on the way out of it; else empty) and the processor (last: it may
+-- hold any character). metrics.py turns the fields into counters and histograms.
+local function count_transition(old, new, now, r)
+  local ms = ''
+  local started = r[LINK.started_ms]
+  if old == 'queued' and new == 'running' then
+    ms = ceil2(tonumber(now) - tonumber(r[LINK.next_attempt_ms] or r[LINK.created_ms] or now))
+  elseif (old == 'running' or old == 'cancelling') and new ~= 'cancelling' and started then
+    ms = ceil2(tonumber(now) - tonumber(started))
+  end
+  redis.call('HINCRBY', P .. 'metrics', 'run|' .. (old or '') .. '|' .. new .. '|' .. ms .. '|' .. (r[LINK.processor] or ''), 1)
+end
+
 local function set_status(id, old, new, now, retention_s, fields, links)
   local key = run_key(id)
   local pairs_ = append({}, 'status', new, 'modified_ms', now)
   if TERMINAL[new] then append(pairs_, 'finished_ms', now) end
   for _, v in ipairs(fields or {}) do table.insert(pairs_, v) end
+  if old == 'action_required' then
+    redis.call('HDEL', key, 'required_action')
+    redis.call('ZREM', P .. 'waiting', id)
+  end
   redis.call('HSET', key, unpack(pairs_))
   redis.call('XADD', key .. ':events', '*', 'type', 'task_run.state', 'status', new, 'ts', now)
   local r = links or redis.call('HMGET', key, unpack(LINKS))
-  local gid, hook, hook_all = r[1], r[2], r[3]
+  local gid, hook, hook_all, has_outputs = r[LINK.taskgroup_id], r[LINK.webhook], r[LINK.webhook_all], r[LINK.has_outputs]
+  count_transition(old, new, now, r)
   if gid then
     local gkey = P .. 'group:' .. gid
     if old then redis.call('HINCRBY', gkey, 'c:' .. old, -1) end
     redis.call('HINCRBY', gkey, 'c:' .. new, 1)
     redis.call('HSET', gkey, 'modified_ms', now)
-    if TERMINAL[new] then
+    if NOTIFY[new] then
       redis.call('XADD', gkey .. ':events', '*', 'type', 'task_run.state', 'run_id', id, 'status', new, 'ts', now)
-      local c = redis.call('HMGET', gkey, 'c:queued', 'c:running', 'c:cancelling')
-      local active = (tonumber(c[1]) or 0) + (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0)
+    end
+    if TERMINAL[new] then
+      local fields_ = {}
+      for i, s in ipairs(ACTIVE_LIST) do fields_[i] = 'c:' .. s end
+      local active = 0
+      for _, c in ipairs(redis.call('HMGET', gkey, unpack(fields_))) do active = active + (tonumber(c) or 0) end
       if active == 0 then
         redis.call('XADD', gkey .. ':events', '*', 'type', 'task_group_status', 'ts', now)
         -- A finished group expires with its runs; adding runs again persists it.
@@ -64,7 +124,7 @@ local function set_status(id, old, new, now, retention_s, fields, links)
       end
     end
   end
-  if hook and (TERMINAL[new] or hook_all == '1') then
+  if hook and (NOTIFY[new] or hook_all == '1') then
     local seq = redis.call('HINCRBY', key, 'delivery_seq', 1)
     local did = id .. '.' .. seq
     redis.call('HSET', P .. 'delivery:' .. did, 'run_id', id, 'status', new, 'created_ms', now, 'attempts', 0)
@@ -72,11 +132,12 @@ local function set_status(id, old, new, now, retention_s, fields, links)
     redis.call('ZADD', P .. 'deliveries:due', now, did)
   end
   if TERMINAL[new] then
-    if old == 'running' or old == 'cancelling' then redis.call('ZREM', P .. 'running', id) end
+    if old == 'running' or old == 'cancelling' then drop_lease(id) end
     if old == 'queued' then redis.call('ZREM', P .. 'delayed', id) end
     redis.call('EXPIRE', key, retention_s)
     redis.call('EXPIRE', key .. ':events', retention_s)
     if hook then redis.call('EXPIRE', key .. ':deliveries', retention_s) end
+    if has_outputs ~= false then redis.call('ZADD', P .. 'outputs:expiring', 'XX', now + retention_s * 1000, id) end
   end
 end
 
@@ -86,4 +147,26 @@ local function error_fields(id, err_json)
   local list = history and cjson.decode(history) or {}
   table.insert(list, cjson.decode(err_json))
   return {'error', err_json, 'errors', cjson.encode(list)}
+end
+
+-- The one retry rule, for every way an attempt can fail (the processor raised, it
+-- timed out, its worker was lost): retried after a backoff while the failures (the
+-- attempts, less those a shutdown or a hand-back cut short) are within max_retries
+-- and the failure is retryable; failed otherwise. `cur` holds the run's
+-- status, attempts, interruptions, max_retries; `policy` is {base_ms, cap_ms,
+-- jitter} (jitter in [0.5, 1], chosen by the caller). Returns the new status.
+local function retry_or_fail(id, cur, err_json, retryable, now, retention_s, policy, links, fields)
+  fields = append(fields or {}, unpack(error_fields(id, err_json)))
+  local failures = (tonumber(cur.attempts) or 0) - (tonumber(cur.interruptions) or 0)
+  if retryable and failures <= (tonumber(cur.max_retries) or 0) then
+    local delay = math.min(policy[2], policy[1] * 2 ^ (math.max(failures, 1) - 1)) * policy[3]
+    local due = now + math.floor(delay)
+    append(fields, 'next_attempt_ms', due)
+    drop_lease(id)
+    redis.call('ZADD', P .. 'delayed', due, id)
+    set_status(id, cur.status, 'queued', now, retention_s, fields, links)
+    return 'queued'
+  end
+  set_status(id, cur.status, 'failed', now, retention_s, fields, links)
+  return 'failed'
 end

@@ -1,9 +1,9 @@
--- cancel: queued -> cancelled at once; running -> cancelling (its worker stops it
+-- cancel: queued or action_required -> cancelled at once; running -> cancelling (its worker stops it
 -- at its next heartbeat, then it ends cancelled). ARGV: run_id, now, retention_s.
 -- Returns the status after the call, or {'conflict', status} for a finished run.
 local id, now = ARGV[1], ARGV[2]
 local status = redis.call('HGET', run_key(id), 'status')
-if status == 'queued' then
+if status == 'queued' or status == 'action_required' then
   set_status(id, status, 'cancelled', now, ARGV[3])
   return 'cancelled'
 elseif status == 'running' then

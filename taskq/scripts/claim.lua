@@ -1,19 +1,40 @@
--- claim: a worker takes a queued run: queued -> running, one more attempt, a lease.
--- The RQ job that carried it leaves RQ's intermediate list in the same step: from
--- here on the lease answers for the run (see rescue.lua for the moment before).
--- ARGV: run_id, token, now, lease_deadline, retention_s, intermediate_key, job_id
--- Returns the run record as a flat field/value list (a field may appear twice: the
--- later value is the current one), or {} when it is not claimable (cancelled while
--- queued, already claimed, expired).
-local id, token, now = ARGV[1], ARGV[2], ARGV[3]
-local key = run_key(id)
-redis.call('LREM', ARGV[6], 1, ARGV[7])
-local flat = redis.call('HGETALL', key)
-local rec = as_table(flat)
-if rec.status ~= 'queued' then return {} end
-if rec.next_attempt_ms then redis.call('HDEL', key, 'next_attempt_ms') end
-redis.call('ZADD', P .. 'running', ARGV[4], id)
-local changed = {'attempts', (tonumber(rec.attempts) or 0) + 1, 'token', token, 'started_ms', now}
-set_status(id, 'queued', 'running', now, ARGV[5], changed,
-  {rec.taskgroup_id or false, rec.webhook or false, rec.webhook_all or false})
-return append(flat, 'status', 'running', 'modified_ms', now, unpack(changed))
+-- claim: a worker takes up to `count` queued runs off its queues, in the order the
+-- queues are given, in one step: each RQ job id leaves its queue (LPOP with a count)
+-- and its RQ job hash is deleted, and each run it carries goes queued -> running
+-- with one more attempt and a lease. A job whose run is not queued any more
+-- (cancelled while it waited, expired) is dropped. Nothing is in between a queue
+-- and a lease, so a worker that dies at any moment strands nothing.
+-- ARGV: now, lease_ms, retention_s, token_base, count, queue names...
+-- A run is never stamped as started before it was made (a worker thread held up
+-- between reading its clock and calling would otherwise do so).
+-- Returns one flat field/value list per run claimed: its record as it now is (a
+-- field may appear twice: the later value is the current one). Each attempt's
+-- token is `token_base.attempt`.
+local clock = tonumber(ARGV[1])
+local deadline, retention, base = clock + tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local want = tonumber(ARGV[5])
+local out, leases, jobs = {}, {}, {}
+for q = 6, #ARGV do
+  if want <= 0 then break end
+  local ids = redis.call('LPOP', 'rq:queue:' .. ARGV[q], want)
+  for _, job_id in ipairs(ids or {}) do
+    table.insert(jobs, 'rq:job:' .. job_id)
+    local id = string.match(job_id, '^([^-]+)')
+    local key = run_key(id)
+    local flat = redis.call('HGETALL', key)
+    local rec = as_table(flat)
+    if rec.status == 'queued' then
+      local now = math.max(clock, tonumber(rec.created_ms) or 0)
+      local attempt = (tonumber(rec.attempts) or 0) + 1
+      local changed = {'attempts', attempt, 'token', base .. '.' .. attempt, 'started_ms', now}
+      if rec.next_attempt_ms then redis.call('HDEL', key, 'next_attempt_ms') end
+      set_status(id, 'queued', 'running', now, retention, changed, links_of(rec))
+      append(leases, deadline, id)
+      table.insert(out, append(flat, 'status', 'running', 'modified_ms', now, unpack(changed)))
+      want = want - 1
+    end
+  end
+end
+if #leases > 0 then redis.call('ZADD', P .. 'running', unpack(leases)) end
+if #jobs > 0 then redis.call('UNLINK', unpack(jobs)) end
+return out

@@ -1,18 +1,24 @@
 -- create: writes one or more new runs, each with its RQ job, in one atomic step.
 -- ARGV: now, rq_now, rq_data, retention_s, idem_key, idem_ttl_s, max_queue_length,
 --       group_id, rate_key, rate_limit (runs a second for the tenant; 0: none),
+--       request_digest (of the request an Idempotency-Key was sent with),
 --       then per run: run_id, queue, timeout, n, n field/value pairs.
--- Returns {'created', ids...} | {'existing', id} | {'full', queue} | {'limited'}
+-- Returns {'created', ids...} | {'existing', id} | {'mismatch', id} | {'full', queue} | {'limited'}
 local now, rq_now, rq_data = ARGV[1], ARGV[2], ARGV[3]
 local idem_key, idem_ttl, max_len, gid = ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
-local rate_key, rate_limit = ARGV[9], tonumber(ARGV[10])
+local rate_key, rate_limit, digest = ARGV[9], tonumber(ARGV[10]), ARGV[11]
 
 if idem_key ~= '' then
+  -- The key holds 'run_id digest': the same key with another request is refused.
   local existing = redis.call('GET', idem_key)
-  if existing then return {'existing', existing} end
+  if existing then
+    local id, was = string.match(existing, '^(%S+) ?(%S*)$')
+    if was ~= '' and was ~= digest then return {'mismatch', id} end
+    return {'existing', id}
+  end
 end
 
-local runs, i = {}, 11
+local runs, i = {}, 12
 while i <= #ARGV do
   local n = tonumber(ARGV[i + 3])
   table.insert(runs, {id = ARGV[i], queue = ARGV[i + 1], timeout = ARGV[i + 2], first = i + 4, n = n})
@@ -35,7 +41,12 @@ if rate_limit > 0 then
   redis.call('PEXPIRE', rate_key, 2000)
 end
 
-local ids = {'created'}
+if gid ~= '' then
+  -- Active again: the group expires only once it has finished (set_status sets that).
+  for _, suffix in ipairs({'', ':runs', ':events'}) do redis.call('PERSIST', P .. 'group:' .. gid .. suffix) end
+end
+
+local ids, tenant = {'created'}, ''
 for _, r in ipairs(runs) do
   local fields = {'pushes', 1}
   for j = r.first, r.first + 2 * r.n - 1 do table.insert(fields, ARGV[j]) end
@@ -45,11 +56,23 @@ for _, r in ipairs(runs) do
     redis.call('HINCRBY', P .. 'group:' .. gid, 'num_task_runs', 1)
   end
   local rec = as_table(fields)
-  set_status(r.id, nil, 'queued', now, ARGV[4], fields,
-    {rec.taskgroup_id or false, rec.webhook or false, rec.webhook_all or false})
+  tenant = rec.tenant
+  set_status(r.id, nil, 'queued', now, ARGV[4], fields, links_of(rec))
   push_rq_job(r.id, r.queue, r.timeout, rq_data, rq_now, 1)
   table.insert(ids, r.id)
 end
 
-if idem_key ~= '' then redis.call('SET', idem_key, runs[1].id, 'EX', idem_ttl) end
+-- The tenant's run index, for the list endpoint: run ids sort by creation time, so
+-- all share score 0 and read in lexicographic order. Every 16th ms a call also trims
+-- ids older than twice the retention (their records are gone; readers skip them).
+local index = P .. 'tenant:' .. tenant .. ':runs'
+local members = {}
+for _, r in ipairs(runs) do append(members, 0, r.id) end
+redis.call('ZADD', index, unpack(members))
+if tonumber(now) % 16 == 0 then
+  local cutoff = string.format('%012x', tonumber(now) - 2000 * tonumber(ARGV[4]))
+  redis.call('ZREMRANGEBYLEX', index, '-', '(trun_' .. cutoff)
+end
+
+if idem_key ~= '' then redis.call('SET', idem_key, runs[1].id .. ' ' .. digest, 'EX', idem_ttl) end
 return ids

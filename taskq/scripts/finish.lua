@@ -1,24 +1,76 @@
--- finish: the worker holding `token` ends its attempt.
---   completed / failed: terminal;  queued: retry at `due` (backoff) or now (shutdown)
--- A run cancelled meanwhile ends cancelled instead of being retried.
--- ARGV: run_id, token, now, new_status, due, retention_s, error_json ('' for none),
---       interrupted ('1' when the attempt does not count against the retries),
---       then field/value pairs to set (output...).
--- Returns the status the run ended in, or {} if the token no longer holds the run.
-local id, token, now, new, due = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local key = run_key(id)
-local cur = redis.call('HMGET', key, 'status', 'token', 'interruptions', unpack(LINKS))
-if (cur[1] ~= 'running' and cur[1] ~= 'cancelling') or cur[2] ~= token then return {} end
-if cur[1] == 'cancelling' and new ~= 'completed' then new = 'cancelled' end
-local fields = {}
-for i = 9, #ARGV do table.insert(fields, ARGV[i]) end
-if ARGV[7] ~= '' then append(fields, unpack(error_fields(id, ARGV[7]))) end
-if ARGV[8] == '1' then append(fields, 'interruptions', (tonumber(cur[3]) or 0) + 1) end
-if new == 'completed' then redis.call('HDEL', key, 'token', 'error') else redis.call('HDEL', key, 'token') end
-if new == 'queued' then
-  append(fields, 'next_attempt_ms', due)
-  redis.call('ZREM', P .. 'running', id)
-  redis.call('ZADD', P .. 'delayed', due, id)
+-- finish: the worker ends attempts it holds, many in one step. What happened to
+-- each is one of
+--   completed   the processor returned; `fields` hold the output
+--   error       it raised, timed out, or its output was refused: retry_or_fail
+--               decides (retryable: '1' when the failure may be retried)
+--   cancelled   it was stopped because the run was cancelled
+--   shutdown    its worker is going away: back on the queue now, no retry spent
+--   handback    the worker does not serve its processor: back on the queue after
+--               a growing delay, no retry spent
+--   action_required   it asked a person (action.py): waits, holding no worker, until
+--               the deadline of its question (the `required_action` field); no retry
+--               spent. answer.lua or reap.lua take it from there.
+-- A run cancelled meanwhile ends cancelled whatever happened, unless it completed.
+-- ARGV: now, retention_s, backoff_base_ms, backoff_cap_ms, then per attempt:
+--   run_id, token, what, retryable, error_json ('' for none), jitter, n, then n
+--   field/value items to set.
+-- Returns per attempt the status its run ended in, or '' when the token no longer
+-- holds the run (its lease was lost: the attempt's result is dropped).
+local clock, retention = tonumber(ARGV[1]), ARGV[2]
+local base, cap = tonumber(ARGV[3]), tonumber(ARGV[4])
+LEASES_DROPPED = {}
+local ended = {}
+local i = 5
+while i <= #ARGV do
+  local id, token, what, retryable, err, jitter = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  local n = tonumber(ARGV[i + 6])
+  local fields = {}
+  for j = i + 7, i + 6 + n do table.insert(fields, ARGV[j]) end
+  i = i + 7 + n
+  local key = run_key(id)
+  local r = redis.call('HMGET', key, 'status', 'token', 'attempts', 'interruptions', 'max_retries', 'error',
+    'started_ms', unpack(LINKS))
+  local status = r[1]
+  local now = math.max(clock, tonumber(r[7]) or 0)  -- never ended before it started
+  if (status ~= 'running' and status ~= 'cancelling') or r[2] ~= token then
+    table.insert(ended, '')
+  else
+    local cur = {status = status, attempts = r[3], interruptions = r[4], max_retries = r[5]}
+    local links = {unpack(r, 8)}
+    append(fields, 'token', '')
+    if status == 'cancelling' and what ~= 'completed' then what = 'cancelled' end
+    local new
+    if what == 'completed' then
+      if r[6] then redis.call('HDEL', key, 'error') end
+      new = 'completed'
+      set_status(id, status, new, now, retention, fields, links)
+    elseif what == 'error' then
+      new = retry_or_fail(id, cur, err, retryable == '1', now, retention, {base, cap, tonumber(jitter)}, links, fields)
+    elseif what == 'shutdown' or what == 'handback' then
+      local handed = (tonumber(r[4]) or 0) + 1
+      local due = now
+      if what == 'handback' then due = now + math.floor(math.min(cap, base * 2 ^ (handed - 1))) end
+      append(fields, 'interruptions', handed, 'next_attempt_ms', due)
+      drop_lease(id)
+      redis.call('ZADD', P .. 'delayed', due, id)
+      new = 'queued'
+      set_status(id, status, new, now, retention, fields, links)
+    elseif what == 'action_required' then
+      local question = {}
+      for j = 1, #fields, 2 do
+        if fields[j] == 'required_action' then question = cjson.decode(fields[j + 1]) end
+      end
+      append(fields, 'interruptions', (tonumber(r[4]) or 0) + 1)
+      drop_lease(id)
+      redis.call('ZADD', P .. 'waiting', question.deadline_ms, id)
+      new = 'action_required'
+      set_status(id, status, new, now, retention, fields, links)
+    else
+      new = 'cancelled'
+      set_status(id, status, new, now, retention, fields, links)
+    end
+    table.insert(ended, new)
+  end
 end
-set_status(id, cur[1], new, now, ARGV[6], fields, {cur[4], cur[5], cur[6]})
-return new
+flush_leases()
+return ended

@@ -1,8 +1,16 @@
--- heartbeat: the worker holding `token` renews its lease on the run.
--- ARGV: run_id, token, lease_deadline
--- Returns 'running', 'cancelling' (stop it), or 'lost' (someone else holds the run).
-local key = run_key(ARGV[1])
-local cur = redis.call('HMGET', key, 'status', 'token')
-if cur[2] ~= ARGV[2] or (cur[1] ~= 'running' and cur[1] ~= 'cancelling') then return 'lost' end
-redis.call('ZADD', P .. 'running', 'XX', ARGV[3], ARGV[1])
-return cur[1]
+-- heartbeat: a worker renews the leases of every attempt it holds, in one step.
+-- ARGV: lease_deadline, then run_id, token pairs.
+-- Returns per run 'running', 'cancelling' (stop it), or 'lost' (someone else holds
+-- the run, or it ended without this worker).
+local states, held = {}, {}
+for i = 2, #ARGV, 2 do
+  local cur = redis.call('HMGET', run_key(ARGV[i]), 'status', 'token')
+  if cur[2] ~= ARGV[i + 1] or (cur[1] ~= 'running' and cur[1] ~= 'cancelling') then
+    table.insert(states, 'lost')
+  else
+    table.insert(states, cur[1])
+    append(held, ARGV[1], ARGV[i])
+  end
+end
+if #held > 0 then redis.call('ZADD', P .. 'running', 'XX', unpack(held)) end
+return states

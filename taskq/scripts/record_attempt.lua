@@ -9,6 +9,8 @@ local key = P .. 'delivery:' .. did
 if redis.call('HGET', key, 'claim') ~= token then return 0 end
 local due, dead = P .. 'deliveries:due', P .. 'deliveries:dead'
 redis.call('RPUSH', key .. ':attempts', ARGV[4])
+-- Metrics: one command per attempt (see count_transition in _lib.lua).
+redis.call('HINCRBY', P .. 'metrics', 'webhook|' .. state .. '|' .. ceil2(cjson.decode(ARGV[4]).latency_ms or 0), 1)
 redis.call('HINCRBY', key, 'attempts', 1)
 redis.call('HINCRBY', key, 'round', 1)
 redis.call('HDEL', key, 'claim', 'next_ms')

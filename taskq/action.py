@@ -1,0 +1,83 @@
+"""Runs that wait for a person: `current_run().ask()` in a processor, and the answer
+that lets the run go on (POST /v1/tasks/runs/{id}/action, `RunHandle.answer()`).
+
+The first time a processor asks, its attempt ends and the run waits in
+`action_required`, holding no worker, with the question on the run as
+`required_action`. An answer (checked against the question's schema) joins the
+run's `answers` and puts the run back on its queue; the processor runs again from
+the start and its i-th `ask()` returns answer i. Waiting does not spend a retry. A
+run left unanswered for `action_timeout_s` fails (see scripts/reap.lua).
+
+Record fields: `required_action` (JSON: message, schema, asked_ms, deadline_ms)
+while waiting; `answers` (JSON list, in the order given).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from . import catalog, errors
+from .broker import Broker, now_ms, rq_job_data, rq_now, translated
+from .models import RunStatus, Wire
+
+if TYPE_CHECKING:
+    from .engine.context import CurrentRun
+
+MAX_MESSAGE_CHARS = 2000
+MAX_SCHEMA_BYTES = 64 * 1024
+
+
+class ActionAnswer(Wire):
+    """The body of POST /v1/tasks/runs/{id}/action."""
+
+    input: Any
+
+
+def ask(current: CurrentRun, message: str, schema: dict[str, Any] | None = None) -> Any:
+    """The answer to this run's next question, if one was given; otherwise ends the
+    attempt (raising errors.ActionRequired) with the run waiting for it."""
+    schema = {} if schema is None else schema
+    text = json.dumps(schema)
+    if len(text) > MAX_SCHEMA_BYTES:
+        raise ValueError(f"ask(): schema is {len(text)} bytes, over the limit of {MAX_SCHEMA_BYTES}")
+    catalog.check_schema(schema, "ask(schema)")
+    index = current.asked
+    current.asked += 1
+    if index < len(current.answers):
+        return current.answers[index]
+    asked = now_ms()
+    deadline = asked + current._broker.settings.action_timeout_s * 1000
+    question = {"message": str(message)[:MAX_MESSAGE_CHARS], "schema": schema, "asked_ms": asked, "deadline_ms": deadline}
+    raise errors.ActionRequired(question, deadline)
+
+
+def required_action(record: dict[str, str]) -> dict[str, Any] | None:
+    """The question a waiting run shows as `required_action` (None when not waiting)."""
+    from .run import iso  # run imports this module
+
+    if record.get("status") != RunStatus.action_required.value or not record.get("required_action"):
+        return None
+    q = json.loads(record["required_action"])
+    return {"message": q["message"], "schema": q["schema"], "asked_at": iso(q["asked_ms"]), "expires_at": iso(q["deadline_ms"])}
+
+
+def answer(broker: Broker, tenant: str, run_id: str, value: Any) -> dict[str, str]:
+    """Gives the waiting run its answer: 422 (naming the field) when it does not fit
+    the question's schema, 409 when the run is not waiting; returns the record."""
+    from . import run
+
+    record = run.load(broker, tenant, run_id)
+    status = record["status"]
+    if status != RunStatus.action_required.value:
+        raise errors.Conflict(f"run {run_id} is {status}, not waiting for an answer", {"status": status})
+    asked = record["required_action"]
+    catalog.check(value, json.loads(asked)["schema"], "input")
+    settings = broker.settings
+    with translated():
+        reply = broker.scripts.answer(
+            args=[run_id, now_ms(), settings.retention_s, rq_now(), rq_job_data(), json.dumps(value), asked]
+        )
+    if isinstance(reply, list):
+        raise errors.Conflict(f"run {run_id} is {reply[1]}, not waiting for this answer", {"status": reply[1]})
+    return run.load(broker, tenant, run_id)

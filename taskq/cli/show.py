@@ -1,0 +1,64 @@
+"""How the client commands print: JSON with --json, rich tables otherwise, progress
+bars only when stderr is a terminal (a pipe or a CI log gets a summary instead)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+# Tables go to stdout; progress and messages to stderr, so stdout stays pipeable.
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def result(value: Any, as_json: bool, text: str) -> None:
+    """`value` as JSON with --json, else `text` on stdout."""
+    if as_json:
+        emit_json(value)
+    else:
+        out.print(text, markup=False)
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    # Off a terminal (a pipe, a file) rows are never folded: one run, one line.
+    (out if out.is_terminal else Console(highlight=False, width=1000)).print(t)
+
+
+def progress() -> Progress:
+    """A progress display on stderr; disabled (prints nothing) off a terminal."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not err.is_terminal,
+        transient=False,
+    )
+
+
+def age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"

@@ -1,0 +1,157 @@
+"""One attempt's body, wherever it runs (a thread, the event loop, a child
+process): parse the input, call the processor, shape and check its output, and
+say what happened as an `Outcome`. Whether a failure is retried is not decided
+here: `finish.lua`'s `retry_or_fail` is the one retry rule; this only says
+whether the failure is of a kind that may be retried.
+
+The traceback of a failure goes to the worker's log; the run's stored error has
+`{type, message, attempt}` only (errors never carry server paths)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from .. import catalog
+from ..broker import Broker
+from ..errors import ActionRequired, RunInterrupted, TaskqError
+from ..processor import OutputInvalid, Processor
+from ..record import RunRecord
+from .context import CurrentRun, _current
+
+log = logging.getLogger("taskq.worker")
+
+
+@dataclass
+class Outcome:
+    """What happened to an attempt: `what` is one of finish.lua's (completed, error,
+    cancelled, shutdown, handback, action_required) or `lost` (nothing to write: the lease is gone);
+    `fields` are more fields for the run record (the output)."""
+
+    what: str
+    fields: dict[str, str] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+    retryable: bool = False
+
+
+def interrupted(record: RunRecord, reason: str, timeout_s: int) -> Outcome:
+    """The outcome of an attempt stopped from outside, by `reason` (timeout,
+    cancelled, shutdown, lost)."""
+    if reason == "timeout":
+        return timed_out(record, timeout_s)
+    if reason in ("cancelled", "lost"):
+        return Outcome(reason)
+    return Outcome("shutdown")
+
+
+def failed(record: RunRecord, exc: BaseException | None, *, retryable: bool, message: str | None = None) -> Outcome:
+    kind = type(exc).__name__ if exc is not None else "TimeoutError"
+    message = message or f"{kind}: {exc}"
+    error = {
+        "ref_id": f"{record.id}.{record.attempts}",
+        "message": message[:2000],
+        "detail": {"type": kind, "message": message[:2000], "attempt": record.attempts},
+    }
+    return Outcome("error", error=error, retryable=retryable)
+
+
+def timed_out(record: RunRecord, timeout_s: int) -> Outcome:
+    return failed(record, None, retryable=True, message=f"timed out after {timeout_s} s")
+
+
+def is_retryable(proc: Processor, exc: BaseException) -> bool:
+    if isinstance(exc, OutputInvalid | ValidationError):
+        return False
+    return proc.is_retryable(exc)
+
+
+def conclude(proc: Processor, record: RunRecord, value: Any, max_output_bytes: int) -> Outcome:
+    """The outcome of a processor that returned `value`."""
+    try:
+        kind, content = proc.shape_output(value)
+        schema = record.output_schema
+        if schema and kind == "json":
+            try:
+                catalog.check(content, schema, "output")
+            except TaskqError as exc:
+                raise OutputInvalid(f"output does not match the task's output_schema: {exc.message}") from exc
+        output = json.dumps(content)
+        if len(output) > max_output_bytes:
+            raise OutputInvalid(f"output is {len(output)} bytes, over the limit of {max_output_bytes}")
+    except OutputInvalid as exc:
+        return failed(record, exc, retryable=False)
+    return Outcome("completed", {"output_type": kind, "output": output})
+
+
+def asked(exc: ActionRequired) -> Outcome:
+    """The outcome of a processor that asked a person (action.py): the run waits."""
+    return Outcome("action_required", {"required_action": json.dumps(exc.required_action)})
+
+
+def _context(record: RunRecord, broker: Broker) -> CurrentRun:
+    answers = json.loads(record.raw.get("answers") or "[]")
+    return CurrentRun(record.id, record.attempts, broker, record.token, answers)
+
+
+def _raised(proc: Processor, record: RunRecord, exc: Exception) -> Outcome:
+    log.info("run %s attempt %d raised", record.id, record.attempts, exc_info=exc)
+    return failed(record, exc, retryable=is_retryable(proc, exc))
+
+
+def call_sync(
+    proc: Processor, record: RunRecord, broker: Broker, arm: Callable[[], None], disarm: Callable[[], None]
+) -> Outcome:
+    """Runs a plain processor in this thread. `arm`/`disarm` bracket the time it
+    may be interrupted (by an exception raised in this thread); RunInterrupted
+    escapes to the caller, which knows why it was sent."""
+    try:
+        inp = proc.parse_input(record.input)
+    except ValidationError as exc:
+        return failed(record, exc, retryable=False)
+    token = _current.set(_context(record, broker))
+    try:
+        try:
+            arm()
+            value = proc(inp)
+        finally:
+            try:
+                disarm()
+            finally:
+                _current.reset(token)
+    except RunInterrupted:
+        raise
+    except ActionRequired as exc:  # taskq/action.py: the run waits for a person
+        return asked(exc)
+    except Exception as exc:
+        return _raised(proc, record, exc)
+    return conclude(proc, record, value, broker.settings.max_output_bytes)
+
+
+async def call_async(proc: Processor, record: RunRecord, broker: Broker) -> Outcome:
+    """Runs an `async def` processor as this task; a cancel of the task escapes as
+    asyncio.CancelledError to the caller, which knows why it was sent."""
+    try:
+        inp = proc.parse_input(record.input)
+    except ValidationError as exc:
+        return failed(record, exc, retryable=False)
+    _current.set(_context(record, broker))  # this task's own context
+    try:
+        value = await proc(inp)
+    except (asyncio.CancelledError, RunInterrupted):
+        raise
+    except ActionRequired as exc:  # taskq/action.py: the run waits for a person
+        return asked(exc)
+    except Exception as exc:
+        return _raised(proc, record, exc)
+    return conclude(proc, record, value, broker.settings.max_output_bytes)
+
+
+def is_async(proc: Processor) -> bool:
+    return asyncio.iscoroutinefunction(proc.func)
+

@@ -1,0 +1,276 @@
+"""The engine: one worker process carrying up to `concurrency` runs at once.
+
+    claim (one script: up to as many runs as free slots)
+      -> a slot per run: a thread (pool `threads`), a child process (pool
+         `processes`), or a task on the event loop (`async def` processors)
+      -> outcome -> finisher (one script call per batch of ended attempts)
+      -> slot free -> claim again
+    idle: a blocking peek at the queues (claims.Peeker), never a polling sleep
+    supervisor: one heartbeat for every lease; timeouts, cancels, shutdown grace
+    maintenance: due retries promoted, lost runs reaped
+
+SIGTERM (or SIGINT): no more claims; runs in flight get `shutdown_grace_s` to
+finish, then are stopped and go back to their queue without spending a retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from types import FrameType
+
+from .. import keys
+from ..broker import Broker
+from ..errors import RunInterrupted
+from ..processor import Processor, advertise
+from ..record import RunRecord
+from . import attempt
+from .attempt import Outcome
+from .claims import Claimer, Peeker
+from .finisher import Finisher
+from .leases import Supervisor
+from .maintenance import Maintenance
+from .pools import EventLoop, Threads
+from .processes import Children
+from .registration import Registration
+from .slot import Slot, raise_in_thread
+
+log = logging.getLogger("taskq.worker")
+
+STUCK_S = 2.0  # after the grace period, how long a stopped run may take to notice
+
+
+class Engine:
+    def __init__(
+        self,
+        broker: Broker,
+        processors: dict[str, Processor],
+        queues: list[str],
+        *,
+        concurrency: int,
+        pool: str = "threads",
+        max_runs_per_child: int = 0,
+        name: str | None = None,
+    ) -> None:
+        if pool not in ("threads", "processes"):
+            raise ValueError(f"pool is 'threads' or 'processes', not {pool!r}")
+        self.broker = broker
+        self.processors = processors
+        self.queues = queues
+        self.concurrency = max(1, concurrency)
+        self.pool = pool
+        self.max_runs_per_child = max_runs_per_child
+        self.name = name or uuid.uuid4().hex
+        self.slots: dict[str, Slot] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._stop_requested_at: float | None = None
+        self.claimer = Claimer(broker, queues, f"{self.name}:{uuid.uuid4().hex[:8]}")
+        self.threads = Threads()
+        self.loop = EventLoop()
+        self.children: Children | None = None
+        self.registration: Registration | None = None
+        self.supervisor = Supervisor(broker, self._in_flight, self._beat)
+        self.finisher = Finisher(broker, self._release, lambda: len(self.slots))
+        self.maintenance = Maintenance(broker)
+        self.peekers = [Peeker(broker, q, self._wake) for q in queues]
+
+    # -- the loop ---------------------------------------------------------
+
+    def work(self, *, burst: bool = False, register: bool = True, handle_signals: bool = True) -> None:
+        """Serves runs until asked to stop (or, with `burst`, until there is no run
+        queued, in flight or waiting for a retry). `register`: in RQ's list of
+        workers; `handle_signals`: SIGTERM/SIGINT stop it (from the main thread)."""
+        self._start(register, handle_signals)
+        try:
+            while not self._stopping:
+                free = self.concurrency - len(self.slots)
+                if free <= 0:
+                    self._wait(1.0)
+                    continue
+                records = self._claim(free)
+                for record in records:
+                    self._begin(record)
+                if len(records) >= free:
+                    continue
+                if burst and not records and not self.slots and not self._work_left():
+                    break
+                for peeker in self.peekers:
+                    peeker.arm()
+                self._wait(0.05 if burst else 1.0)
+        finally:
+            self._finish()
+
+    def request_shutdown(self) -> None:
+        """Stop taking runs; give those in flight the grace period. A second request
+        ends the grace period now."""
+        grace = self.broker.settings.shutdown_grace_s
+        if self._stopping:
+            grace = 0
+        else:
+            log.info("shutting down: %d run(s) in flight get %g s to finish", len(self.slots), grace)
+        self._stopping = True
+        self._stop_requested_at = self._stop_requested_at or time.monotonic()
+        self.supervisor.shutdown_after(grace)
+        self._wake.set()
+
+    def _wait(self, timeout_s: float) -> None:
+        self._wake.wait(timeout_s)
+        self._wake.clear()
+
+    def _claim(self, count: int) -> list[RunRecord]:
+        try:
+            return self.claimer.claim(count)
+        except Exception:  # Redis away: nothing was taken (the claim is one step)
+            log.warning("claim failed; again in 1 s", exc_info=True)
+            time.sleep(1)
+            return []
+
+    def _work_left(self) -> bool:
+        """Whether a run is queued or waiting for a retry: one atomic read, as a
+        retry moves from the one to the other in one step."""
+        pipe = self.broker.redis.pipeline(transaction=True)
+        pipe.zcard(keys.DELAYED)
+        for queue in self.queues:
+            pipe.llen(keys.rq_queue(queue))
+        return any(pipe.execute())
+
+    # -- one run ----------------------------------------------------------
+
+    def _begin(self, record: RunRecord) -> None:
+        proc = self.processors.get(record.processor)
+        slot = Slot(record, proc, record.timeout_s or self.broker.settings.default_timeout_s)
+        with self._lock:
+            self.slots[record.id] = slot
+        self.supervisor.changed()
+        if proc is None:
+            # An older deploy sharing the queue: back for a worker that serves it,
+            # with a growing delay, no retry spent.
+            log.warning("run %s: processor %r is not served here; handed back", record.id, record.processor)
+            self.finisher.put(slot, Outcome("handback"))
+        elif attempt.is_async(proc):
+            self.loop.submit(self._run_async(slot, proc))
+        elif self.children is not None:
+            children = self.children
+            self.threads.submit(lambda: self._guarded(slot, lambda: children.run(slot)))
+        else:
+            self.threads.submit(lambda: self._run_thread(slot, proc))
+
+    def _guarded(self, slot: Slot, run: Callable[[], Outcome]) -> None:
+        """Every slot ends with an outcome, even if the engine's own code fails (else
+        its lease would be renewed for ever and its slot never freed)."""
+        try:
+            outcome = run()
+        except BaseException as exc:
+            log.exception("run %s: the attempt failed outside the processor", slot.run_id)
+            outcome = attempt.failed(slot.record, exc, retryable=True)
+        self._done(slot, outcome)
+
+    def _run_thread(self, slot: Slot, proc: Processor) -> None:
+        self._guarded(slot, lambda: self._call_in_thread(slot, proc))
+
+    def _call_in_thread(self, slot: Slot, proc: Processor) -> Outcome:
+        thread_id = threading.get_ident()
+        try:
+            outcome = attempt.call_sync(
+                proc, slot.record, self.broker,
+                arm=lambda: slot.arm(lambda: raise_in_thread(thread_id), lambda: raise_in_thread(thread_id, None)),
+                disarm=slot.disarm,
+            )  # fmt: skip
+        except RunInterrupted:
+            slot.disarm()
+            outcome = attempt.interrupted(slot.record, slot.reason or "shutdown", slot.timeout_s)
+        return outcome
+
+    async def _run_async(self, slot: Slot, proc: Processor) -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        assert task is not None
+        slot.arm(lambda: loop.call_soon_threadsafe(task.cancel))
+        try:
+            outcome = await attempt.call_async(proc, slot.record, self.broker)
+        except (asyncio.CancelledError, RunInterrupted):
+            outcome = attempt.interrupted(slot.record, slot.reason or "shutdown", slot.timeout_s)
+        except Exception as exc:
+            log.exception("run %s: the attempt failed outside the processor", slot.run_id)
+            outcome = attempt.failed(slot.record, exc, retryable=True)
+        finally:
+            slot.disarm()
+        self._done(slot, outcome)
+
+    def _done(self, slot: Slot, outcome: Outcome) -> None:
+        self.finisher.put(slot, outcome)
+
+    def _release(self, slots: list[Slot]) -> None:
+        with self._lock:
+            for slot in slots:
+                if self.slots.get(slot.run_id) is slot:
+                    del self.slots[slot.run_id]
+        self._wake.set()
+
+    def _in_flight(self) -> list[Slot]:
+        with self._lock:
+            return list(self.slots.values())
+
+    def _beat(self) -> None:
+        if self.registration is not None:
+            self.registration.beat()
+
+    # -- start and end ----------------------------------------------------
+
+    def _start(self, register: bool, handle_signals: bool) -> None:
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        settings = self.broker.settings
+        advertise(self.broker.redis, self.processors.values(),
+                  {"retries": settings.default_retries, "timeout_s": settings.default_timeout_s})  # fmt: skip
+        if self.pool == "processes":
+            self.children = Children(self.concurrency, settings, self.max_runs_per_child)
+            self.children.wait_ready()
+        for thread in (self.supervisor, self.finisher, self.maintenance, *self.peekers):
+            thread.start()
+        if register:
+            self.registration = Registration(self.broker, self.queues, self.name, self.concurrency)
+            self.registration.birth()
+        log.info("worker %s: %s pool, concurrency %d, queues %s", self.name, self.pool, self.concurrency,
+                 ", ".join(self.queues))  # fmt: skip
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.request_shutdown()
+
+    def _finish(self) -> None:
+        self._stopping = True
+        settings = self.broker.settings
+        if self.slots:
+            self.supervisor.shutdown_after(settings.shutdown_grace_s - self._since_stop())
+            deadline = time.monotonic() + max(0.0, settings.shutdown_grace_s - self._since_stop()) + STUCK_S
+            while self.slots and time.monotonic() < deadline:
+                self._wait(0.1)
+        for slot in self._in_flight():
+            # Stopped but not ending (a thread blocked in a C call): its run goes back
+            # to the queue now; if the thread ever returns, its result is dropped.
+            log.warning("run %s did not stop within %g s of being asked; back to the queue", slot.run_id, STUCK_S)
+            slot.interrupt("shutdown")
+            self.finisher.put(slot, attempt.interrupted(slot.record, slot.reason or "shutdown", slot.timeout_s))
+        self.finisher.close()
+        self.supervisor.stop()
+        self.maintenance.stopped.set()
+        for peeker in self.peekers:
+            peeker.stop()
+        self.threads.close()
+        self.loop.close()
+        if self.children is not None:
+            self.children.close()
+        if self.registration is not None:
+            self.registration.death()
+        log.info("worker %s stopped", self.name)
+
+    def _since_stop(self) -> float:
+        return 0.0 if self._stop_requested_at is None else time.monotonic() - self._stop_requested_at

@@ -1,0 +1,85 @@
+"""One heartbeat for all the runs a worker holds, and the stops that come from
+the clock or from Redis: a cancelled run, a lease taken over, a run past its
+timeout, a shutdown's grace period over. Each stops its own run only."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from ..broker import Broker, now_ms
+from .slot import Slot
+
+log = logging.getLogger("taskq.worker")
+
+
+class Supervisor(threading.Thread):
+    """Renews every lease of the worker with one `heartbeat` script call each
+    `heartbeat_s`, and interrupts runs as their reasons come."""
+
+    def __init__(self, broker: Broker, slots: Callable[[], list[Slot]], on_beat: Callable[[], None]) -> None:
+        super().__init__(name="taskq-leases", daemon=True)
+        self.broker = broker
+        self._slots = slots
+        self._on_beat = on_beat
+        self._wake = threading.Event()
+        self._stopped = False
+        self._shutdown_at: float | None = None
+
+    def changed(self) -> None:
+        """New runs (with their deadlines) are in flight: plan again."""
+        self._wake.set()
+
+    def shutdown_after(self, grace_s: float) -> None:
+        at = time.monotonic() + max(0.0, grace_s)
+        if self._shutdown_at is None or at < self._shutdown_at:
+            self._shutdown_at = at
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+
+    def run(self) -> None:
+        beat_s = self.broker.settings.heartbeat_s
+        next_beat = time.monotonic() + beat_s
+        while not self._stopped:
+            slots = self._slots()
+            wake = min([next_beat, *(s.deadline for s in slots if s.reason is None)])
+            if self._shutdown_at is not None:
+                wake = min(wake, self._shutdown_at)
+            self._wake.wait(max(0.0, wake - time.monotonic()))
+            self._wake.clear()
+            if self._stopped:
+                return
+            now = time.monotonic()
+            for slot in self._slots():
+                if slot.reason is None and now >= slot.deadline:
+                    log.info("run %s is past its timeout of %d s; stopping it", slot.run_id, slot.timeout_s)
+                    slot.interrupt("timeout")
+                if self._shutdown_at is not None and now >= self._shutdown_at and slot.interrupt("shutdown"):
+                    log.info("run %s: shutdown grace period over; back to the queue", slot.run_id)
+            if now >= next_beat:
+                next_beat = now + beat_s
+                self.beat()
+
+    def beat(self) -> None:
+        try:
+            self._on_beat()
+            slots = self._slots()
+            if not slots:
+                return
+            args: list[str | int] = [now_ms() + int(self.broker.settings.lease_s * 1000)]
+            for slot in slots:
+                args += [slot.run_id, slot.token]
+            states = self.broker.scripts.heartbeat(args=args)
+        except Exception:  # Redis away: keep trying; the lease says how long we may
+            log.warning("heartbeat failed", exc_info=True)
+            return
+        for slot, state in zip(slots, states, strict=True):
+            if state == "cancelling" and slot.interrupt("cancelled"):
+                log.info("run %s was cancelled; stopping it", slot.run_id)
+            elif state == "lost" and slot.interrupt("lost"):
+                log.warning("run %s: lease lost to another worker; this attempt's result is dropped", slot.run_id)

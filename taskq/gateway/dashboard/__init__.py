@@ -1,0 +1,112 @@
+"""The dashboard at /dashboard: server-rendered pages over the same domain functions
+as the API, for the tenant whose API key signed in.
+
+Sign-in: a form takes an API key; the session (Flask's signed cookie: HttpOnly,
+SameSite=Lax, Path=/dashboard, Secure when configured) then holds the tenant's name,
+never the key. Every state-changing request (cancel, redeliver, sign out) is a POST
+carrying the session's CSRF token, and a POST whose Origin is another site is
+refused. The cookie is signed with TASKQ_SECRET_KEY or, when unset, a key derived
+from the API keys (so all gateways of one deployment agree, and changing the keys
+signs everyone out).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, abort, current_app, g, redirect, request, session, url_for
+from flask.blueprints import BlueprintSetupState
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from ...run import tenant_of
+from ...settings import Settings
+
+PREFIX = "/dashboard"
+PUBLIC_ENDPOINTS = {"dashboard.login", "dashboard.static"}
+
+bp = Blueprint(
+    "dashboard", __name__, url_prefix=PREFIX, template_folder="templates", static_folder="static"
+)
+
+
+def blueprints() -> list[Blueprint]:
+    from . import views  # noqa: F401  (registers the pages on `bp`)
+
+    return [bp]
+
+
+def secret_key(settings: Settings) -> str:
+    """TASKQ_SECRET_KEY, or one derived from the API keys (never a constant)."""
+    if settings.secret_key:
+        return settings.secret_key
+    material = "\n".join(sorted(settings.api_keys)).encode()
+    return hmac.new(b"taskq dashboard session", material, hashlib.sha256).hexdigest()
+
+
+@bp.record_once
+def _configure(state: BlueprintSetupState) -> None:
+    app: Flask = state.app
+    settings: Settings = app.extensions["taskq"].settings
+    app.secret_key = secret_key(settings)
+    app.config.update(
+        SESSION_COOKIE_NAME="taskq_dashboard",
+        SESSION_COOKIE_PATH=PREFIX,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.dashboard_secure_cookie,
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=settings.dashboard_session_s),
+    )
+
+
+def sign_in(api_key: str) -> bool:
+    candidate = tenant_of(api_key)
+    known = current_app.extensions["taskq.tenants"].get(candidate)
+    if known is None or not hmac.compare_digest(known, api_key):
+        return False
+    session.clear()
+    session.permanent = True
+    session["tenant"] = candidate
+    session["csrf"] = secrets.token_urlsafe(24)
+    return True
+
+
+@bp.before_request
+def _signed_in() -> WerkzeugResponse | None:
+    """The session's tenant becomes g.tenant, as an API key would; pages without a
+    session go to the sign-in form, streams answer 401."""
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    tenant = session.get("tenant")
+    if not tenant or tenant not in current_app.extensions["taskq.tenants"]:
+        session.clear()
+        if request.method == "GET" and request.accept_mimetypes.accept_html:
+            return redirect(url_for("dashboard.login", next=request.full_path if request.args else request.path))
+        abort(401)
+    g.tenant = tenant
+    if request.method == "POST":
+        _check_csrf()
+    return None
+
+
+def check_origin() -> None:
+    """A POST sent by a page of another site is refused (403)."""
+    origin = request.headers.get("Origin")
+    if origin and origin != "null" and urlsplit(origin).netloc != request.host:
+        abort(403)
+
+
+def _check_csrf() -> None:
+    check_origin()
+    token = request.form.get("csrf", "")
+    if not hmac.compare_digest(token, session.get("csrf", "")):
+        abort(403)
+
+
+@bp.app_context_processor
+def _template_globals() -> dict[str, Any]:
+    return {"csrf_token": lambda: session.get("csrf", "")}

@@ -1,0 +1,31 @@
+"""HTTP header rules (RFC 9110) for headers a client asks taskq to send."""
+
+from __future__ import annotations
+
+import re
+
+# RFC 9110 §5.1 / §5.5: a field name is a token; a value is visible characters,
+# spaces and tabs (obs-text allowed), never CR, LF, NUL or another control.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+MAX_HEADER_VALUE_CHARS = 4096
+
+
+def is_valid(name: str, value: str) -> bool:
+    return bool(_TOKEN.fullmatch(name)) and len(value) <= MAX_HEADER_VALUE_CHARS and bool(_FIELD_VALUE.fullmatch(value))
+
+
+def check_headers(headers: dict[str, str]) -> dict[str, str]:
+    """A webhook's own headers, if every name is an RFC 9110 token, no value carries a
+    control character, and none is reserved (compared trimmed and lower-cased);
+    raises ValueError naming the first that is not."""
+    from .webhook import RESERVED_HEADERS
+
+    for name, value in headers.items():
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"header name {name!r} is not an RFC 9110 token")
+        if len(value) > MAX_HEADER_VALUE_CHARS or not _FIELD_VALUE.fullmatch(value):
+            raise ValueError(f"header {name!r}: value has a control character (CR, LF, NUL…), or is too long")
+        if name.lower() in RESERVED_HEADERS:
+            raise ValueError(f"header {name!r} is set by taskq and cannot be given")
+    return headers

@@ -1,0 +1,167 @@
+"""The dashboard in a real browser: Debian's headless Chromium driven by Selenium
+through the system chromedriver, against a real gunicorn gateway, a real worker and
+a real dispatcher. Each page is saved to docs/screenshots/ on the way."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import API_KEY, HEADERS, ROOT, free_port, wait_until
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SHOTS = ROOT / "docs" / "screenshots"
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--window-size=1280,900",
+]  # fmt: skip
+
+pytestmark = pytest.mark.skipif(
+    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+    reason="no browser: install Debian's chromium and chromium-driver (.ci/bootstrap does, where apt-get can)",
+)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[object]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+    shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """docs/screenshots/ when TASKQ_SCREENSHOTS=1 (to refresh the docs), else a
+    temporary directory: the pages are captured either way."""
+    where = SHOTS if os.environ.get("TASKQ_SCREENSHOTS") == "1" else tmp_path / "screenshots"
+    where.mkdir(parents=True, exist_ok=True)
+    return where
+
+
+def shot(driver, where: Path, name: str) -> None:  # type: ignore[no-untyped-def]
+    assert driver.save_screenshot(str(where / f"{name}.png"))
+
+
+def api(url: str, method: str, path: str, body: object = None) -> dict:
+    r = requests.request(method, url + path, json=body, headers=HEADERS, timeout=10)
+    assert r.status_code < 300, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def text(driver, css: str) -> str:  # type: ignore[no-untyped-def]
+    """The element's text; empty while the page is being drawn again."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return str(driver.find_element(By.CSS_SELECTOR, css).text)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
+
+
+def test_sign_in_watch_a_run_live_cancel_filter_groups_and_redeliver(browser, shots, gunicorn, worker, spawn, broker):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    d = browser
+    url = gunicorn()
+
+    # Sign in: a wrong key is refused, the right one lands on the front page.
+    d.get(url + "/dashboard/runs")
+    assert "/dashboard/login" in d.current_url
+    d.find_element(By.ID, "api_key").send_keys("wrong-key")
+    d.find_element(By.ID, "sign-in").click()
+    assert "not known" in text(d, "#login-error")
+    d.find_element(By.ID, "api_key").send_keys(API_KEY)
+    shot(d, shots, "login")
+    d.find_element(By.ID, "sign-in").click()
+    assert d.current_url.endswith("/dashboard/runs")
+    cookie = d.get_cookie("taskq_dashboard")
+    assert cookie and cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+
+    # Cancel a queued run from its page (no worker yet).
+    doomed = api(url, "POST", "/v1/tasks/runs", {"input": {"n": 0}, "processor": "echo"})["run_id"]
+    d.get(f"{url}/dashboard/runs/{doomed}")
+    assert text(d, "#run-status") == "queued"
+    d.find_element(By.ID, "cancel").click()
+    wait_until(lambda: text(d, "#run-status") == "cancelled")
+    assert "run cancelled" in text(d, ".flash")
+
+    # Watch a run go queued -> running -> completed, live, then see its output.
+    live = api(url, "POST", "/v1/tasks/runs", {"input": {"seconds": 2}, "processor": "sleep", "metadata": {"team": "ops"}})["run_id"]
+    d.get(f"{url}/dashboard/runs/{live}")
+    assert text(d, "#run-status") == "queued"
+    worker(name="browser-worker")
+    wait_until(lambda: text(d, "#run-status") == "running", timeout_s=20)
+    wait_until(lambda: "s to go" in text(d, "#events"), timeout_s=20)
+    shot(d, shots, "run-live")
+    wait_until(lambda: '"slept": 2' in text(d, "#output"), timeout_s=30)
+    assert text(d, "#run-status") == "completed"
+    shot(d, shots, "run")
+
+    # The runs list, newest first, filtered by status with the form.
+    d.get(url + "/dashboard/runs")
+    ids = [a.text for a in d.find_elements(By.CSS_SELECTOR, "a.run-link")]
+    assert ids[:2] == [live, doomed]
+    shot(d, shots, "runs")
+    Select(d.find_element(By.ID, "f-status")).select_by_value("cancelled")
+    d.find_element(By.ID, "apply").click()
+    wait_until(lambda: "status=cancelled" in d.current_url)
+    assert [a.text for a in d.find_elements(By.CSS_SELECTOR, "a.run-link")] == [doomed]
+
+    # A group's progress moves live until every run has finished.
+    gid = api(url, "POST", "/v1/tasks/groups", {"metadata": {"batch": "nightly"}})["taskgroup_id"]
+    d.get(f"{url}/dashboard/groups/{gid}")
+    inputs = [{"input": {"seconds": 0.3}, "processor": "sleep"} for _ in range(4)] + [{"input": {}, "processor": "broken"}]
+    api(url, "POST", f"/v1/tasks/groups/{gid}/runs", {"inputs": inputs})
+    d.get(f"{url}/dashboard/groups/{gid}")
+    wait_until(lambda: "all 5 runs finished" in text(d, "#group-message"), timeout_s=40)
+    assert "completed 4" in text(d, "#group-bar") and "failed 1" in text(d, "#group-bar")
+    # Once all have ended the page is drawn again with every run's final status.
+    wait_until(lambda: (t := text(d, "#group-runs")) and "queued" not in t and "running" not in t, timeout_s=20)
+    assert text(d, "#group-runs").count("completed") == 4
+    shot(d, shots, "group")
+    d.get(url + "/dashboard/groups")
+    assert gid in text(d, "#groups")
+    shot(d, shots, "groups")
+
+    # A webhook to a receiver that is down ends dead-lettered; redeliver it.
+    down = f"http://127.0.0.1:{free_port()}/hook"
+    hooked = api(url, "POST", "/v1/tasks/runs", {"input": {}, "processor": "echo", "webhook": {"url": down}})["run_id"]
+    spawn("dispatcher", settings=broker.settings)
+    def delivery_states() -> list[str]:
+        return [x["state"] for x in api(url, "GET", f"/v1/tasks/runs/{hooked}/webhook-deliveries")["deliveries"]]
+
+    wait_until(lambda: delivery_states() == ["dead"], timeout_s=40)
+    d.get(url + "/dashboard/webhooks")
+    assert hooked in text(d, "#dead")
+    shot(d, shots, "webhooks")
+    d.find_element(By.CSS_SELECTOR, "#dead button.redeliver").click()
+    assert "will be sent again" in text(d, ".flash")
+
+    # The front page: queues and the worker.
+    d.get(url + "/dashboard")
+    assert "browser-worker" in text(d, "#workers") and "default" in text(d, "#queues")
+    shot(d, shots, "home")
+
+    # Sign out: the pages are closed again.
+    d.find_element(By.ID, "logout").click()
+    d.get(url + "/dashboard/runs")
+    assert "/dashboard/login" in d.current_url

@@ -1,0 +1,253 @@
+"""Hardening: the proxy never leaves an upstream's base path, bodies over the limit
+are 413 whatever the encoding, client headers follow RFC 9110, internal fields are
+not client-settable, and malformed ids, cursors and URLs are 4xx, never 500."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from taskq import errors, keys, webhook
+from taskq.gateway import create_app
+from tests.conftest import HEADERS
+
+
+class Upstream:
+    """A real upstream that records every path it is asked for."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        seen = self.paths
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                seen.append(self.path)
+                self.send_response(200)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}/api"
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    up = Upstream()
+    threading.Thread(target=up.server.serve_forever, daemon=True).start()
+    yield up
+    up.server.shutdown()
+    up.server.server_close()
+
+
+@pytest.fixture
+def proxied(broker, upstream):  # type: ignore[no-untyped-def]
+    settings = broker.settings.replace(proxy_upstreams=(f"model={upstream.base}",))
+    return settings, create_app(settings).test_client()
+
+
+# --- proxy path escape -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["%2e%2e/x", "%252e%252e/x", "a/%2e%2e/%2e%2e/x", "%25252e%25252e/x", "..%2fx", "a/..%252f../x"])
+def test_an_encoded_path_leaving_the_base_is_422_and_stores_nothing(broker, proxied, path):
+    _settings, client = proxied
+    before = set(broker.redis.keys("*"))
+    r = client.post(f"/v1/async/model/{path}", json={}, headers=HEADERS)
+    assert r.status_code == 422, r.json
+    assert set(broker.redis.keys("*")) == before
+
+
+@pytest.mark.parametrize("path", ["../../x", "a/../../x", "%2e%2e/x", "/../x", "..\\\\x"])
+def test_a_direct_http_run_leaving_the_base_is_422(broker, proxied, path):
+    _settings, client = proxied
+    body = {"processor": "http", "input": {"upstream": "model", "path": path}}
+    r = client.post("/v1/tasks/runs", json=body, headers=HEADERS)
+    assert r.status_code == 422 and "input.path" in r.json["error"]["message"], r.json
+    assert broker.redis.llen("rq:queue:default") == 0
+
+
+def test_a_direct_http_run_with_an_unknown_upstream_is_422(proxied):
+    _settings, client = proxied
+    r = client.post("/v1/tasks/runs", json={"processor": "http", "input": {"upstream": "nope"}}, headers=HEADERS)
+    assert r.status_code == 422 and "input.upstream" in r.json["error"]["message"]
+
+
+def test_the_processor_itself_refuses_a_path_leaving_the_base(monkeypatch, upstream):
+    # Given a run that reached a worker however it was written
+    from taskq.processors.http import HttpRequest, call_upstream
+
+    monkeypatch.setenv("TASKQ_PROXY_UPSTREAMS", f"model={upstream.base}")
+    for path in ("../../x", "%252e%252e/secret", "a/%2e%2e/%2e%2e/x"):
+        with pytest.raises(errors.ValidationFailed):
+            call_upstream.func(HttpRequest(upstream="model", path=path))
+    # And a path inside the base still goes there, decoded once and re-encoded
+    call_upstream.func(HttpRequest(upstream="model", path="a/./b/../c"))
+    assert upstream.paths == ["/api/a/c"]
+
+
+# --- bodies over the limit -------------------------------------------------------
+
+
+def _chunked(client, path, size):  # type: ignore[no-untyped-def]
+    """A body with no Content-Length, as a server that ends chunked bodies passes it."""
+    return client.post(
+        path, input_stream=io.BytesIO(b" " * size), headers={**HEADERS, "Content-Type": "application/json"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["/v1/tasks/runs", "/v1/tasks/groups", "/v1/async/model/x"])
+def test_a_chunked_body_over_the_limit_is_413(broker, proxied, path):
+    _settings, client = proxied
+    before = set(broker.redis.keys("*"))
+    r = _chunked(client, path, 3 << 20)
+    assert r.status_code == 413, r.json
+    assert set(broker.redis.keys("*")) == before
+
+
+def test_a_chunked_body_over_the_limit_is_413_through_gunicorn(broker, gunicorn, upstream):
+    import requests
+
+    settings = broker.settings.replace(proxy_upstreams=(f"model={upstream.base}",))
+    url = gunicorn(settings)
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"input": {"pad": "'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'"}, "processor": "echo"}'
+
+    for path in ("/v1/tasks/runs", "/v1/async/model/x"):
+        try:
+            r = requests.post(url + path, data=chunks(), headers=HEADERS, timeout=30)
+        except requests.ConnectionError:
+            continue  # the server may close before the client has sent it all
+        assert r.status_code == 413, r.text
+    assert broker.redis.llen("rq:queue:default") == 0
+    assert upstream.paths == []
+
+
+# --- webhook headers and internal fields ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Transfer-Encoding ": "chunked"}, {"HOST ": "evil"}, {"webhook-signature ": "v1,x"}, {"Webhook-Id": "x"},
+     {"X-A": "a\r\n b"}, {"X-A": "a\x00"}, {"X-A": "a\nX-B: c"}, {"X A": "1"}, {"": "1"}, {"X-A": "é€"}],
+)  # fmt: skip
+def test_a_webhook_header_that_is_not_rfc_9110_or_is_reserved_is_422(client, broker, headers):
+    body = {"input": {}, "processor": "echo", "webhook": {"url": "http://127.0.0.1:9/x", "headers": headers}}
+    r = client.post("/v1/tasks/runs", json=body, headers=HEADERS)
+    assert r.status_code == 422 and "webhook.headers" in r.json["error"]["message"], r.json
+    assert broker.redis.llen("rq:queue:default") == 0
+
+
+def test_reserved_headers_are_dropped_on_the_wire_even_if_stored():
+    sent = webhook.request_headers(b"k", "id", 1, b"{}", {"HOST ": "x", " Webhook-Signature": "v1,x", "X-Ok": "1"})
+    assert sent["webhook-signature"] != "v1,x" and "X-Ok" in sent
+    assert not any(name.strip().lower() == "host" for name in sent)
+
+
+def test_webhook_body_is_not_client_settable(client, broker):
+    hook = {"url": "http://127.0.0.1:9/x", "body": "upstream_response"}
+    run_id = client.post("/v1/tasks/runs", json={"input": {}, "processor": "echo", "webhook": hook}, headers=HEADERS).json["run_id"]
+    record = broker.redis.hgetall(keys.run(run_id))
+    assert "webhook_body" not in record and "body" not in json.loads(record["webhook"])
+
+
+def test_proxy_runs_store_no_identity_or_hop_by_hop_headers(broker, proxied):
+    _settings, client = proxied
+    sent = {"Cookie": "s=1", "X-Forwarded-For": "1.2.3.4", "Forwarded": "for=x", "X-Real-IP": "1.2.3.4",
+            "Proxy-Authorization": "x", "Trailer": "x", "X-Trace": "t1"}  # fmt: skip
+    run_id = client.post("/v1/async/model/x", json={}, headers={**HEADERS, **sent}).json["run_id"]
+    stored = json.loads(broker.redis.hget(keys.run(run_id), "input"))["headers"]
+    assert stored.get("X-Trace") == "t1"
+    assert not {k.lower() for k in stored} & {"cookie", "x-forwarded-for", "forwarded", "x-real-ip", "proxy-authorization", "trailer"}
+
+
+# --- 4xx, never 500 --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [":events", ":runs", ":attempts", "%0a"])
+def test_ids_with_redis_key_suffixes_are_404(client, suffix):
+    run_id = client.post("/v1/tasks/runs", json={"input": {}, "processor": "echo"}, headers=HEADERS).json["run_id"]
+    group_id = client.post("/v1/tasks/groups", json={}, headers=HEADERS).json["taskgroup_id"]
+    for path in (f"/v1/tasks/runs/{run_id}{suffix}", f"/v1/tasks/runs/{run_id}{suffix}/result?timeout=0",
+                 f"/v1/tasks/groups/{group_id}{suffix}", f"/v1/tasks/groups/{group_id}{suffix}/events",
+                 f"/v1/tasks/runs/{run_id}/webhook-deliveries/{run_id}.1{suffix}/redeliver"):  # fmt: skip
+        method = client.post if path.endswith("redeliver") else client.get
+        assert method(path, headers=HEADERS).status_code == 404, path
+
+
+@pytest.mark.parametrize("value", ["١٢٣", "18446744073709551616", "1-18446744073709551616", "5\n", "-1"])
+def test_a_last_event_id_redis_would_refuse_is_422(client, value):
+    group_id = client.post("/v1/tasks/groups", json={}, headers=HEADERS).json["taskgroup_id"]
+    for stream in ("events", "runs"):
+        r = client.get(f"/v1/tasks/groups/{group_id}/{stream}", query_string={"last_event_id": value, "timeout": "0"}, headers=HEADERS)
+        assert r.status_code == 422, (stream, r.data)
+    # A position (the group's runs stream) past what LRANGE takes (found by schemathesis)
+    r = client.get(f"/v1/tasks/groups/{group_id}/runs", query_string={"last_event_id": "13197497158213310098"}, headers=HEADERS)
+    assert r.status_code == 422
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/x", "http://127.0.0.1:abc/x", "http://[::1/x", "http://[zz]/x", "http://a b/x"])
+def test_a_malformed_webhook_url_is_422(client, url):
+    body = {"input": {}, "processor": "echo", "webhook": {"url": url}}
+    assert client.post("/v1/tasks/runs", json=body, headers=HEADERS).status_code == 422
+
+
+@pytest.mark.parametrize("raw", [b'{"input": {"x": NaN}, "processor": "echo"}', b'{"input": {"x": -Infinity}, "processor": "echo"}'])
+def test_nan_and_infinity_are_400(client, broker, raw):
+    r = client.post("/v1/tasks/runs", data=raw, headers={**HEADERS, "Content-Type": "application/json"})
+    assert r.status_code == 400 and broker.redis.llen("rq:queue:default") == 0
+
+
+@pytest.mark.parametrize(
+    "address", ["64:ff9b::7f00:1", "64:ff9b::a00:1", "2002:7f00:1::1", "2002:a9fe:a9fe::", "::127.0.0.1", "::a9fe:a9fe", "fec0::1", "64:ff9b:1::1"]
+)
+def test_ipv6_forms_embedding_private_ipv4_are_not_public(address):
+    assert webhook.is_public(address) is False
+
+
+def test_public_forms_stay_public():
+    assert webhook.is_public("64:ff9b::808:808") and webhook.is_public("2002:808:808::1") and webhook.is_public("8.8.8.8")
+
+
+def test_the_422_for_a_private_webhook_does_not_echo_the_address(broker):
+    client = create_app(broker.settings.replace(webhook_allow_private=False)).test_client()
+    body = {"input": {}, "processor": "echo", "webhook": {"url": "http://localhost:9/x"}}
+    r = client.post("/v1/tasks/runs", json=body, headers=HEADERS)
+    assert r.status_code == 422 and "127.0.0.1" not in r.text and "::1" not in r.text
+
+
+def test_an_idempotency_key_reused_with_another_body_is_422(client):
+    headers = {**HEADERS, "Idempotency-Key": "k1"}
+    first = client.post("/v1/tasks/runs", json={"input": {"a": 1}, "processor": "echo"}, headers=headers)
+    again = client.post("/v1/tasks/runs", json={"input": {"a": 1}, "processor": "echo"}, headers=headers)
+    assert again.status_code == 202 and again.json["run_id"] == first.json["run_id"]
+    other = client.post("/v1/tasks/runs", json={"input": {"a": 2}, "processor": "echo"}, headers=headers)
+    assert other.status_code == 422 and first.json["run_id"] in other.json["error"]["message"]
+
+
+def test_adding_runs_makes_the_group_persist_in_the_same_step(client, broker):
+    group_id = client.post("/v1/tasks/groups", json={}, headers=HEADERS).json["taskgroup_id"]
+    assert broker.redis.ttl(keys.group(group_id)) > 0
+    # Given the group's events stream already expiring (as after a finished batch)
+    broker.redis.xadd(keys.group_events(group_id), {"type": "x"})
+    broker.redis.expire(keys.group_events(group_id), 100)
+    added = client.post(f"/v1/tasks/groups/{group_id}/runs", json={"inputs": [{"input": {}, "processor": "echo"}]}, headers=HEADERS)
+    assert added.status_code == 200
+    for key in (keys.group(group_id), keys.group_runs(group_id), keys.group_events(group_id)):
+        assert broker.redis.ttl(key) == -1, key
