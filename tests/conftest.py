@@ -173,7 +173,12 @@ class Process:
         self.proc.wait(10)
 
     def wait(self, timeout_s: float = 30) -> int:
-        return self.proc.wait(timeout_s)
+        """The exit code; a process still running after `timeout_s` fails the test
+        with its log (the only way to see why it did not stop)."""
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{self.proc.args} still running after {timeout_s} s; its log:\n{self.output()[-6000:]}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -6,14 +6,18 @@ heartbeat 0.2 s, lease 1 s, reaper every 0.2 s, shutdown grace 2 s.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
+import threading
 import time
 
 import pytest
 
 from taskq import keys
 from taskq.broker import Broker
+from taskq.engine.engine import Wakeup
+from taskq.engine.processes import Children
 from taskq.gateway import create_app
 from tests.conftest import HEADERS, POOLS, RedisServer, _descendants, fast_settings, wait_until
 
@@ -127,6 +131,24 @@ def test_sigterm_puts_long_runs_back_on_the_queue_after_the_grace_period(client,
         assert run["attempts"] == 2 and run["max_retries"] == 3
 
 
+def test_the_engine_can_be_woken_from_a_signal_handler_that_interrupts_its_own_wait():
+    # SIGTERM's handler runs in the main thread, possibly while that thread holds
+    # the wakeup's lock (inside wait or clear); setting it then must not deadlock.
+    wake = Wakeup()
+    woken = threading.Event()
+
+    def handler_inside_the_wait() -> None:
+        with wake._cond:  # where the main thread is when the signal lands
+            wake.set()
+        wake.wait_and_clear(0)  # the flag was set: returns at once
+        woken.set()
+
+    thread = threading.Thread(target=handler_inside_the_wait, daemon=True)
+    thread.start()
+    thread.join(5)
+    assert woken.is_set()
+
+
 def test_runs_accepted_before_a_redis_restart_all_complete(tmp_path, spawn, worker):
     server = RedisServer(tmp_path)
     server.start()
@@ -238,6 +260,24 @@ def test_a_child_process_is_replaced_after_max_runs_per_child(client, spawn, bro
     assert all(r["status"] == "completed" for r in runs)
     pids = [client.get(f"/v1/tasks/runs/{r}/result", headers=HEADERS).json["output"]["content"]["pid"] for r in run_ids]
     assert len(set(pids)) == 3 and w.pid not in pids  # two runs per child, never in the worker itself
+
+
+def test_a_closed_process_pool_leaves_no_child_alive_and_starts_none(broker):
+    # A worker exits only once every child is gone (multiprocessing's exit handler
+    # waits for them, and a child ignores SIGTERM), so a child that dies after the
+    # close, as a late run's may, must not be replaced by one nobody will stop.
+    children = Children(2, broker.settings, max_runs_per_child=0)
+    children.wait_ready()
+    started = list(children._all)
+    children.drain()  # SIGTERM: ends that come now are not replaced
+    children._replace(started[0])
+    assert len(children._all) == 1
+    children.close()
+    children._replace(started[1])  # a late end, after the close
+    assert children._all == set()
+    assert not started[1].proc.is_alive()
+    started[0].proc.join(5)  # a replaced child is stopped in the background
+    assert not [c for c in multiprocessing.active_children() if c.name == "taskq-child"]
 
 
 def test_sigterm_puts_back_a_run_whose_thread_is_stuck_in_a_c_call(client, worker):

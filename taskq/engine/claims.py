@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Protocol
 
 from .. import keys
 from ..broker import Broker, connect, now_ms
@@ -23,6 +24,10 @@ from ..record import RunRecord
 log = logging.getLogger("taskq.worker")
 
 PEEK_S = 2  # one blocking read waits at most this long, then looks again
+
+
+class Wakeable(Protocol):
+    def set(self) -> None: ...
 
 
 class Claimer:
@@ -43,7 +48,7 @@ class Claimer:
 class Peeker(threading.Thread):
     """Waits, when asked (`arm`), until its queue has a job, then wakes the engine."""
 
-    def __init__(self, broker: Broker, queue: str, wake: threading.Event) -> None:
+    def __init__(self, broker: Broker, queue: str, wake: Wakeable) -> None:
         super().__init__(name=f"taskq-peek-{queue}", daemon=True)
         self.key = keys.rq_queue(queue)
         self.client = connect(broker.settings.redis_url)

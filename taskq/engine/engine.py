@@ -45,6 +45,28 @@ log = logging.getLogger("taskq.worker")
 STUCK_S = 2.0  # after the grace period, how long a stopped run may take to notice
 
 
+class Wakeup:
+    """What wakes the engine's loop: `threading.Event` on a reentrant lock. The
+    SIGTERM handler sets it from the main thread, which may be inside `wait` or
+    `clear` holding the lock at that moment: with Event's plain lock that is a
+    deadlock, and a worker that never stops."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.RLock())
+        self._flag = False
+
+    def set(self) -> None:
+        with self._cond:
+            self._flag = True
+            self._cond.notify_all()
+
+    def wait_and_clear(self, timeout_s: float) -> None:
+        with self._cond:
+            if not self._flag:
+                self._cond.wait(timeout_s)
+            self._flag = False
+
+
 class Engine:
     def __init__(
         self,
@@ -68,7 +90,7 @@ class Engine:
         self.name = name or uuid.uuid4().hex
         self.slots: dict[str, Slot] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake = Wakeup()
         self._stopping = False
         self._stop_requested_at: float | None = None
         self.claimer = Claimer(broker, queues, f"{self.name}:{uuid.uuid4().hex[:8]}")
@@ -117,12 +139,13 @@ class Engine:
             log.info("shutting down: %d run(s) in flight get %g s to finish", len(self.slots), grace)
         self._stopping = True
         self._stop_requested_at = self._stop_requested_at or time.monotonic()
+        if self.children is not None:
+            self.children.drain()
         self.supervisor.shutdown_after(grace)
         self._wake.set()
 
     def _wait(self, timeout_s: float) -> None:
-        self._wake.wait(timeout_s)
-        self._wake.clear()
+        self._wake.wait_and_clear(timeout_s)
 
     def _claim(self, count: int) -> list[RunRecord]:
         try:

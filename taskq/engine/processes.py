@@ -17,6 +17,7 @@ import os
 import queue
 import signal
 import threading
+import time
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -72,11 +73,14 @@ class Child:
             except ProcessLookupError:
                 pass
 
-    def stop(self) -> None:
+    def ask_to_exit(self) -> None:
         try:
             self.conn.send(None)
-        except OSError:
+        except OSError:  # already gone
             pass
+
+    def stop(self) -> None:
+        self.ask_to_exit()
         self.proc.join(2)
         if self.proc.is_alive():
             self.kill()
@@ -93,6 +97,7 @@ class Children:
         self._free: queue.SimpleQueue[Child] = queue.SimpleQueue()
         self._all: set[Child] = set()
         self._lock = threading.Lock()
+        self._draining = False  # the worker is stopping: a child that ends is not replaced
         for _ in range(size):
             self._start()
 
@@ -106,11 +111,24 @@ class Children:
             except ChildDied:
                 log.warning("a child process exited while starting", exc_info=True)
 
+    def drain(self) -> None:
+        """No more runs will come: children that end are not replaced (a stopping
+        worker has no use for a fresh interpreter it would only have to kill).
+        Lock-free (one assignment), so a signal handler may call it."""
+        self._draining = True
+
     def _start(self) -> None:
+        with self._lock:
+            if self._draining:
+                return
         child = Child(self.settings)
         with self._lock:
-            self._all.add(child)
-        self._free.put(child)
+            if not self._draining:
+                self._all.add(child)
+                self._free.put(child)
+                return
+        child.kill()  # closed while it was starting: every child is either in _all or gone
+        child.stop()
 
     def _replace(self, child: Child) -> None:
         with self._lock:
@@ -142,12 +160,25 @@ class Children:
             self._free.put(child)
         return outcome
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Stops every child at once: each is asked to exit, and those still there
+        after `timeout_s` (busy, or still starting) are killed. No child outlives
+        the worker (multiprocessing's exit handler would wait for it for ever: a
+        child ignores SIGTERM)."""
+        self.drain()
         with self._lock:
             children = list(self._all)
             self._all.clear()
         for child in children:
-            child.stop()
+            child.ask_to_exit()
+        deadline = time.monotonic() + timeout_s
+        for child in children:
+            child.proc.join(max(0.0, deadline - time.monotonic()))
+        for child in children:
+            if child.proc.is_alive():
+                child.kill()
+                child.proc.join(2)
+            child.conn.close()
 
 
 def child_main(conn: Connection, settings: Settings) -> None:
