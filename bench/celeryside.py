@@ -13,6 +13,7 @@ import json
 import os
 import time
 from datetime import datetime
+from typing import Any
 
 from celery import Celery
 
@@ -50,7 +51,7 @@ def fill(n: int, task: str = "noop") -> list[str]:
     return [fn.apply_async().id for _ in range(n)]
 
 
-def spans(client, ids: list[str]) -> list[tuple[float, float]]:  # type: ignore[no-untyped-def]
+def spans(client: Any, ids: list[str]) -> list[tuple[float, float]]:
     """(start, end) of each task that succeeded, from its stored result."""
     pipe = client.pipeline(transaction=False)
     for task_id in ids:

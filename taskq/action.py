@@ -15,6 +15,7 @@ while waiting; `answers` (JSON list, in the order given).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import catalog, errors
@@ -52,7 +53,7 @@ def ask(current: CurrentRun, message: str, schema: dict[str, Any] | None = None)
     raise errors.ActionRequired(question, deadline)
 
 
-def required_action(record: dict[str, str]) -> dict[str, Any] | None:
+def required_action(record: Mapping[str, str]) -> dict[str, Any] | None:
     """The question a waiting run shows as `required_action` (None when not waiting)."""
     from .run import iso  # run imports this module
 

@@ -200,7 +200,7 @@ def _normal(value: Any) -> Any:
 
 
 def _no_retrieval(uri: str) -> Any:
-    raise NoSuchResource(ref=uri)
+    raise NoSuchResource(uri)
 
 
 # No retriever that reaches anything: a non-local ref resolves to nothing.

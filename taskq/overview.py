@@ -75,7 +75,8 @@ def overview(broker: Broker) -> Overview:
     now = now_ms()
     out = Overview(running=counts[0], retry_waiting=counts[1], webhooks_pending=counts[2], webhooks_dead=counts[3])
     for i, q in enumerate(queue_names):
-        age = (now - oldest[i]) / 1000 if oldest[i] is not None else None
+        enqueued = oldest[i]
+        age = (now - enqueued) / 1000 if enqueued is not None else None
         out.queues.append(QueueInfo(q, queue_replies[2 * i], age))
     for w, rec in zip(worker_names, worker_records):
         if not rec:

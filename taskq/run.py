@@ -36,7 +36,7 @@ from . import action, catalog, errors, keys, outputs, upstream, webhook
 from .broker import MAX_BLOCK_MS, Broker, now_ms, rq_job_data, rq_now, translated
 from .catalog import Catalog
 from .record import RunRecord
-from .models import ErrorObject, RunInput, RunStatus, TaskRun, TaskRunOutput, TaskRunResult
+from .models import ErrorObject, OutputFile, RequiredAction, RunInput, RunStatus, TaskRun, TaskRunOutput, TaskRunResult
 
 RUN_PREFIX = "trun_"
 # What new_run_id makes; anything else is not a run (and never reaches a Redis key).
@@ -197,8 +197,8 @@ def to_task_run(record: dict[str, str] | RunRecord, broker: Broker | None = None
         finished_at=iso(rec.finished_ms or None),
         next_attempt_at=iso(rec.next_attempt_ms or None),
         errors=[ErrorObject(**e) for e in rec.errors],
-        outputs=outputs.listing(broker, rec.raw) if broker is not None else [],
-        required_action=action.required_action(rec.raw),
+        outputs=[OutputFile(**o) for o in outputs.listing(broker, rec.raw)] if broker is not None else [],
+        required_action=RequiredAction(**asked) if (asked := action.required_action(rec.raw)) else None,
     )
 
 

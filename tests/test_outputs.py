@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from taskq import delivery, keys, outputs
+from taskq import Output, delivery, keys, outputs
 from taskq.outputs import signing
 from taskq.outputs.record import OutputRejected, _secret
 from tests.conftest import API_KEY, HEADERS, ROOT, free_port, wait_until
@@ -171,6 +171,14 @@ DirectoryStorage({str(root)!r}, "secret").put("trun_x/u1/half.bin", Slow(), "app
 
     DirectoryStorage(str(root), "secret").delete_run("trun_x")
     assert not (root / "trun_x").exists()
+
+
+def test_an_output_with_neither_path_nor_data_says_so():
+    empty = Output(name="report.txt")
+    with pytest.raises(ValueError, match="no file"):
+        empty.save()
+    with pytest.raises(ValueError, match="no file"):
+        empty.size
 
 
 def test_files_are_deleted_when_their_run_expires(broker, client, worker, out_dir):

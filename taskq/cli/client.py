@@ -65,7 +65,8 @@ class Api:
         with r:
             if r.status_code >= 400:
                 raise _error(r)
-            event_id, data = None, []
+            event_id: str | None = None
+            data: list[str] = []
             for line in r.iter_lines(decode_unicode=True):
                 if line == "":
                     if data:

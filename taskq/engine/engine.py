@@ -215,7 +215,11 @@ class Engine:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         assert task is not None
-        slot.arm(lambda: loop.call_soon_threadsafe(task.cancel))
+
+        def cancel() -> None:
+            loop.call_soon_threadsafe(task.cancel)
+
+        slot.arm(cancel)
         try:
             outcome = await attempt.call_async(proc, slot.record, self.broker)
         except (asyncio.CancelledError, RunInterrupted):

@@ -18,6 +18,11 @@ from typing import Any, BinaryIO
 from . import record
 
 
+class NoFile(ValueError):
+    def __init__(self) -> None:
+        super().__init__("this Output has no file: give a path, or use Output.from_bytes(name, data)")
+
+
 class Output:
     """One file of the current run. `save()` stores it and lists it on the run;
     `public_url()` is a URL anyone holding it can GET, for `expires` seconds."""
@@ -40,17 +45,24 @@ class Output:
 
     @property
     def size(self) -> int:
-        return len(self._data) if self._data is not None else os.stat(self.path).st_size  # type: ignore[arg-type]
+        if self._data is not None:
+            return len(self._data)
+        if self.path is None:
+            raise NoFile()
+        return self.path.stat().st_size
 
     def save(self) -> Output:
         """Stores the file and adds it to the run's `outputs` (one of the same name is
         replaced). Raises OutputRejected, keeping nothing, when it is over a limit."""
+        if self._data is None and self.path is None:
+            raise NoFile()
         current = _current()
         source: BinaryIO
         if self._data is not None:
             source = io.BytesIO(self._data)
         else:
-            source = open(self.path, "rb")  # type: ignore[arg-type]
+            assert self.path is not None
+            source = self.path.open("rb")
         with source:
             size = os.fstat(source.fileno()).st_size if self._data is None else len(self._data)
             self._entry = record.save(current._broker, current.run_id, current.token, self.name, source, size,

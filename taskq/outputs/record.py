@@ -9,6 +9,7 @@ import logging
 import re
 import secrets
 import uuid
+from collections.abc import Mapping
 from typing import Any, BinaryIO
 
 from .. import keys
@@ -103,7 +104,7 @@ def url(broker: Broker, entry: dict[str, Any], expires_s: int) -> str:
     return storage(broker).url(entry["key"], entry["content_type"], expires_s)
 
 
-def listing(broker: Broker, record: dict[str, str]) -> list[dict[str, Any]]:
+def listing(broker: Broker, record: Mapping[str, str]) -> list[dict[str, Any]]:
     """The run's output files, each with a URL made now, good for
     `output_url_expires_s`."""
     if not record.get("outputs"):

@@ -50,7 +50,7 @@ def secret_key(settings: Settings) -> str:
 
 @bp.record_once
 def _configure(state: BlueprintSetupState) -> None:
-    app: Flask = state.app
+    app = state.app
     settings: Settings = app.extensions["taskq"].settings
     app.secret_key = secret_key(settings)
     app.config.update(
