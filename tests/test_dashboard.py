@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import flask
+
 from taskq.gateway.dashboard import secret_key
 from tests.conftest import API_KEY, HEADERS, OTHER_KEY
 
@@ -43,6 +45,19 @@ def test_sign_in_sets_a_signed_http_only_same_site_cookie_without_the_key(client
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/dashboard" in cookie
     assert API_KEY not in cookie
     assert client.get("/dashboard").status_code == 200
+
+
+def test_the_session_is_the_dashboards_alone(client):
+    # API calls never open it (no signer built per call, nothing read or written).
+    app = client.application
+    with app.test_request_context("/v1/tasks/runs", headers=HEADERS):
+        assert app.session_interface.is_null_session(flask.session._get_current_object())
+    with app.test_request_context("/dashboard/runs"):
+        assert not app.session_interface.is_null_session(flask.session._get_current_object())
+    signed_in(client)
+    r = client.post("/v1/tasks/runs", json={"input": {}, "processor": "echo"}, headers=HEADERS)
+    assert r.status_code == 202 and "Set-Cookie" not in r.headers
+    assert client.get("/dashboard").status_code == 200  # still signed in
 
 
 def test_a_wrong_key_is_refused(client):
