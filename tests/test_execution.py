@@ -269,3 +269,13 @@ def test_rq_sees_the_queue_depth_and_the_worker(broker, client, worker):
     assert all(result(client, r).status_code == 200 for r in run_ids)
     assert rq.Queue("default", connection=connection).count == 0
     connection.close()
+
+
+def test_rq_shows_the_worker_busy_while_it_holds_a_run_and_idle_otherwise(broker, client, worker):
+    worker(name="stateful")
+    state = lambda: broker.redis.hget("rq:worker:stateful", "state")  # noqa: E731
+    assert state() == "idle"
+    run_id = submit(client, "sleep", {"seconds": 2})
+    wait_until(lambda: state() == "busy")
+    assert result(client, run_id).status_code == 200
+    wait_until(lambda: state() == "idle")

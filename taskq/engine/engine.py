@@ -247,7 +247,7 @@ class Engine:
 
     def _beat(self) -> None:
         if self.registration is not None:
-            self.registration.beat()
+            self.registration.beat(len(self.slots))
 
     # -- start and end ----------------------------------------------------
 
