@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-from . import delivery, errors, transport, webhook
+from . import delivery, errors, sync, transport, webhook
 from .broker import Broker, now_ms
 from .models import Webhook
 
@@ -42,9 +42,9 @@ class Dispatcher:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.settings = broker.settings
-        self.stopping = threading.Event()
+        self.stopping = sync.Event()  # these two are set by the SIGTERM handler
         self._slots = threading.Semaphore(self.settings.dispatcher_concurrency)
-        self._freed = threading.Event()
+        self._freed = sync.Event()
         # Sends in flight per receiver (host:port), for the per-host cap.
         self._in_flight: dict[str, int] = {}
         self._lock = threading.Lock()

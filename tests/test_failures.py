@@ -14,9 +14,10 @@ import time
 
 import pytest
 
-from taskq import keys
+from taskq import keys, sync
 from taskq.broker import Broker
-from taskq.engine.engine import Wakeup
+from taskq.dispatcher import Dispatcher
+from taskq.engine.engine import Engine
 from taskq.engine.processes import Children
 from taskq.gateway import create_app
 from tests.conftest import HEADERS, POOLS, RedisServer, _descendants, fast_settings, wait_until
@@ -131,22 +132,26 @@ def test_sigterm_puts_long_runs_back_on_the_queue_after_the_grace_period(client,
         assert run["attempts"] == 2 and run["max_retries"] == 3
 
 
-def test_the_engine_can_be_woken_from_a_signal_handler_that_interrupts_its_own_wait():
+def test_a_signal_handler_can_set_the_event_its_thread_is_waiting_on(broker):
     # SIGTERM's handler runs in the main thread, possibly while that thread holds
-    # the wakeup's lock (inside wait or clear); setting it then must not deadlock.
-    wake = Wakeup()
+    # the event's lock (inside wait or clear); the worker's and the dispatcher's
+    # handlers set such events, which must not deadlock then.
+    event = sync.Event()
     woken = threading.Event()
 
     def handler_inside_the_wait() -> None:
-        with wake._cond:  # where the main thread is when the signal lands
-            wake.set()
-        wake.wait_and_clear(0)  # the flag was set: returns at once
+        with event._cond:  # where the main thread is when the signal lands
+            event.set()
+        assert event.wait(0)  # the flag was set: returns at once
         woken.set()
 
     thread = threading.Thread(target=handler_inside_the_wait, daemon=True)
     thread.start()
     thread.join(5)
     assert woken.is_set()
+    # and what the handlers set is such an event
+    engine, dispatcher = Engine(broker, {}, ["default"], concurrency=1), Dispatcher(broker)
+    assert all(isinstance(e, sync.Event) for e in (engine._wake, dispatcher.stopping, dispatcher._freed))
 
 
 def test_runs_accepted_before_a_redis_restart_all_complete(tmp_path, spawn, worker):

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable
 from types import FrameType
 
-from .. import keys
+from .. import keys, sync
 from ..broker import Broker
 from ..errors import RunInterrupted
 from ..processor import Processor, advertise
@@ -43,28 +43,6 @@ from .slot import Slot, raise_in_thread
 log = logging.getLogger("taskq.worker")
 
 STUCK_S = 2.0  # after the grace period, how long a stopped run may take to notice
-
-
-class Wakeup:
-    """What wakes the engine's loop: `threading.Event` on a reentrant lock. The
-    SIGTERM handler sets it from the main thread, which may be inside `wait` or
-    `clear` holding the lock at that moment: with Event's plain lock that is a
-    deadlock, and a worker that never stops."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.RLock())
-        self._flag = False
-
-    def set(self) -> None:
-        with self._cond:
-            self._flag = True
-            self._cond.notify_all()
-
-    def wait_and_clear(self, timeout_s: float) -> None:
-        with self._cond:
-            if not self._flag:
-                self._cond.wait(timeout_s)
-            self._flag = False
 
 
 class Engine:
@@ -90,7 +68,7 @@ class Engine:
         self.name = name or uuid.uuid4().hex
         self.slots: dict[str, Slot] = {}
         self._lock = threading.Lock()
-        self._wake = Wakeup()
+        self._wake = sync.Event()  # set by the SIGTERM handler too
         self._stopping = False
         self._stop_requested_at: float | None = None
         self.claimer = Claimer(broker, queues, f"{self.name}:{uuid.uuid4().hex[:8]}")
@@ -145,7 +123,8 @@ class Engine:
         self._wake.set()
 
     def _wait(self, timeout_s: float) -> None:
-        self._wake.wait_and_clear(timeout_s)
+        self._wake.wait(timeout_s)
+        self._wake.clear()
 
     def _claim(self, count: int) -> list[RunRecord]:
         try:
