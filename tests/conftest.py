@@ -144,7 +144,9 @@ def broker(settings: Settings) -> Iterator[Broker]:
 
 @pytest.fixture
 def client(broker: Broker):  # type: ignore[no-untyped-def]
-    return create_app(broker.settings).test_client()
+    app = create_app(broker.settings)
+    yield app.test_client()
+    app.extensions["taskq"].close()  # its Redis connections, not left to the garbage collector
 
 
 class Process:
