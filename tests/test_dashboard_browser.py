@@ -88,11 +88,11 @@ def test_sign_in_watch_a_run_live_cancel_filter_groups_and_redeliver(browser, sh
     assert "/dashboard/login" in d.current_url
     d.find_element(By.ID, "api_key").send_keys("wrong-key")
     d.find_element(By.ID, "sign-in").click()
-    assert "not known" in text(d, "#login-error")
+    wait_until(lambda: "not known" in text(d, "#login-error"))
     d.find_element(By.ID, "api_key").send_keys(API_KEY)
     shot(d, shots, "login")
     d.find_element(By.ID, "sign-in").click()
-    assert d.current_url.endswith("/dashboard/runs")
+    wait_until(lambda: d.current_url.endswith("/dashboard/runs"))
     cookie = d.get_cookie("taskq_dashboard")
     assert cookie and cookie["httpOnly"] and cookie["sameSite"] == "Lax"
 
@@ -101,8 +101,8 @@ def test_sign_in_watch_a_run_live_cancel_filter_groups_and_redeliver(browser, sh
     d.get(f"{url}/dashboard/runs/{doomed}")
     assert text(d, "#run-status") == "queued"
     d.find_element(By.ID, "cancel").click()
-    wait_until(lambda: text(d, "#run-status") == "cancelled")
-    assert "run cancelled" in text(d, ".flash")
+    wait_until(lambda: "run cancelled" in text(d, ".flash"))
+    assert text(d, "#run-status") == "cancelled"
 
     # Watch a run go queued -> running -> completed, live, then see its output.
     live = api(url, "POST", "/v1/tasks/runs", {"input": {"seconds": 2}, "processor": "sleep", "metadata": {"team": "ops"}})["run_id"]
@@ -154,7 +154,7 @@ def test_sign_in_watch_a_run_live_cancel_filter_groups_and_redeliver(browser, sh
     assert hooked in text(d, "#dead")
     shot(d, shots, "webhooks")
     d.find_element(By.CSS_SELECTOR, "#dead button.redeliver").click()
-    assert "will be sent again" in text(d, ".flash")
+    wait_until(lambda: "will be sent again" in text(d, ".flash"))
 
     # The front page: queues and the worker.
     d.get(url + "/dashboard")
@@ -163,5 +163,6 @@ def test_sign_in_watch_a_run_live_cancel_filter_groups_and_redeliver(browser, sh
 
     # Sign out: the pages are closed again.
     d.find_element(By.ID, "logout").click()
+    wait_until(lambda: "/dashboard/login" in d.current_url)
     d.get(url + "/dashboard/runs")
     assert "/dashboard/login" in d.current_url
