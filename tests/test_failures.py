@@ -223,12 +223,14 @@ def test_cancel_a_finished_run_is_409(client, drain):
 
 
 def test_a_finished_run_expires_after_the_retention_and_then_answers_410(broker, drain):
-    short = broker.settings.replace(retention_s=1)
+    # Long enough that the read below comes before the expiry on a loaded machine.
+    short = broker.settings.replace(retention_s=3)
     client = create_app(short).test_client()
     run_id = submit(client, "echo", {})
     drain(settings=short)
     assert get(client, run_id)["status"] == "completed"
-    wait_until(lambda: not broker.redis.exists(keys.run(run_id), keys.run_events(run_id)), timeout_s=10)
+    assert 0 < broker.redis.ttl(keys.run(run_id)) <= 3
+    wait_until(lambda: not broker.redis.exists(keys.run(run_id), keys.run_events(run_id)), timeout_s=15)
     r = client.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS)
     assert r.status_code == 410 and "expired" in r.json["error"]["message"]
 
