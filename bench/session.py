@@ -43,15 +43,16 @@ class Mode:
     memory_runs: int  # fig 6
     group_sizes: tuple[int, ...]  # fig 7
     group_reads: int  # fig 7: GETs per size
+    rounds: int = 3  # fig 1: alternating RQ / taskq rounds per client setting
 
 
 MODES = {
     "full": Mode("full", 10_000, (1, 16, 64), 20, 10, 3_000, (1, 2), 3_200, 10_000, 200, 200,
                  1_000, 5_000, 20, 5_000, (1_000, 100_000), 500),
-    "quick": Mode("quick", 2_000, (16,), 8, 3, 600, (1, 2), 960, 3_000, 60, 50,
+    "quick": Mode("quick", 2_000, (16,), 8, 6, 600, (1, 2), 960, 3_000, 60, 50,
                   200, 500, 4, 1_000, (1_000, 10_000), 200),
     "smoke": Mode("smoke", 200, (4,), 4, 1, 40, (1,), 64, 256, 10, 10,
-                  20, 100, 2, 100, (100, 1_000), 20),
+                  20, 100, 2, 100, (100, 1_000), 20, rounds=1),
 }  # fmt: skip
 
 
