@@ -130,9 +130,7 @@ class Dispatcher:
         self._wait(wait_s)
 
     def _wait(self, timeout_s: float) -> None:
-        if not self.stopping.is_set():
-            self._freed.wait(timeout_s)
-        self._freed.clear()
+        self._freed.wait_and_clear(0 if self.stopping.is_set() else timeout_s)
 
     def _release(self, n: int, wake: bool = True) -> None:
         for _ in range(n):

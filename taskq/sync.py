@@ -34,3 +34,12 @@ class Event:
             if not self._flag:
                 self._cond.wait(timeout)
             return self._flag
+
+    def wait_and_clear(self, timeout: float | None = None) -> bool:
+        """`wait` then `clear` in one step: a `set` that comes between the two is
+        never lost (the loop it wakes runs once more)."""
+        with self._cond:
+            if not self._flag:
+                self._cond.wait(timeout)
+            was, self._flag = self._flag, False
+            return was

@@ -151,7 +151,8 @@ def test_a_signal_handler_can_set_the_event_its_thread_is_waiting_on(broker):
     assert woken.is_set()
     # and what the handlers set is such an event
     engine, dispatcher = Engine(broker, {}, ["default"], concurrency=1), Dispatcher(broker)
-    assert all(isinstance(e, sync.Event) for e in (engine._wake, dispatcher.stopping, dispatcher._freed))
+    events = (engine._wake, engine.supervisor._wake, dispatcher.stopping, dispatcher._freed)
+    assert all(isinstance(e, sync.Event) for e in events)
 
 
 def test_runs_accepted_before_a_redis_restart_all_complete(tmp_path, spawn, worker):

@@ -37,6 +37,7 @@ def run(s: Session) -> None:
     cpu: dict[int, dict[str, float]] = {}
     for clients in mode.enqueue_clients:
         rates: list[float] = []
+        non_202: dict[str, int] = {}
         for _ in range(mode.rounds):
             s.reset()
             rq_rate, rq_cpu = _one_by_one(s, lambda: s.rq_queue.enqueue(rqside.noop))
@@ -52,7 +53,9 @@ def run(s: Session) -> None:
                 "loadgen_ms": (_children_cpu_s() - loadgen0) * 1000 / n,
             }
             rates.append(rate := n / out["elapsed_s"])
-            non_202 = {k: v for k, v in out["statuses"].items() if k != "202"}
+            for k, v in out["statuses"].items():
+                if k != "202":
+                    non_202[k] = non_202.get(k, 0) + v
         rate, rq_rate = statistics.median(rates), statistics.median(rq_rates[-mode.rounds:])
         ratios = ", ".join(f"{t / r:.2f}" for t, r in zip(rates, rq_rates[-mode.rounds:]))
         note = f"median of {mode.rounds} alternating rounds (ratios {ratios}); last round p50 {out['p50_ms']:.1f} ms, p99 {out['p99_ms']:.1f} ms per request"

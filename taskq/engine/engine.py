@@ -123,8 +123,7 @@ class Engine:
         self._wake.set()
 
     def _wait(self, timeout_s: float) -> None:
-        self._wake.wait(timeout_s)
-        self._wake.clear()
+        self._wake.wait_and_clear(timeout_s)
 
     def _claim(self, count: int) -> list[RunRecord]:
         try:

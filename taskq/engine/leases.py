@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from .. import sync
 from ..broker import Broker, now_ms
 from .slot import Slot
 
@@ -24,7 +25,7 @@ class Supervisor(threading.Thread):
         self.broker = broker
         self._slots = slots
         self._on_beat = on_beat
-        self._wake = threading.Event()
+        self._wake = sync.Event()  # set by the SIGTERM handler (shutdown_after) too
         self._stopped = False
         self._shutdown_at: float | None = None
 
@@ -50,8 +51,7 @@ class Supervisor(threading.Thread):
             wake = min([next_beat, *(s.deadline for s in slots if s.reason is None)])
             if self._shutdown_at is not None:
                 wake = min(wake, self._shutdown_at)
-            self._wake.wait(max(0.0, wake - time.monotonic()))
-            self._wake.clear()
+            self._wake.wait_and_clear(max(0.0, wake - time.monotonic()))
             if self._stopped:
                 return
             now = time.monotonic()

@@ -26,9 +26,9 @@ class Registration:
         self.worker = rq.SimpleWorker([rq.Queue(q, connection=connection) for q in queues], connection=connection,
                                       name=name)  # fmt: skip
         self._last = 0.0
+        self._state = "idle"
 
     def birth(self) -> None:
-        self._state = "idle"
         self.worker.register_birth()
         # Beside RQ's fields: how many runs this worker holds at once (`taskq info`).
         self.connection.hset(self.worker.key, "concurrency", self.concurrency)
