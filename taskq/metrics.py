@@ -89,14 +89,19 @@ class RedisCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         r = self.broker.redis
         queues = sorted(q.removeprefix(keys.RQ_QUEUE_PREFIX) for q in r.smembers(keys.RQ_QUEUES))
+        workers = sorted(r.smembers(keys.RQ_WORKERS))
         pipe = r.pipeline(transaction=False)
         for q in queues:
             pipe.llen(keys.rq_queue(q))
         for key in (keys.RUNNING, keys.DELAYED, keys.DELIVERIES_DUE, keys.DELIVERIES_DEAD):
             pipe.zcard(key)
+        for w in workers:
+            pipe.hget(w if w.startswith("rq:worker:") else keys.rq_worker(w), "abandoned")
         pipe.hgetall(keys.METRICS)
         *counts, fields = pipe.execute()
-        yield from _gauges(queues, counts)
+        abandoned = counts[len(counts) - len(workers) :]
+        yield from _gauges(queues, counts[: len(counts) - len(workers)])
+        yield _abandoned(workers, abandoned)
         yield from _from_fields(fields)
 
 
@@ -110,6 +115,17 @@ def _gauges(queues: list[str], counts: list[int]) -> Iterator[Metric]:
     yield GaugeMetricFamily("taskq_runs_retry_waiting", "runs waiting out a retry backoff", value=delayed)
     yield GaugeMetricFamily("taskq_webhooks_pending", "webhook deliveries waiting to be sent", value=due)
     yield GaugeMetricFamily("taskq_webhooks_dead", "webhook deliveries given up (dead-letter)", value=dead)
+
+
+def _abandoned(workers: list[str], values: list[str | None]) -> Metric:
+    gauge = GaugeMetricFamily(
+        "taskq_worker_abandoned_threads",
+        "threads whose run was ended without them (stuck in a C call past a timeout or cancel), per worker",
+        labels=["worker"],
+    )
+    for w, n in zip(workers, values):
+        gauge.add_metric([w.removeprefix("rq:worker:")], int(n or 0))
+    return gauge
 
 
 def _from_fields(fields: dict[str, str]) -> Iterator[Metric]:

@@ -34,6 +34,7 @@ class WorkerInfo:
     queues: list[str]
     concurrency: int
     in_flight: int
+    abandoned: int = 0  # threads whose run was ended without them (stuck in a C call)
     hostname: str = ""
     pid: str = ""
     last_heartbeat_age_s: float | None = None
@@ -90,6 +91,7 @@ def overview(broker: Broker) -> Overview:
                 queues=[q for q in rec.get("queues", "").split(",") if q],
                 concurrency=int(rec.get("concurrency") or 1),
                 in_flight=holders.get(name, 0),
+                abandoned=int(rec.get("abandoned") or 0),
                 hostname=rec.get("hostname", ""),
                 pid=rec.get("pid", ""),
                 last_heartbeat_age_s=(now - beat) / 1000 if beat else None,

@@ -50,6 +50,13 @@ class Settings:
     lease_s: float = 30.0  # a run whose lease is this old is presumed lost
     reaper_interval_s: float = 5.0  # how often workers look for lost and due runs
     shutdown_grace_s: float = 25.0  # SIGTERM: time the runs in flight have to finish
+    # A run asked to stop (timeout, cancel, shutdown, lost lease) whose code has not
+    # stopped this long after (a thread blocked in a C call) is ended without it:
+    # its status is written, its slot freed, and its thread abandoned.
+    stuck_grace_s: float = 2.0
+    # A worker holding more abandoned threads than this restarts itself (gracefully:
+    # its runs in flight first finish or go back to the queue). 0 = never.
+    max_abandoned_threads: int = 8
     processor_cache_s: float = 1.0  # how long a gateway trusts its copy of the registry
 
     webhook_timeout_s: float = 15.0

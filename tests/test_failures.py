@@ -301,3 +301,51 @@ def test_sigterm_puts_back_a_run_whose_thread_is_stuck_in_a_c_call(client, worke
     run = get(client, run_id)
     assert run["status"] == "queued" and run["attempts"] == 1 and run["errors"] == []
     assert "did not stop within" in w.output()
+
+
+def _worker_field(broker, field):  # type: ignore[no-untyped-def]
+    """The field of the one registered worker's RQ record (None when none is registered)."""
+    names = broker.redis.smembers("rq:workers")
+    if len(names) != 1:
+        return None
+    name = next(iter(names))
+    return broker.redis.hget(name if name.startswith("rq:worker:") else f"rq:worker:{name}", field)
+
+
+def test_a_run_stuck_in_a_c_call_past_its_timeout_fails_and_its_slot_goes_to_the_next_run(broker, client, worker):
+    # `slow` (timeout 1 s) blocks in one time.sleep for an hour: the exception that
+    # stops a thread cannot land in a C call. The run must still fail within
+    # seconds, and the worker (one slot) must go on serving other runs meanwhile.
+    worker(concurrency=1)
+    stuck = submit(client, "slow", {"seconds": 3600})
+    run = wait_status(client, stuck, "failed")
+    assert run["error"]["message"] == "timed out after 1 s" and run["attempts"] == 1
+    wait_until(lambda: _worker_field(broker, "abandoned") == "1")
+    after = submit(client, "echo", {"n": 1})
+    assert wait_status(client, after, "completed")["attempts"] == 1
+    assert _worker_field(broker, "abandoned") == "1"  # the stuck thread still sleeps; the slot was replaced
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert any(line.startswith("taskq_worker_abandoned_threads{") and line.endswith(" 1.0") for line in metrics.splitlines())
+
+
+def test_a_cancel_ends_a_run_stuck_in_a_c_call_within_seconds(broker, client, worker):
+    worker(concurrency=2)
+    stuck = submit(client, "hold", {"seconds": 3600})
+    wait_status(client, stuck, "running")
+    assert client.post(f"/v1/tasks/runs/{stuck}/cancel", headers=HEADERS).json["status"] == "cancelling"
+    assert wait_status(client, stuck, "cancelled", "cancelling")["status"] in ("cancelling", "cancelled")
+    assert wait_status(client, stuck, "cancelled")["finished_at"] is not None
+    wait_until(lambda: _worker_field(broker, "abandoned") == "1")
+
+
+def test_a_worker_holding_too_many_abandoned_threads_restarts_itself(broker, client, worker):
+    w = worker(settings=broker.settings.replace(max_abandoned_threads=1), concurrency=2)
+    first = wait_until(lambda: broker.redis.smembers("rq:workers"))
+    runs = [submit(client, "slow", {"seconds": 3600}) for _ in range(2)]
+    for run_id in runs:
+        assert wait_status(client, run_id, "failed")["error"]["message"] == "timed out after 1 s"
+    # The same process (exec'd afresh) registers under a new name, with no thread left behind.
+    wait_until(lambda: (now := broker.redis.smembers("rq:workers")) and now != first, timeout_s=30)
+    assert w.proc.poll() is None and "restarting" in w.output()
+    assert _worker_field(broker, "abandoned") in (None, "0")
+    assert wait_status(client, submit(client, "echo", {}), "completed")["attempts"] == 1

@@ -29,9 +29,10 @@ def info(as_json: bool) -> None:
     show.out.print()
     show.table(
         "workers",
-        ["worker", "state", "queues", "concurrency", "in flight", "host", "pid", "heartbeat"],
+        ["worker", "state", "queues", "concurrency", "in flight", "abandoned", "host", "pid", "heartbeat"],
         [
-            (w.name, w.state, ",".join(w.queues), w.concurrency, w.in_flight, w.hostname, w.pid, show.age(w.last_heartbeat_age_s))
+            (w.name, w.state, ",".join(w.queues), w.concurrency, w.in_flight, w.abandoned, w.hostname, w.pid,
+             show.age(w.last_heartbeat_age_s))
             for w in view.workers
         ],
     )

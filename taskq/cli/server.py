@@ -45,6 +45,10 @@ def worker(
     engine = worker_module.build(broker, queues=queue_list, name=name, concurrency=concurrency, pool=pool,
                                  max_runs_per_child=max_runs_per_child)  # fmt: skip
     engine.work(burst=burst)
+    if engine.restart:
+        # Too many threads were abandoned in C calls: start afresh, as the same command.
+        logging.getLogger("taskq.worker").warning("restarting: %s", " ".join(sys.argv))
+        os.execv(sys.executable, [sys.executable, "-m", "taskq.cli", *sys.argv[1:]])
 
 
 @main.command()

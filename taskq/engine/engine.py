@@ -11,6 +11,11 @@
 
 SIGTERM (or SIGINT): no more claims; runs in flight get `shutdown_grace_s` to
 finish, then are stopped and go back to their queue without spending a retry.
+
+A run asked to stop whose code does not stop within `stuck_grace_s` (a thread in a
+C call) is ended without it: its outcome is written, its slot goes to the next run
+(the thread pool starts another thread) and its thread is abandoned, its late result
+dropped. Past `max_abandoned_threads` the worker restarts itself (`restart`).
 """
 
 from __future__ import annotations
@@ -42,9 +47,6 @@ from .slot import Slot, raise_in_thread
 
 log = logging.getLogger("taskq.worker")
 
-STUCK_S = 2.0  # after the grace period, how long a stopped run may take to notice
-
-
 class Engine:
     def __init__(
         self,
@@ -71,12 +73,15 @@ class Engine:
         self._wake = sync.Event()  # set by the SIGTERM handler too
         self._stopping = False
         self._stop_requested_at: float | None = None
+        self.abandoned = 0  # attempts ended without their code, whose code still runs
+        self.abandoned_total = 0
+        self.restart = False  # set when too many are abandoned: the caller starts afresh
         self.claimer = Claimer(broker, queues, f"{self.name}:{uuid.uuid4().hex[:8]}")
         self.threads = Threads()
         self.loop = EventLoop()
         self.children: Children | None = None
         self.registration: Registration | None = None
-        self.supervisor = Supervisor(broker, self._in_flight, self._beat)
+        self.supervisor = Supervisor(broker, self._in_flight, self._beat, self._abandon)
         self.finisher = Finisher(broker, self._release, lambda: len(self.slots))
         self.maintenance = Maintenance(broker)
         self.peekers = [Peeker(broker, q, self._wake) for q in queues]
@@ -154,7 +159,7 @@ class Engine:
             # An older deploy sharing the queue: back for a worker that serves it,
             # with a growing delay, no retry spent.
             log.warning("run %s: processor %r is not served here; handed back", record.id, record.processor)
-            self.finisher.put(slot, Outcome("handback"))
+            self._done(slot, Outcome("handback"))
         elif attempt.is_async(proc):
             self.loop.submit(self._run_async(slot, proc))
         elif self.children is not None:
@@ -210,7 +215,30 @@ class Engine:
         self._done(slot, outcome)
 
     def _done(self, slot: Slot, outcome: Outcome) -> None:
-        self.finisher.put(slot, outcome)
+        if slot.end():
+            self.finisher.put(slot, outcome)
+            return
+        with self._lock:
+            self.abandoned -= 1
+        log.info("run %s: its abandoned code returned at last; its result is dropped", slot.run_id)
+
+    def _abandon(self, slot: Slot) -> None:
+        """Ends an attempt whose code did not stop when asked: its outcome is written
+        now, as if it had stopped, and its slot freed; the code runs on, abandoned."""
+        if not slot.end(abandon=True):
+            return
+        limit = self.broker.settings.max_abandoned_threads
+        with self._lock:
+            self.abandoned += 1
+            self.abandoned_total += 1
+            too_many = bool(limit) and self.abandoned > limit
+        log.warning("run %s: did not stop within %g s of being asked (%s); ended without it, its thread abandoned",
+                    slot.run_id, self.broker.settings.stuck_grace_s, slot.reason)  # fmt: skip
+        self.finisher.put(slot, attempt.interrupted(slot.record, slot.reason or "shutdown", slot.timeout_s))
+        if too_many and not self._stopping:
+            log.warning("%d abandoned threads, more than %d: restarting this worker", self.abandoned, limit)
+            self.restart = True
+            self.request_shutdown()
 
     def _release(self, slots: list[Slot]) -> None:
         with self._lock:
@@ -225,7 +253,7 @@ class Engine:
 
     def _beat(self) -> None:
         if self.registration is not None:
-            self.registration.beat(len(self.slots))
+            self.registration.beat(len(self.slots), self.abandoned)
 
     # -- start and end ----------------------------------------------------
 
@@ -254,16 +282,16 @@ class Engine:
         self._stopping = True
         settings = self.broker.settings
         if self.slots:
-            self.supervisor.shutdown_after(settings.shutdown_grace_s - self._since_stop())
-            deadline = time.monotonic() + max(0.0, settings.shutdown_grace_s - self._since_stop()) + STUCK_S
+            # The supervisor stops what is left when the grace is over, and abandons
+            # what does not stop (a thread in a C call): it goes back to the queue.
+            grace_s = max(0.0, settings.shutdown_grace_s - self._since_stop())
+            self.supervisor.shutdown_after(grace_s)
+            deadline = time.monotonic() + grace_s + settings.stuck_grace_s + 1.0
             while self.slots and time.monotonic() < deadline:
                 self._wait(0.1)
-        for slot in self._in_flight():
-            # Stopped but not ending (a thread blocked in a C call): its run goes back
-            # to the queue now; if the thread ever returns, its result is dropped.
-            log.warning("run %s did not stop within %g s of being asked; back to the queue", slot.run_id, STUCK_S)
+        for slot in self._in_flight():  # the supervisor itself failed: the same, here
             slot.interrupt("shutdown")
-            self.finisher.put(slot, attempt.interrupted(slot.record, slot.reason or "shutdown", slot.timeout_s))
+            self._abandon(slot)
         self.finisher.close()
         self.supervisor.stop()
         self.maintenance.stopped.set()

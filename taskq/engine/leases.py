@@ -1,6 +1,8 @@
 """One heartbeat for all the runs a worker holds, and the stops that come from
 the clock or from Redis: a cancelled run, a lease taken over, a run past its
-timeout, a shutdown's grace period over. Each stops its own run only."""
+timeout, a shutdown's grace period over. Each stops its own run only; a run whose
+code does not stop within `stuck_grace_s` of being asked (a thread blocked in a C
+call) is handed to `on_stuck`, which ends it without waiting for its code."""
 
 from __future__ import annotations
 
@@ -20,11 +22,18 @@ class Supervisor(threading.Thread):
     """Renews every lease of the worker with one `heartbeat` script call each
     `heartbeat_s`, and interrupts runs as their reasons come."""
 
-    def __init__(self, broker: Broker, slots: Callable[[], list[Slot]], on_beat: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        slots: Callable[[], list[Slot]],
+        on_beat: Callable[[], None],
+        on_stuck: Callable[[Slot], None],
+    ) -> None:
         super().__init__(name="taskq-leases", daemon=True)
         self.broker = broker
         self._slots = slots
         self._on_beat = on_beat
+        self._on_stuck = on_stuck
         self._wake = sync.Event()  # set by the SIGTERM handler (shutdown_after) too
         self._stopped = False
         self._shutdown_at: float | None = None
@@ -45,10 +54,15 @@ class Supervisor(threading.Thread):
 
     def run(self) -> None:
         beat_s = self.broker.settings.heartbeat_s
+        grace_s = self.broker.settings.stuck_grace_s
         next_beat = time.monotonic() + beat_s
         while not self._stopped:
             slots = self._slots()
-            wake = min([next_beat, *(s.deadline for s in slots if s.reason is None)])
+            wake = min([
+                next_beat,
+                *(s.deadline for s in slots if s.reason is None),
+                *(s.interrupted_at + grace_s for s in slots if s.interrupted_at is not None and not s.ended),
+            ])  # fmt: skip
             if self._shutdown_at is not None:
                 wake = min(wake, self._shutdown_at)
             self._wake.wait_and_clear(max(0.0, wake - time.monotonic()))
@@ -61,6 +75,8 @@ class Supervisor(threading.Thread):
                     slot.interrupt("timeout")
                 if self._shutdown_at is not None and now >= self._shutdown_at and slot.interrupt("shutdown"):
                     log.info("run %s: shutdown grace period over; back to the queue", slot.run_id)
+                if slot.stuck(now, grace_s):
+                    self._on_stuck(slot)
             if now >= next_beat:
                 next_beat = now + beat_s
                 self.beat()

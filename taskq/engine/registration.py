@@ -27,6 +27,7 @@ class Registration:
                                       name=name)  # fmt: skip
         self._last = 0.0
         self._state = "idle"
+        self._abandoned = 0
 
     def birth(self) -> None:
         self.worker.register_birth()
@@ -35,7 +36,7 @@ class Registration:
         self.worker.set_state(self._state)
         self._last = time.monotonic()
 
-    def beat(self, in_flight: int) -> None:
+    def beat(self, in_flight: int, abandoned: int = 0) -> None:
         if time.monotonic() - self._last >= 0.9 * self.beat_s:  # 0.9: the supervisor's own pace may jitter
             self._last = time.monotonic()
             self.worker.heartbeat()
@@ -43,6 +44,10 @@ class Registration:
             if state != self._state:
                 self.worker.set_state(state)
                 self._state = state
+            if abandoned != self._abandoned:
+                # Threads whose run was ended without them (stuck in a C call): `taskq info`.
+                self.connection.hset(self.worker.key, "abandoned", abandoned)
+                self._abandoned = abandoned
 
     def death(self) -> None:
         try:

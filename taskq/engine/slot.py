@@ -2,7 +2,12 @@
 
 Each pool arms the slot with its way of stopping a run (raise an exception in
 its thread, cancel its asyncio task, kill its child process) while the processor
-runs; `interrupt(reason)` stops that run and no other."""
+runs; `interrupt(reason)` stops that run and no other.
+
+An attempt ends exactly once (`end`): when its code returns, or, if it was
+interrupted and its code did not stop within the grace (a thread blocked in a C
+call), when the engine abandons it. Whichever comes first is the end; the other
+is told it came too late."""
 
 from __future__ import annotations
 
@@ -23,6 +28,9 @@ class Slot:
         self.timeout_s = timeout_s
         self.deadline = time.monotonic() + timeout_s
         self.reason: str | None = None  # why it was interrupted, once it was
+        self.interrupted_at: float | None = None  # monotonic, when it was
+        self.abandoned = False  # ended by the engine while its code still runs
+        self._ended = False
         self._lock = threading.Lock()
         self._stop: Callable[[], None] | None = None
         self._clear: Callable[[], None] | None = None
@@ -59,16 +67,37 @@ class Slot:
             if self.reason is not None:
                 return False
             self.reason = reason
+            self.interrupted_at = time.monotonic()
             if self._stop is not None:
                 self._stop()
                 return True
             return False
 
+    def end(self, *, abandon: bool = False) -> bool:
+        """Ends the attempt, once: True for the first caller (its outcome is the
+        one written), False for the other. `abandon`: the engine gives up waiting
+        for the run's code, which may still return later."""
+        with self._lock:
+            if self._ended:
+                return False
+            self._ended = True
+            self.abandoned = abandon
+            return True
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def stuck(self, now: float, grace_s: float) -> bool:
+        """Interrupted more than `grace_s` ago and its code has not stopped."""
+        return self.interrupted_at is not None and not self._ended and now - self.interrupted_at >= grace_s
+
 
 def raise_in_thread(thread_id: int, exc: type[BaseException] | None = RunInterrupted) -> None:
     """Raises `exc` in the thread `thread_id` at its next bytecode (None clears a
     pending one), as dramatiq's time limits do. A thread blocked in a C call (a
-    socket read, `time.sleep`) gets it only when the call returns."""
+    socket read, `time.sleep`) gets it only when the call returns: the engine then
+    abandons the attempt (see Slot.end)."""
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else ctypes.c_void_p(0)
     )
