@@ -8,8 +8,9 @@ run's `answers` and puts the run back on its queue; the processor runs again fro
 the start and its i-th `ask()` returns answer i. Waiting does not spend a retry. A
 run left unanswered for `action_timeout_s` fails (see scripts/reap.lua).
 
-Record fields: `required_action` (JSON: message, schema, asked_ms, deadline_ms)
-while waiting; `answers` (JSON list, in the order given).
+Record fields while waiting: `required_action` (JSON: message, schema),
+`asked_ms` and `answer_deadline_ms` (Redis's clock, set by finish.lua); `answers`
+(JSON list, in the order given).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import catalog, errors
-from .broker import Broker, now_ms, rq_job_data, rq_now, translated
+from .broker import Broker, rq_job_data, rq_now, translated
 from .models import RunStatus, Wire
 
 if TYPE_CHECKING:
@@ -47,10 +48,7 @@ def ask(current: CurrentRun, message: str, schema: dict[str, Any] | None = None)
     current.asked += 1
     if index < len(current.answers):
         return current.answers[index]
-    asked = now_ms()
-    deadline = asked + current._broker.settings.action_timeout_s * 1000
-    question = {"message": str(message)[:MAX_MESSAGE_CHARS], "schema": schema, "asked_ms": asked, "deadline_ms": deadline}
-    raise errors.ActionRequired(question, deadline)
+    raise errors.ActionRequired({"message": str(message)[:MAX_MESSAGE_CHARS], "schema": schema})
 
 
 def required_action(record: Mapping[str, str]) -> dict[str, Any] | None:
@@ -60,7 +58,12 @@ def required_action(record: Mapping[str, str]) -> dict[str, Any] | None:
     if record.get("status") != RunStatus.action_required.value or not record.get("required_action"):
         return None
     q = json.loads(record["required_action"])
-    return {"message": q["message"], "schema": q["schema"], "asked_at": iso(q["asked_ms"]), "expires_at": iso(q["deadline_ms"])}
+    return {
+        "message": q["message"],
+        "schema": q["schema"],
+        "asked_at": iso(record.get("asked_ms")),
+        "expires_at": iso(record.get("answer_deadline_ms")),
+    }
 
 
 def answer(broker: Broker, tenant: str, run_id: str, value: Any) -> dict[str, str]:
@@ -77,7 +80,7 @@ def answer(broker: Broker, tenant: str, run_id: str, value: Any) -> dict[str, st
     settings = broker.settings
     with translated():
         reply = broker.scripts.answer(
-            args=[run_id, now_ms(), settings.retention_s, rq_now(), rq_job_data(), json.dumps(value), asked]
+            args=[run_id, settings.retention_s, rq_now(), rq_job_data(), json.dumps(value), asked]
         )
     if isinstance(reply, list):
         raise errors.Conflict(f"run {run_id} is {reply[1]}, not waiting for this answer", {"status": reply[1]})

@@ -120,8 +120,7 @@ class ActionRequired(BaseException):
     `except Exception:` cannot swallow the question.
     """
 
-    def __init__(self, required_action: dict[str, Any], deadline_ms: int):
-        # Both in args, so that it pickles (a process pool sends it back to its parent).
-        super().__init__(required_action, deadline_ms)
+    def __init__(self, required_action: dict[str, Any]):
+        # In args, so that it pickles (a process pool sends it back to its parent).
+        super().__init__(required_action)
         self.required_action = required_action
-        self.deadline_ms = deadline_ms

@@ -245,7 +245,7 @@ def cancel(broker: Broker, tenant: str, group_id: str) -> dict[str, str]:
         with translated():
             pipe = broker.redis.pipeline(transaction=False)
             for run_id in ids:
-                broker.scripts.cancel(args=[run_id, now_ms(), retention_s], client=pipe)
+                broker.scripts.cancel(args=[run_id, retention_s], client=pipe)
             pipe.execute()
     return load(broker, tenant, group_id)
 

@@ -24,7 +24,8 @@
     taskq:tenant:{tenant}:groups  zset    the tenant's group ids, likewise
     taskq:metrics                 hash    transition and webhook counters by label and
                                           duration (metrics.py reads it at scrape time)
-    taskq:rate:{tenant}:{second}  string  runs the tenant created in that second (rate limit)
+    taskq:rate:{tenant}:{second}  string  runs the tenant created in that second of Redis's
+                                          clock (rate limit)
     taskq:stranded:{job_id}       string  when the rescue first saw an RQ job left in an
                                           intermediate list by a worker that died (ms)
 
@@ -88,8 +89,9 @@ def delivery_attempts(delivery_id: str) -> str:
     return f"{PREFIX}delivery:{delivery_id}:attempts"
 
 
-def rate(tenant: str, second: int) -> str:
-    return f"{PREFIX}rate:{tenant}:{second}"
+def rate_prefix(tenant: str) -> str:
+    """The tenant's rate-limit counters, one per second (create.lua appends it)."""
+    return f"{PREFIX}rate:{tenant}:"
 
 
 def tenant_secret(tenant: str) -> str:

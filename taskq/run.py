@@ -131,9 +131,9 @@ def create(
     if idempotency_key:
         idem = keys.idempotency(tenant, hashlib.sha256(idempotency_key.encode()).hexdigest()[:32])
     args: list[str | int | bytes] = [
-        now_ms(), rq_now(), rq_job_data(), settings.retention_s,
+        rq_now(), rq_job_data(), settings.retention_s,
         idem, settings.idempotency_ttl_s, settings.max_queue_length, group_id or "",
-        keys.rate(tenant, now_ms() // 1000), settings.rate_limit_per_s,
+        keys.rate_prefix(tenant), settings.rate_limit_per_s,
         hashlib.sha256(request).hexdigest()[:32] if idem else "",
     ]  # fmt: skip
     for run in runs:
@@ -153,7 +153,11 @@ def create(
         raise errors.QueueFull(
             f"rate limit of {settings.rate_limit_per_s} runs a second reached; retry shortly", retry_after_s=1
         )
-    return list(reply[1:]), reply[0] == "created"
+    if reply[0] != "created":
+        return [reply[1]], False
+    for run in runs:  # as stored: Redis's clock, not this process's
+        run.fields["created_ms"] = int(reply[1])
+    return list(reply[2:]), True
 
 
 def load(broker: Broker, tenant: str, run_id: str) -> dict[str, str]:
@@ -252,7 +256,7 @@ def cancel(broker: Broker, tenant: str, run_id: str) -> dict[str, str]:
     """queued: cancelled at once; running: cancelling until its worker stops it."""
     load(broker, tenant, run_id)
     with translated():
-        reply = broker.scripts.cancel(args=[run_id, now_ms(), broker.settings.retention_s])
+        reply = broker.scripts.cancel(args=[run_id, broker.settings.retention_s])
     if isinstance(reply, list):
         raise errors.Conflict(f"run {run_id} is {reply[1]} and cannot be cancelled", {"status": reply[1]})
     return load(broker, tenant, run_id)

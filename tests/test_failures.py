@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -349,3 +350,23 @@ def test_a_worker_holding_too_many_abandoned_threads_restarts_itself(broker, cli
     assert w.proc.poll() is None and "restarting" in w.output()
     assert _worker_field(broker, "abandoned") in (None, "0")
     assert wait_status(client, submit(client, "echo", {}), "completed")["attempts"] == 1
+
+
+@pytest.mark.parametrize("skew_s", [-60, 60])
+def test_a_worker_whose_clock_is_off_by_a_minute_never_loses_or_doubles_a_run(broker, client, spawn, skew_s):
+    # Leases, due times and deadlines are read off Redis's clock inside the scripts,
+    # so a worker whose own clock is a minute behind (or ahead) neither has its runs
+    # reaped from under it by a worker with a true clock, nor reaps theirs.
+    workers_before = len(broker.redis.smembers("rq:workers"))
+    argv = ["worker", "--concurrency", "3", "--log-level", "debug"]
+    skewed = spawn(settings=broker.settings, command=[sys.executable, "-m", "tests.skewed_clock", str(skew_s), *argv])
+    wait_until(lambda: len(broker.redis.smembers("rq:workers")) > workers_before or skewed.proc.poll() is not None)
+    runs = [submit(client, "sleep", {"seconds": 3}) for _ in range(3)]
+    wait_until(lambda: all(get(client, r)["status"] == "running" for r in runs))  # all three on the skewed worker
+    true_worker = spawn(*argv, settings=broker.settings)
+    runs += [submit(client, "sleep", {"seconds": 3}) for _ in range(3)]
+    for run_id in runs:
+        run = wait_status(client, run_id, "completed", "failed")
+        assert run["status"] == "completed" and run["attempts"] == 1, (run, skewed.output()[-3000:])
+        assert state_events(broker, run_id) == ["queued", "running", "completed"]
+    assert true_worker.proc.poll() is None and skewed.proc.poll() is None

@@ -18,7 +18,7 @@ import time
 from typing import Protocol
 
 from .. import keys
-from ..broker import Broker, connect, now_ms
+from ..broker import Broker, connect
 from ..record import RunRecord
 
 log = logging.getLogger("taskq.worker")
@@ -40,7 +40,7 @@ class Claimer:
         """Up to `count` runs, now running under a lease held by this worker."""
         settings = self.broker.settings
         reply = self.broker.scripts.claim(
-            args=[now_ms(), int(settings.lease_s * 1000), settings.retention_s, self.token_base, count, *self.queues]
+            args=[int(settings.lease_s * 1000), settings.retention_s, self.token_base, count, *self.queues]
         )
         return [RunRecord.from_hash(flat) for flat in reply]
 

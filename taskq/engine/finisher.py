@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from ..broker import Broker, now_ms
+from ..broker import Broker
 from .attempt import Outcome
 from .slot import Slot
 
@@ -77,8 +77,8 @@ class Finisher(threading.Thread):
         writes = [(slot, outcome) for slot, outcome in batch if outcome.what != "lost"]
         if not writes:
             return
-        args: list[Any] = [0, settings.retention_s, int(settings.retry_backoff_base_s * 1000),
-                           int(settings.retry_backoff_cap_s * 1000)]  # fmt: skip
+        args: list[Any] = [settings.retention_s, int(settings.retry_backoff_base_s * 1000),
+                           int(settings.retry_backoff_cap_s * 1000), settings.action_timeout_s * 1000]  # fmt: skip
         for slot, outcome in writes:
             args += [
                 slot.run_id, slot.token, outcome.what, "1" if outcome.retryable else "",
@@ -89,7 +89,6 @@ class Finisher(threading.Thread):
                 args += [name, value]
         for wait_s in (0.1, 0.2, 0.5, 1, 2, 5, 5, 10, 10, 15, 30, 30, 60):
             try:
-                args[0] = now_ms()
                 ended = self.broker.scripts.finish(args=args)
                 break
             except (redis.ConnectionError, redis.TimeoutError):

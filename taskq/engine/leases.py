@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from .. import sync
-from ..broker import Broker, now_ms
+from ..broker import Broker
 from .slot import Slot
 
 log = logging.getLogger("taskq.worker")
@@ -87,7 +87,7 @@ class Supervisor(threading.Thread):
             slots = self._slots()
             if not slots:
                 return
-            args: list[str | int] = [now_ms() + int(self.broker.settings.lease_s * 1000)]
+            args: list[str | int] = [int(self.broker.settings.lease_s * 1000)]
             for slot in slots:
                 args += [slot.run_id, slot.token]
             states = self.broker.scripts.heartbeat(args=args)

@@ -9,7 +9,7 @@ import random
 import threading
 
 from .. import outputs
-from ..broker import Broker, now_ms, rq_job_data, rq_now
+from ..broker import Broker, rq_job_data, rq_now
 
 log = logging.getLogger("taskq.worker")
 
@@ -35,13 +35,13 @@ class Maintenance(threading.Thread):
     def tick(self) -> None:
         scripts, settings = self.broker.scripts, self.broker.settings
         reaped = scripts.reap(
-            args=[now_ms(), BATCH, settings.retention_s, int(settings.retry_backoff_base_s * 1000),
+            args=[BATCH, settings.retention_s, int(settings.retry_backoff_base_s * 1000),
                   int(settings.retry_backoff_cap_s * 1000), f"{random.uniform(0.5, 1.0):.3f}"]  # fmt: skip
         )
         if reaped:
             log.warning("reaped %d run(s) whose worker was lost: %s", len(reaped), ", ".join(reaped[:10]))
-        rescued = scripts.rescue(args=[now_ms(), int(2 * settings.lease_s * 1000)])
+        rescued = scripts.rescue(args=[int(2 * settings.lease_s * 1000)])
         if rescued:
             log.warning("put back %d run(s) stranded in an RQ intermediate list: %s", len(rescued), ", ".join(rescued[:10]))
-        scripts.promote(args=[now_ms(), rq_now(), rq_job_data(), BATCH])
+        scripts.promote(args=[rq_now(), rq_job_data(), BATCH])
         outputs.sweep(self.broker)  # files of expired runs

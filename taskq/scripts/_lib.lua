@@ -1,8 +1,19 @@
 -- Shared by every script (scripts.py puts it in front of each, after the generated
 -- prelude that defines the status sets TERMINAL, ACTIVE, NOTIFY and ACTIVE_LIST).
--- Times are epoch milliseconds passed in by the caller; RQ's own timestamps are its
--- ISO strings.
+-- Times are epoch milliseconds from Redis's own clock (`now_ms`), never a caller's:
+-- workers on many machines share no clock, and leases, due times, deadlines and
+-- retention must not depend on theirs agreeing. RQ's own timestamps are its ISO strings.
 local P = 'taskq:'
+
+local NOW = nil
+-- Redis's clock, read once per script call (every change of one call happens at one time).
+local function now_ms()
+  if not NOW then
+    local t = redis.call('TIME')
+    NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return NOW
+end
 
 local function run_key(id) return P .. 'run:' .. id end
 
@@ -94,7 +105,7 @@ local function set_status(id, old, new, now, retention_s, fields, links)
   if TERMINAL[new] then append(pairs_, 'finished_ms', now) end
   for _, v in ipairs(fields or {}) do table.insert(pairs_, v) end
   if old == 'action_required' then
-    redis.call('HDEL', key, 'required_action')
+    redis.call('HDEL', key, 'required_action', 'asked_ms', 'answer_deadline_ms')
     redis.call('ZREM', P .. 'waiting', id)
   end
   redis.call('HSET', key, unpack(pairs_))

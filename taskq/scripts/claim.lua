@@ -4,17 +4,15 @@
 -- with one more attempt and a lease. A job whose run is not queued any more
 -- (cancelled while it waited, expired) is dropped. Nothing is in between a queue
 -- and a lease, so a worker that dies at any moment strands nothing.
--- ARGV: now, lease_ms, retention_s, token_base, count, queue names...
--- A run is never stamped as started before it was made (a worker thread held up
--- between reading its clock and calling would otherwise do so).
+-- ARGV: lease_ms, retention_s, token_base, count, queue names...
 -- Returns one flat field/value list per run claimed: its record as it now is (a
 -- field may appear twice: the later value is the current one). Each attempt's
 -- token is `token_base.attempt`.
-local clock = tonumber(ARGV[1])
-local deadline, retention, base = clock + tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local want = tonumber(ARGV[5])
+local now = now_ms()
+local deadline, retention, base = now + tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local want = tonumber(ARGV[4])
 local out, leases, jobs = {}, {}, {}
-for q = 6, #ARGV do
+for q = 5, #ARGV do
   if want <= 0 then break end
   local ids = redis.call('LPOP', 'rq:queue:' .. ARGV[q], want)
   for _, job_id in ipairs(ids or {}) do
@@ -24,7 +22,6 @@ for q = 6, #ARGV do
     local flat = redis.call('HGETALL', key)
     local rec = as_table(flat)
     if rec.status == 'queued' then
-      local now = math.max(clock, tonumber(rec.created_ms) or 0)
       local attempt = (tonumber(rec.attempts) or 0) + 1
       local changed = {'attempts', attempt, 'token', base .. '.' .. attempt, 'started_ms', now}
       if rec.next_attempt_ms then redis.call('HDEL', key, 'next_attempt_ms') end

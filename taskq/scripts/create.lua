@@ -1,12 +1,14 @@
 -- create: writes one or more new runs, each with its RQ job, in one atomic step.
--- ARGV: now, rq_now, rq_data, retention_s, idem_key, idem_ttl_s, max_queue_length,
---       group_id, rate_key, rate_limit (runs a second for the tenant; 0: none),
+-- ARGV: rq_now, rq_data, retention_s, idem_key, idem_ttl_s, max_queue_length,
+--       group_id, rate_key_prefix, rate_limit (runs a second for the tenant; 0: none),
 --       request_digest (of the request an Idempotency-Key was sent with),
 --       then per run: run_id, queue, timeout, n, n field/value pairs.
--- Returns {'created', ids...} | {'existing', id} | {'mismatch', id} | {'full', queue} | {'limited'}
-local now, rq_now, rq_data = ARGV[1], ARGV[2], ARGV[3]
-local idem_key, idem_ttl, max_len, gid = ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
-local rate_key, rate_limit, digest = ARGV[9], tonumber(ARGV[10]), ARGV[11]
+-- Each run's created_ms is Redis's time now (whatever the caller's clock says).
+-- Returns {'created', created_ms, ids...} | {'existing', id} | {'mismatch', id} |
+-- {'full', queue} | {'limited'}
+local now, rq_now, rq_data, retention = now_ms(), ARGV[1], ARGV[2], ARGV[3]
+local idem_key, idem_ttl, max_len, gid = ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local rate_key, rate_limit, digest = ARGV[8] .. math.floor(now / 1000), tonumber(ARGV[9]), ARGV[10]
 
 if idem_key ~= '' then
   -- The key holds 'run_id digest': the same key with another request is refused.
@@ -18,7 +20,7 @@ if idem_key ~= '' then
   end
 end
 
-local runs, i = {}, 12
+local runs, i = {}, 11
 while i <= #ARGV do
   local n = tonumber(ARGV[i + 3])
   table.insert(runs, {id = ARGV[i], queue = ARGV[i + 1], timeout = ARGV[i + 2], first = i + 4, n = n})
@@ -46,10 +48,11 @@ if gid ~= '' then
   for _, suffix in ipairs({'', ':runs', ':events'}) do redis.call('PERSIST', P .. 'group:' .. gid .. suffix) end
 end
 
-local ids, tenant = {'created'}, ''
+local ids, tenant = {'created', now}, ''
 for _, r in ipairs(runs) do
   local fields = {'pushes', 1}
   for j = r.first, r.first + 2 * r.n - 1 do table.insert(fields, ARGV[j]) end
+  append(fields, 'created_ms', now)
   if gid ~= '' then
     append(fields, 'taskgroup_id', gid)
     redis.call('RPUSH', P .. 'group:' .. gid .. ':runs', r.id)
@@ -57,7 +60,7 @@ for _, r in ipairs(runs) do
   end
   local rec = as_table(fields)
   tenant = rec.tenant
-  set_status(r.id, nil, 'queued', now, ARGV[4], fields, links_of(rec))
+  set_status(r.id, nil, 'queued', now, retention, fields, links_of(rec))
   push_rq_job(r.id, r.queue, r.timeout, rq_data, rq_now, 1)
   table.insert(ids, r.id)
 end
@@ -69,8 +72,8 @@ local index = P .. 'tenant:' .. tenant .. ':runs'
 local members = {}
 for _, r in ipairs(runs) do append(members, 0, r.id) end
 redis.call('ZADD', index, unpack(members))
-if tonumber(now) % 16 == 0 then
-  local cutoff = string.format('%012x', tonumber(now) - 2000 * tonumber(ARGV[4]))
+if now % 16 == 0 then
+  local cutoff = string.format('%012x', now - 2000 * tonumber(retention))
   redis.call('ZREMRANGEBYLEX', index, '-', '(trun_' .. cutoff)
 end
 

@@ -7,17 +7,18 @@
 --   shutdown    its worker is going away: back on the queue now, no retry spent
 --   handback    the worker does not serve its processor: back on the queue after
 --               a growing delay, no retry spent
---   action_required   it asked a person (action.py): waits, holding no worker, until
---               the deadline of its question (the `required_action` field); no retry
---               spent. answer.lua or reap.lua take it from there.
+--   action_required   it asked a person (action.py): waits, holding no worker, for
+--               action_timeout_ms (its question is the `required_action` field, asked at
+--               `asked_ms`, due by `answer_deadline_ms`); no retry spent. answer.lua or
+--               reap.lua take it from there.
 -- A run cancelled meanwhile ends cancelled whatever happened, unless it completed.
--- ARGV: now, retention_s, backoff_base_ms, backoff_cap_ms, then per attempt:
+-- ARGV: retention_s, backoff_base_ms, backoff_cap_ms, action_timeout_ms, then per attempt:
 --   run_id, token, what, retryable, error_json ('' for none), jitter, n, then n
 --   field/value items to set.
 -- Returns per attempt the status its run ended in, or '' when the token no longer
 -- holds the run (its lease was lost: the attempt's result is dropped).
-local clock, retention = tonumber(ARGV[1]), ARGV[2]
-local base, cap = tonumber(ARGV[3]), tonumber(ARGV[4])
+local now, retention = now_ms(), ARGV[1]
+local base, cap, answer_ms = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 LEASES_DROPPED = {}
 local ended = {}
 local i = 5
@@ -31,7 +32,6 @@ while i <= #ARGV do
   local r = redis.call('HMGET', key, 'status', 'token', 'attempts', 'interruptions', 'max_retries', 'error',
     'started_ms', unpack(LINKS))
   local status = r[1]
-  local now = math.max(clock, tonumber(r[7]) or 0)  -- never ended before it started
   if (status ~= 'running' and status ~= 'cancelling') or r[2] ~= token then
     table.insert(ended, '')
   else
@@ -56,13 +56,10 @@ while i <= #ARGV do
       new = 'queued'
       set_status(id, status, new, now, retention, fields, links)
     elseif what == 'action_required' then
-      local question = {}
-      for j = 1, #fields, 2 do
-        if fields[j] == 'required_action' then question = cjson.decode(fields[j + 1]) end
-      end
-      append(fields, 'interruptions', (tonumber(r[4]) or 0) + 1)
+      local deadline = now + answer_ms
+      append(fields, 'interruptions', (tonumber(r[4]) or 0) + 1, 'asked_ms', now, 'answer_deadline_ms', deadline)
       drop_lease(id)
-      redis.call('ZADD', P .. 'waiting', question.deadline_ms, id)
+      redis.call('ZADD', P .. 'waiting', deadline, id)
       new = 'action_required'
       set_status(id, status, new, now, retention, fields, links)
     else

@@ -1,15 +1,16 @@
 -- heartbeat: a worker renews the leases of every attempt it holds, in one step.
--- ARGV: lease_deadline, then run_id, token pairs.
+-- ARGV: lease_ms, then run_id, token pairs.
 -- Returns per run 'running', 'cancelling' (stop it), or 'lost' (someone else holds
 -- the run, or it ended without this worker).
 local states, held = {}, {}
+local deadline = now_ms() + tonumber(ARGV[1])
 for i = 2, #ARGV, 2 do
   local cur = redis.call('HMGET', run_key(ARGV[i]), 'status', 'token')
   if cur[2] ~= ARGV[i + 1] or (cur[1] ~= 'running' and cur[1] ~= 'cancelling') then
     table.insert(states, 'lost')
   else
     table.insert(states, cur[1])
-    append(held, ARGV[1], ARGV[i])
+    append(held, deadline, ARGV[i])
   end
 end
 if #held > 0 then redis.call('ZADD', P .. 'running', 'XX', unpack(held)) end

@@ -2,37 +2,37 @@
 -- Each goes through the one retry rule (retry_or_fail) as a retryable failure,
 -- "worker lost"; a cancelling one is cancelled. Runs in action_required past their
 -- deadline (taskq:waiting) fail: no answer came.
--- ARGV: now, limit, retention_s, backoff_base_ms, backoff_cap_ms, jitter.
+-- ARGV: limit, retention_s, backoff_base_ms, backoff_cap_ms, jitter.
 -- Returns the ids reaped.
-local now, reaped = tonumber(ARGV[1]), {}
-local policy = {tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'running', '-inf', now, 'LIMIT', 0, ARGV[2])) do
+local now, limit, retention, reaped = now_ms(), ARGV[1], ARGV[2], {}
+local policy = {tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'running', '-inf', now, 'LIMIT', 0, limit)) do
   local key = run_key(id)
   local r = redis.call('HMGET', key, 'status', 'attempts', 'interruptions', 'max_retries')
   redis.call('ZREM', P .. 'running', id)
   if r[1] == 'running' or r[1] == 'cancelling' then
     if r[1] == 'cancelling' then
-      set_status(id, r[1], 'cancelled', now, ARGV[3], {'token', ''})
+      set_status(id, r[1], 'cancelled', now, retention, {'token', ''})
     else
       local attempts = tonumber(r[2]) or 0
       local err = cjson.encode({ref_id = id .. '.' .. attempts, message = 'worker lost',
         detail = {attempt = attempts, type = 'WorkerLost',
           message = 'the worker running this attempt stopped renewing its lease'}})
       retry_or_fail(id, {status = r[1], attempts = r[2], interruptions = r[3], max_retries = r[4]},
-        err, true, now, ARGV[3], policy, nil, {'token', ''})
+        err, true, now, retention, policy, nil, {'token', ''})
     end
     table.insert(reaped, id)
   end
 end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'waiting', '-inf', now, 'LIMIT', 0, ARGV[2])) do
-  local raw = redis.call('HMGET', run_key(id), 'status', 'required_action')
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'waiting', '-inf', now, 'LIMIT', 0, limit)) do
+  local raw = redis.call('HMGET', run_key(id), 'status', 'required_action', 'asked_ms', 'answer_deadline_ms')
   if raw[1] == 'action_required' then
     local asked = cjson.decode(raw[2])
-    local waited_s = math.floor((asked.deadline_ms - asked.asked_ms) / 1000)
+    local waited_s = math.floor((tonumber(raw[4]) - tonumber(raw[3])) / 1000)
     local err = cjson.encode({ref_id = id .. '.action', message = 'no answer came within ' .. waited_s .. ' s',
       detail = {reason = 'the run waited for an answer (POST /v1/tasks/runs/{id}/action) past its deadline',
                 question = asked.message}})
-    set_status(id, 'action_required', 'failed', now, ARGV[3], error_fields(id, err))
+    set_status(id, 'action_required', 'failed', now, retention, error_fields(id, err))
     table.insert(reaped, id)
   else
     redis.call('ZREM', P .. 'waiting', id)

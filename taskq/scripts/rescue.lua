@@ -3,8 +3,8 @@
 -- the two leaves it behind, with its run still queued and on no queue. A job seen
 -- there for `stale_ms` is dropped and its run, if still queued, goes back to its
 -- queue through taskq:delayed (promote gives it a fresh RQ job).
--- ARGV: now, stale_ms. Returns the run ids put back.
-local now, stale = tonumber(ARGV[1]), tonumber(ARGV[2])
+-- ARGV: stale_ms. Returns the run ids put back.
+local now, stale = now_ms(), tonumber(ARGV[1])
 local rescued = {}
 for _, qkey in ipairs(redis.call('SMEMBERS', 'rq:queues')) do
   local ikey = qkey .. ':intermediate'
