@@ -124,16 +124,12 @@ def _group_events(broker: Broker, group_id: str, after: str, timeout_s: float) -
             yield HEARTBEAT
             continue
         records = _run_records(broker, [f["run_id"] for _id, f in batch if f.get("type") == "task_run.state"])
-        status = None
         for event_id, fields in batch:
             if fields.get("type") == "task_group_status":
-                if status is None:
-                    with translated():
-                        status = group.status(broker.redis.hgetall(keys.group(group_id)))
-                shaped = status.model_dump(mode="json")
+                shaped = _group_as_of(broker, group_id, event_id, fields).model_dump(mode="json")
                 yield sse({"type": "task_group_status", "event_id": event_id, "status": shaped}, event_id)
             elif fields.get("type") == "task_run.state" and records.get(fields["run_id"]):
-                task_run = _as_of(records[fields["run_id"]], fields, broker)
+                task_run = _as_of(records[fields["run_id"]], event_id, fields, broker)
                 yield sse({"type": "task_run.state", "event_id": event_id, "run": task_run}, event_id)
 
 
@@ -203,11 +199,12 @@ def _run_events(broker: Broker, tenant: str, run_id: str, after: str, timeout_s:
         for event_id, fields in batch:
             if fields.get("type") == "task_run.progress":
                 message = {"type": "task_run.progress_msg.exec_status", "message": fields.get("message", "")}
-                yield sse({**message, "timestamp": run.iso(fields.get("ts"))}, event_id)
+                yield sse({**message, "timestamp": run.iso(event_ms(event_id))}, event_id)
             elif fields.get("type") == "task_run.state":
                 if record is None:
                     record = run.load(broker, tenant, run_id)
-                yield sse({"type": "task_run.state", "event_id": event_id, "run": _as_of(record, fields, broker)}, event_id)
+                as_of = _as_of(record, event_id, fields, broker)
+                yield sse({"type": "task_run.state", "event_id": event_id, "run": as_of}, event_id)
 
 
 def _run_records(broker: Broker, run_ids: list[str]) -> dict[str, dict[str, str]]:
@@ -224,8 +221,42 @@ def _task_run(record: dict[str, str], broker: Broker | None = None) -> dict[str,
     return run.to_task_run(record, broker).model_dump(mode="json")
 
 
-def _as_of(record: dict[str, str], fields: dict[str, str], broker: Broker | None = None) -> dict[str, Any]:
-    """The run as the event saw it: its status then, everything else as now."""
-    status = fields.get("status") or record["status"]
-    as_of = {**record, "status": status, "modified_ms": fields.get("ts") or record.get("modified_ms", "")}
+def event_ms(event_id: str) -> int:
+    """When an event happened: a stream id is Redis's clock in ms, then a sequence."""
+    return int(event_id.split("-", 1)[0])
+
+
+# What set_status writes with each state event: the run's fields that change over its
+# life, as they were then (see scripts/_lib.lua).
+_AS_OF = {"a": "attempts", "s": "started_ms", "n": "next_attempt_ms"}
+_CHANGING = ("attempts", "started_ms", "next_attempt_ms", "finished_ms", "error", "errors", "required_action")
+
+
+def _as_of(record: dict[str, str], event_id: str, fields: dict[str, str], broker: Broker | None = None) -> dict[str, Any]:
+    """The run as it was when the event was written: its status, attempts, times and
+    errors then; what never changes (input, metadata, ...) and its files as now."""
+    status = RunStatus(fields.get("status") or record["status"])
+    at = str(event_ms(event_id))
+    as_of = {k: v for k, v in record.items() if k not in _CHANGING}
+    as_of.update({"status": status.value, "modified_ms": at})
+    as_of.update({name: fields[short] for short, name in _AS_OF.items() if fields.get(short)})
+    if status.is_terminal:
+        as_of["finished_ms"] = at
+    history = json.loads(record["errors"]) if record.get("errors") else []
+    seen = history[: int(fields.get("e") or 0)]
+    if seen:
+        as_of["errors"] = json.dumps(seen)
+        if status is not RunStatus.completed:
+            as_of["error"] = json.dumps(seen[-1])
+    if status is RunStatus.action_required and record.get("required_action"):
+        as_of.update({k: record[k] for k in ("required_action", "asked_ms", "answer_deadline_ms") if k in record})
     return _task_run(as_of, broker)
+
+
+def _group_as_of(broker: Broker, group_id: str, event_id: str, fields: dict[str, str]) -> group.TaskGroupStatus:
+    """The group's status as of the event: its counters then (set_status writes them)."""
+    if "counts" not in fields:  # written by an older version: the group as it is now
+        with translated():
+            return group.status(broker.redis.hgetall(keys.group(group_id)))
+    counts = dict(pair.split("=", 1) for pair in fields["counts"].split(",") if "=" in pair)
+    return group.status({**counts, "modified_ms": str(event_ms(event_id))})

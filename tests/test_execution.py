@@ -279,3 +279,27 @@ def test_rq_shows_the_worker_busy_while_it_holds_a_run_and_idle_otherwise(broker
     wait_until(lambda: state() == "busy")
     assert result(client, run_id).status_code == 200
     wait_until(lambda: state() == "idle")
+
+
+def sse_runs(text):  # type: ignore[no-untyped-def]
+    """The TaskRuns of the task_run.state events of an SSE body, in order."""
+    events = [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
+    return [e["run"] for e in events if e["type"] == "task_run.state"]
+
+
+def test_a_replayed_event_shows_the_run_as_it_was_then(client, drain):
+    # `flaky` fails twice, then completes: read afterwards, each state event must
+    # show the attempts, times and error the run had at that moment, not at its end.
+    run_id = submit(client, "flaky", {"failures": 2})
+    drain()
+    body = client.get(f"/v1/tasks/runs/{run_id}/events", headers=HEADERS).get_data(as_text=True)
+    runs = sse_runs(body)
+    assert [r["status"] for r in runs] == ["queued", "running", "queued", "running", "queued", "running", "completed"]
+    assert [r["attempts"] for r in runs] == [0, 1, 1, 2, 2, 3, 3]
+    first, retry, last = runs[0], runs[2], runs[-1]
+    assert first["started_at"] is None and first["error"] is None and first["errors"] == []
+    assert retry["error"]["message"] == "Flaky: attempt 1 fails on purpose" and len(retry["errors"]) == 1
+    assert retry["next_attempt_at"] is not None and retry["finished_at"] is None
+    assert runs[1]["next_attempt_at"] is None and runs[1]["started_at"] is not None
+    assert last["error"] is None and len(last["errors"]) == 2 and last["finished_at"] == last["modified_at"]
+    assert len({r["modified_at"] for r in runs}) >= 2 and runs == sorted(runs, key=lambda r: r["modified_at"])

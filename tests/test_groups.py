@@ -351,3 +351,17 @@ def test_streams_of_a_finished_group_or_run_close_without_waiting_for_a_heartbea
     assert [e["type"] for e in events] == ["task_run.state", "task_group_status"]
     events = sse_events(client.get(f"/v1/tasks/runs/{run_id}/events", headers=HEADERS).data.decode())
     assert [e["run"]["status"] for e in events] == ["queued", "running", "completed"]
+
+
+def test_a_replayed_group_status_event_shows_the_counts_it_had_then(client, drain):
+    gid = new_group(client)
+    add(client, gid, echo_inputs(2))
+    drain()
+    add(client, gid, echo_inputs(1, "broken"))  # the group is active again, then ends with 3 runs
+    drain()
+    events = sse_events(client.get(f"{GROUPS}/{gid}/events", headers=HEADERS).data.decode())
+    statuses = [e["status"] for e in events if e["type"] == "task_group_status"]
+    assert [s["task_run_status_counts"] for s in statuses] == [{"completed": 2}, {"completed": 2, "failed": 1}]
+    assert [s["num_task_runs"] for s in statuses] == [2, 3] and not any(s["is_active"] for s in statuses)
+    first_ended = [e["run"] for e in events if e["type"] == "task_run.state"][:2]
+    assert all(r["status"] == "completed" and r["attempts"] == 1 for r in first_ended)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import keys
-from ..broker import Broker, now_ms
+from ..broker import Broker
 
 PROGRESS_MAXLEN = 1000
 
@@ -38,7 +38,7 @@ class CurrentRun:
         """Adds a progress message to the run's event stream."""
         self._broker.redis.xadd(
             keys.run_events(self.run_id),
-            {"type": "task_run.progress", "message": str(message)[:2000], "ts": now_ms()},
+            {"type": "task_run.progress", "message": str(message)[:2000]},  # its time: the event's id
             maxlen=PROGRESS_MAXLEN,
             approximate=True,
         )

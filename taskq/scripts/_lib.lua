@@ -62,11 +62,15 @@ end
 -- field/value pairs written in the same HSET), the run's event, the group's
 -- counters and events, the webhook outbox and the metrics change together. `links`
 -- is the LINKS fields of the run, in that order, when the caller has read them
--- already (`links_of`, or an HMGET of LINKS). A run leaving action_required leaves
--- the waiting set and drops its question; a run ending starts the clock on its
--- output files (if it has any).
+-- already (`links_of`, or an HMGET of LINKS); `fields` then says what changed. A run
+-- leaving action_required leaves the waiting set and drops its question; a run ending
+-- starts the clock on its output files (if it has any).
+--
+-- Each state event carries the run as of that change, so that a replay shows it as it
+-- was (events.py): a = attempts, e = how many errors it had (the last is its error),
+-- s = started_ms, n = next_attempt_ms (while queued). Its time is the event's id.
 local LINKS = {'taskgroup_id', 'webhook', 'webhook_all', 'has_outputs', 'processor', 'started_ms', 'next_attempt_ms',
-  'created_ms'}
+  'created_ms', 'attempts', 'errors_n'}
 local LINK = {}  -- a LINKS name -> its position, so positions are never spelled twice
 for i, name in ipairs(LINKS) do LINK[name] = i end
 local function links_of(rec)
@@ -109,8 +113,16 @@ local function set_status(id, old, new, now, retention_s, fields, links)
     redis.call('ZREM', P .. 'waiting', id)
   end
   redis.call('HSET', key, unpack(pairs_))
-  redis.call('XADD', key .. ':events', '*', 'type', 'task_run.state', 'status', new, 'ts', now)
   local r = links or redis.call('HMGET', key, unpack(LINKS))
+  local changed = as_table(fields or {})
+  local function as_of(name)
+    local v = changed[name]
+    if v == nil then v = r[LINK[name]] end
+    return v or ''
+  end
+  local state = {'status', new, 'a', as_of('attempts'), 'e', as_of('errors_n'), 's', as_of('started_ms'),
+    'n', new == 'queued' and as_of('next_attempt_ms') or ''}
+  redis.call('XADD', key .. ':events', '*', 'type', 'task_run.state', unpack(state))
   local gid, hook, hook_all, has_outputs = r[LINK.taskgroup_id], r[LINK.webhook], r[LINK.webhook_all], r[LINK.has_outputs]
   count_transition(old, new, now, r)
   if gid then
@@ -119,7 +131,7 @@ local function set_status(id, old, new, now, retention_s, fields, links)
     redis.call('HINCRBY', gkey, 'c:' .. new, 1)
     redis.call('HSET', gkey, 'modified_ms', now)
     if NOTIFY[new] then
-      redis.call('XADD', gkey .. ':events', '*', 'type', 'task_run.state', 'run_id', id, 'status', new, 'ts', now)
+      redis.call('XADD', gkey .. ':events', '*', 'type', 'task_run.state', 'run_id', id, unpack(state))
     end
     if TERMINAL[new] then
       local fields_ = {}
@@ -127,7 +139,12 @@ local function set_status(id, old, new, now, retention_s, fields, links)
       local active = 0
       for _, c in ipairs(redis.call('HMGET', gkey, unpack(fields_))) do active = active + (tonumber(c) or 0) end
       if active == 0 then
-        redis.call('XADD', gkey .. ':events', '*', 'type', 'task_group_status', 'ts', now)
+        -- The group as of now: its counters, so a replay shows the counts it had then.
+        local counts = {}
+        for k, v in pairs(as_table(redis.call('HGETALL', gkey))) do
+          if string.sub(k, 1, 2) == 'c:' or k == 'num_task_runs' then table.insert(counts, k .. '=' .. v) end
+        end
+        redis.call('XADD', gkey .. ':events', '*', 'type', 'task_group_status', 'counts', table.concat(counts, ','))
         -- A finished group expires with its runs; adding runs again persists it.
         for _, k in ipairs({gkey, gkey .. ':runs', gkey .. ':events'}) do
           redis.call('EXPIRE', k, retention_s)
@@ -157,7 +174,7 @@ local function error_fields(id, err_json)
   local history = redis.call('HGET', run_key(id), 'errors')
   local list = history and cjson.decode(history) or {}
   table.insert(list, cjson.decode(err_json))
-  return {'error', err_json, 'errors', cjson.encode(list)}
+  return {'error', err_json, 'errors', cjson.encode(list), 'errors_n', #list}
 end
 
 -- The one retry rule, for every way an attempt can fail (the processor raised, it
