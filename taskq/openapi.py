@@ -143,8 +143,8 @@ def openapi_path(rule: str) -> str:
 
 
 def _endpoint(endpoint: str) -> str:
-    """groups_beta.create is described as groups.create."""
-    return endpoint.replace("groups_beta.", "groups.", 1)
+    """A /v1beta alias is described as its /v1 route: groups_beta.create as groups.create."""
+    return endpoint.replace("_beta.", ".", 1)
 
 
 def document(app: Flask) -> dict[str, Any]:

@@ -3,12 +3,30 @@ gunicorn and real workers behind it."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import parallel
 import pytest
-from parallel import NotFoundError, Parallel
-from parallel.types import TaskGroupStatusEvent, TaskRunEvent
+from parallel import NotFoundError, Parallel, Stream
+from parallel.types import TaskGroupStatusEvent, TaskRunEvent, TaskRunEventsResponse
 from parallel.types.task_run_progress_message_event import TaskRunProgressMessageEvent
 
 from tests.conftest import API_KEY, OTHER_KEY, wait_until
+
+# Every call the SDK's beta resources make (client.beta.task_run and .task_group in
+# parallel-web 0.3 to 0.6, read from their source; not in the SDK installed here).
+BETA_SDK_CALLS = [
+    ("POST", "/v1/tasks/runs?beta=true"),  # 0.5 and 0.6 drop the ?beta=true
+    ("GET", "/v1/tasks/runs/{run_id}/result?beta=true"),
+    ("GET", "/v1beta/tasks/runs/{run_id}/events"),
+    ("POST", "/v1beta/tasks/groups"),
+    ("GET", "/v1beta/tasks/groups/{task_group_id}"),
+    ("POST", "/v1beta/tasks/groups/{task_group_id}/runs"),
+    ("GET", "/v1beta/tasks/groups/{task_group_id}/runs"),
+    ("GET", "/v1beta/tasks/groups/{task_group_id}/events"),
+]
+_SDK_CALL = re.compile(r'self\._(get|post|put|patch|delete)\(\s*(?:path_template\()?f?"(/v1[^"]*)"')
 
 
 @pytest.fixture
@@ -76,3 +94,46 @@ def test_sdk_sees_404_for_another_tenants_group(sdk):
     group = sdk.task_group.create()
     with Parallel(api_key=OTHER_KEY, base_url=str(sdk.base_url), max_retries=0) as other, pytest.raises(NotFoundError):
         other.task_group.retrieve(group.task_group_id)
+
+
+def installed_sdk_calls() -> set[tuple[str, str]]:
+    """(method, path) of every call the installed SDK's task run and group resources make."""
+    resources = Path(parallel.__file__).parent / "resources"
+    return {
+        (method.upper(), path)
+        for name in ("task_run.py", "task_group.py")
+        for method, path in _SDK_CALL.findall((resources / name).read_text())
+    }
+
+
+def test_every_path_any_sdk_calls_is_served_and_documented(client):
+    installed = installed_sdk_calls()
+    assert ("GET", "/v1/tasks/runs/{run_id}/events") in installed and len(installed) >= 9  # the source was read
+    routes = client.application.url_map.bind("localhost")
+    doc = client.get("/openapi.json").json
+    ids = {"{run_id}": "trun_" + "0" * 32, "{task_group_id}": "tgrp_" + "0" * 32}
+    for method, call in sorted(installed) + BETA_SDK_CALLS:
+        template = call.split("?")[0]
+        concrete = re.sub(r"\{\w+\}", lambda m: ids[m.group(0)], template)
+        endpoint, _args = routes.match(concrete, method=method)  # NotFound / MethodNotAllowed fail the test
+        documented = doc["paths"].get(template.replace("{task_group_id}", "{group_id}"), {})
+        assert method.lower() in documented, f"{method} {template} ({endpoint}) is not in /openapi.json"
+
+
+def test_the_beta_sdks_run_event_stream_is_served_under_v1beta(sdk):
+    run = sdk.task_run.create(input={"name": "Beta"}, processor="research")
+    sdk.task_run.result(run.run_id, api_timeout=30)
+
+    # What client.beta.task_run.events() of parallel-web 0.3 to 0.6 sends, through the
+    # installed SDK's own request and SSE machinery.
+    beta = sdk.get(
+        f"/v1beta/tasks/runs/{run.run_id}/events",
+        cast_to=TaskRunEventsResponse,  # type: ignore[arg-type]
+        stream=True,
+        stream_cls=Stream[TaskRunEventsResponse],
+        options={"headers": {"Accept": "text/event-stream"}},
+    )
+    events = list(beta)
+    assert [e.run.status for e in events if isinstance(e, TaskRunEvent)] == ["queued", "running", "completed"]
+    assert [e.message for e in events if isinstance(e, TaskRunProgressMessageEvent)] == ["looking up Beta"]
+    assert [e.model_dump() for e in events] == [e.model_dump() for e in sdk.task_run.events(run.run_id)]
