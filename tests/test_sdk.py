@@ -137,3 +137,21 @@ def test_the_beta_sdks_run_event_stream_is_served_under_v1beta(sdk):
     assert [e.run.status for e in events if isinstance(e, TaskRunEvent)] == ["queued", "running", "completed"]
     assert [e.message for e in events if isinstance(e, TaskRunProgressMessageEvent)] == ["looking up Beta"]
     assert [e.model_dump() for e in events] == [e.model_dump() for e in sdk.task_run.events(run.run_id)]
+
+
+def test_streams_read_with_timeout_0_return_the_events_so_far_then_close(sdk):
+    # Given a group with one run ended and one still running (so both streams would stay open)
+    group = sdk.task_group.create()
+    inputs = [{"input": {"i": 0}, "processor": "echo"}, {"input": {"seconds": 60}, "processor": "sleep"}]
+    done, slow = sdk.task_group.add_runs(group.task_group_id, inputs=inputs).run_ids
+    wait_until(lambda: sdk.task_run.retrieve(done).status == "completed", timeout_s=30)
+    wait_until(lambda: sdk.task_run.retrieve(slow).status == "running", timeout_s=30)
+
+    # When each is read with timeout=0 (as the SDK's own tests send), Then it holds what is there
+    events = list(sdk.task_group.events(group.task_group_id, api_timeout=0))
+    assert [(e.type, e.run.run_id, e.run.status) for e in events] == [("task_run.state", done, "completed")]
+    run_events = list(sdk.task_run.events(slow, extra_query={"timeout": 0}))
+    assert [e.run.status for e in run_events if isinstance(e, TaskRunEvent)] == ["queued", "running"]
+    assert "s to go" in next(e.message for e in run_events if isinstance(e, TaskRunProgressMessageEvent))
+
+    sdk.post(f"/v1/tasks/runs/{slow}/cancel", cast_to=object)
