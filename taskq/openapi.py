@@ -89,7 +89,8 @@ def _json(schema: dict[str, Any] | str) -> dict[str, Any]:
 Operation = tuple[str, str, dict[str, Any] | None, str | None, list[dict[str, Any]]]
 _RUN = "the TaskRun"
 OPERATIONS: dict[str, Operation] = {
-    "runs.create": ("create a run (Idempotency-Key header: the same key returns the first run)", "202", _json("TaskRun"), "RunInput", []),
+    "runs.create": ("create a run (Idempotency-Key header: the same key returns the first run; fields taskq "
+                    "does not act on are named in its warnings)", "202", _json("TaskRun"), "RunInput", []),
     "runs.list": ("the tenant's runs, newest first, paged by an opaque cursor", "200", _json("TaskRunList"), None, [
         STATUS, _q("processor", {"type": "string"}, "only runs of this processor"),
         _q("created_after", {"type": "string"}, "RFC 3339 time or epoch ms: runs created at or after it"),

@@ -155,3 +155,35 @@ def test_streams_read_with_timeout_0_return_the_events_so_far_then_close(sdk):
     assert "s to go" in next(e.message for e in run_events if isinstance(e, TaskRunProgressMessageEvent))
 
     sdk.post(f"/v1/tasks/runs/{slow}/cancel", cast_to=object)
+
+
+def test_sdk_fields_taskq_does_not_act_on_come_back_as_the_runs_warnings(sdk):
+    # Given every run field the SDK has that taskq does not act on, and one taskq does not know
+    run = sdk.task_run.create(
+        input={"name": "Acme"},
+        processor="research",
+        source_policy={"include_domains": ["example.com"]},
+        mcp_servers=[{"name": "tools", "url": "https://mcp.example.com"}],
+        previous_interaction_id="trun_" + "0" * 32,
+        enable_events=True,
+        advanced_settings={"location": "us"},
+        memory_scope_key="team-a",
+        extra_body={"unheard_of": 1},
+    )
+    named = ["source_policy", "mcp_servers", "previous_interaction_id", "enable_events", "advanced_settings",
+             "memory_scope_key", "unheard_of"]  # fmt: skip
+
+    # Then the SDK reads them as its own Warning type, naming each field, on every read
+    assert run.warnings is not None and sorted(w.detail["field"] for w in run.warnings if w.detail) == sorted(named)
+    assert all(w.type == "warning" and w.message for w in run.warnings)
+    result = sdk.task_run.result(run.run_id, api_timeout=30)
+    assert result.run.warnings == run.warnings and sdk.task_run.retrieve(run.run_id).warnings == run.warnings
+    assert all(e.run.warnings == run.warnings for e in sdk.task_run.events(run.run_id) if isinstance(e, TaskRunEvent))
+
+    # And in a group, per input: only the run whose input had the field is warned
+    group = sdk.task_group.create()
+    inputs = [{"input": {"i": 0}, "processor": "echo", "enable_events": False}, {"input": {"i": 1}, "processor": "echo"}]
+    first, second = sdk.task_group.add_runs(group.task_group_id, inputs=inputs).run_ids
+    warned = sdk.task_group.retrieve_run(first, task_group_id=group.task_group_id).warnings
+    assert warned is not None and [w.detail for w in warned] == [{"field": "inputs.0.enable_events"}]
+    assert sdk.task_group.retrieve_run(second, task_group_id=group.task_group_id).warnings is None
