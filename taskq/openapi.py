@@ -43,7 +43,7 @@ ERRORS = {
 }
 PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.metrics_view", "health.openapi_view", "health.docs",
                     "outputs.download"}  # fmt: skip
-SKIPPED_ENDPOINTS = {"static", "health.docs_static"}
+SKIPPED_ENDPOINTS = {"static", "health.docs_static", "health.docs_script"}
 # The dashboard's pages are a web UI signed in with a cookie, not part of the API.
 SKIPPED_BLUEPRINTS = ("dashboard.",)
 
