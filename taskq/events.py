@@ -55,14 +55,16 @@ def read(
     broker: Broker, key: str, after: str, timeout_s: float, finished: Callable[[], bool]
 ) -> Iterator[list[Entry] | None]:
     """Batches of entries of the stream `key` after the id `after`, as they are added;
-    None when a heartbeat is due. Ends once `finished()` holds and every entry written
-    until then has been yielded, or after `timeout_s`."""
+    None when a heartbeat is due. Ends once `finished()` holds, or `timeout_s` has
+    passed, and every entry written until then has been yielded: `timeout_s=0` yields
+    what is there and ends."""
     deadline = time.monotonic() + timeout_s
     heartbeat_s = broker.settings.sse_heartbeat_s
     next_beat = time.monotonic() + heartbeat_s
     while True:
         now = time.monotonic()
         if now >= deadline:
+            yield from _written_until_now(broker, key, after)
             return
         entries = _xread(broker, key, after)
         if not entries:
@@ -83,6 +85,24 @@ def read(
         else:
             continue
         next_beat = time.monotonic() + heartbeat_s
+
+
+def _written_until_now(broker: Broker, key: str, after: str) -> Iterator[list[Entry]]:
+    """The entries after `after` up to the newest one now; those added meanwhile are
+    left, so a busy stream cannot hold a timed-out reader."""
+    with translated():
+        newest = broker.redis.xrevrange(key, count=1)
+    if not newest:
+        return
+    end = _order(newest[0][0])
+    while entries := [entry for entry in _xread(broker, key, after) if _order(entry[0]) <= end]:
+        after = entries[-1][0]
+        yield entries
+
+
+def _order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _xread(broker: Broker, key: str, after: str, block_ms: int | None = None) -> list[Entry]:

@@ -160,7 +160,9 @@ def add_runs(
         )
     if not req.inputs:
         raise errors.ValidationFailed("inputs: at least one run is needed", {"field": "inputs"})
-    new = [_prepare(broker, procs, tenant, i, item, req.default_task_spec) for i, item in enumerate(req.inputs)]
+    # Fields of the request itself that taskq does not act on: named on each of its runs.
+    shared = req.ignored()
+    new = [_prepare(broker, procs, tenant, i, item, req.default_task_spec, shared) for i, item in enumerate(req.inputs)]
     with translated():
         # Read before the write: every event of the new runs comes after this id.
         last = broker.redis.xrevrange(keys.group_events(group_id), count=1)
@@ -179,17 +181,18 @@ def add_runs(
 
 
 def _prepare(
-    broker: Broker, procs: Catalog, tenant: str, index: int, item: Any, default_spec: TaskSpec | None
+    broker: Broker, procs: Catalog, tenant: str, index: int, item: Any, default_spec: TaskSpec | None, shared: list[str]
 ) -> run.NewRun:
     where = f"inputs.{index}."
     if not isinstance(item, dict):
         field = f"inputs.{index}"
         raise errors.ValidationFailed(f"{field}: must be an object", {"field": field, "index": index})
     req = parse(RunInput, item, where)
+    ignored = shared + req.ignored(where)  # before the default spec joins it, named as the request has it
     if req.task_spec is None and default_spec is not None:
         req = req.model_copy(update={"task_spec": default_spec})
     try:
-        return run.prepare(broker, procs, tenant, req, where)
+        return run.prepare(broker, procs, tenant, req, where, ignored)
     except errors.ValidationFailed as exc:
         if exc.message.startswith(where):
             raise

@@ -11,12 +11,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StrictBool,
     StrictFloat,
     StrictInt,
     StringConstraints,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -59,14 +61,48 @@ MetadataIn = dict[
 ]
 
 
-class Wire(BaseModel):
-    """Requests ignore fields taskq does not use (the SDK sends some), answers do not."""
+# Fields of the Parallel Task API's run request that taskq accepts and does not act
+# on. A run names each one it was given, and any field taskq does not know at all, in
+# its `warnings`. A field that becomes a feature moves to RunInput and off this list.
+NOT_ACTED_ON = (
+    "source_policy", "mcp_servers", "previous_interaction_id", "enable_events", "advanced_settings",
+    "memory_scope_key", "priority", "run_at",
+)  # fmt: skip
 
-    model_config = ConfigDict(extra="ignore")
+
+class Wire(BaseModel):
+    """A request: fields taskq does not use are accepted (the SDK sends some) and kept
+    aside, so that `ignored()` can name them; they are never dumped, stored or echoed."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def ignored(self, where: str = "") -> list[str]:
+        """The path of every field given that taskq does not act on, nested ones too."""
+        names = [where + name for name in self.__pydantic_extra__ or ()]
+        for name, value in self.__dict__.items():  # the fields' values
+            if isinstance(value, Wire):
+                names += value.ignored(f"{where}{name}.")
+        return names
+
+    @model_serializer(mode="wrap")
+    def _without_ignored(self, handler: SerializerFunctionWrapHandler) -> Any:
+        shaped = handler(self)
+        if self.__pydantic_extra__ and isinstance(shaped, dict):
+            shaped = {k: v for k, v in shaped.items() if k not in self.__pydantic_extra__}
+        return shaped
 
 
 class ErrorObject(BaseModel):
     ref_id: str
+    message: str
+    detail: dict[str, Any] | None = None
+
+
+class WarningObject(BaseModel):
+    """A warning on a run, shaped as the Parallel API's: `type` "warning", `message`,
+    and `detail.field` naming a request field taskq accepted and did not act on."""
+
+    type: Literal["spec_validation_warning", "input_validation_warning", "warning"] = "warning"
     message: str
     detail: dict[str, Any] | None = None
 
@@ -131,8 +167,15 @@ class Webhook(Wire):
         return "task_run.state" in self.event_types
 
 
+def _document_not_acted_on(schema: dict[str, Any]) -> None:
+    for name in NOT_ACTED_ON:
+        schema["properties"][name] = {"description": "accepted and not acted on: named in the run's warnings"}
+
+
 class RunInput(Wire):
     """One run's input as given to POST /v1/tasks/runs, or as one of a group's inputs."""
+
+    model_config = ConfigDict(json_schema_extra=_document_not_acted_on)
 
     input: dict[str, Any] | str
     processor: str = Field(min_length=1, max_length=200)
@@ -146,7 +189,11 @@ class RunInput(Wire):
         # `callback_webhook` is how the first clients spelled `webhook`.
         if isinstance(data, dict) and "callback_webhook" in data and "webhook" not in data:
             data = {**data, "webhook": data["callback_webhook"]}
+            del data["callback_webhook"]
         return data
+
+
+assert not set(NOT_ACTED_ON) & set(RunInput.model_fields), "a field RunInput acts on is still in NOT_ACTED_ON"
 
 
 class OutputFile(BaseModel):
@@ -182,7 +229,7 @@ class TaskRun(BaseModel):
     created_at: str
     modified_at: str
     error: ErrorObject | None = None
-    warnings: list[dict[str, Any]] | None = None
+    warnings: list[WarningObject] | None = None
     attempts: int = 0
     max_retries: int = 0
     started_at: str | None = None

@@ -43,7 +43,7 @@ ERRORS = {
 }
 PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "health.metrics_view", "health.openapi_view", "health.docs",
                     "outputs.download"}  # fmt: skip
-SKIPPED_ENDPOINTS = {"static", "health.docs_static"}
+SKIPPED_ENDPOINTS = {"static", "health.docs_static", "health.docs_script"}
 # The dashboard's pages are a web UI signed in with a cookie, not part of the API.
 SKIPPED_BLUEPRINTS = ("dashboard.",)
 
@@ -89,7 +89,8 @@ def _json(schema: dict[str, Any] | str) -> dict[str, Any]:
 Operation = tuple[str, str, dict[str, Any] | None, str | None, list[dict[str, Any]]]
 _RUN = "the TaskRun"
 OPERATIONS: dict[str, Operation] = {
-    "runs.create": ("create a run (Idempotency-Key header: the same key returns the first run)", "202", _json("TaskRun"), "RunInput", []),
+    "runs.create": ("create a run (Idempotency-Key header: the same key returns the first run; fields taskq "
+                    "does not act on are named in its warnings)", "202", _json("TaskRun"), "RunInput", []),
     "runs.list": ("the tenant's runs, newest first, paged by an opaque cursor", "200", _json("TaskRunList"), None, [
         STATUS, _q("processor", {"type": "string"}, "only runs of this processor"),
         _q("created_after", {"type": "string"}, "RFC 3339 time or epoch ms: runs created at or after it"),
@@ -143,8 +144,8 @@ def openapi_path(rule: str) -> str:
 
 
 def _endpoint(endpoint: str) -> str:
-    """groups_beta.create is described as groups.create."""
-    return endpoint.replace("groups_beta.", "groups.", 1)
+    """A /v1beta alias is described as its /v1 route: groups_beta.create as groups.create."""
+    return endpoint.replace("_beta.", ".", 1)
 
 
 def document(app: Flask) -> dict[str, Any]:

@@ -16,6 +16,8 @@ The record is the hash `taskq:run:{id}`. Its fields (absent when empty):
     error, errors    the last error and every attempt's, as JSON
     output_type, output   the result: 'json' or 'text', and its JSON
     outputs          JSON list of the files it saved (outputs/record.py)
+    warnings         JSON list of WarningObjects made at create: one per request field
+                     taskq accepted and does not act on (absent when none)
     required_action, answers   its question while waiting, and the answers given
                      (action.py)
     taskgroup_id, delivery_seq
@@ -36,9 +38,16 @@ from . import action, catalog, errors, keys, outputs, upstream, webhook
 from .broker import MAX_BLOCK_MS, Broker, now_ms, rq_job_data, rq_now, translated
 from .catalog import Catalog
 from .record import RunRecord
-from .models import ErrorObject, OutputFile, RequiredAction, RunInput, RunStatus, TaskRun, TaskRunOutput, TaskRunResult
+from .models import (
+    NOT_ACTED_ON, ErrorObject, OutputFile, RequiredAction, RunInput, RunStatus, TaskRun, TaskRunOutput, TaskRunResult,
+    WarningObject,
+)  # fmt: skip
 
 RUN_PREFIX = "trun_"
+# A run names at most this many ignored fields (the last warning counts the rest),
+# each path cut to MAX_FIELD_CHARS: the record stays small whatever the body holds.
+MAX_WARNINGS = 20
+MAX_FIELD_CHARS = 200
 # What new_run_id makes; anything else is not a run (and never reaches a Redis key).
 RUN_ID = re.compile(r"trun_[0-9a-f]{32}")
 
@@ -71,9 +80,13 @@ class NewRun:
     fields: dict[str, str | int]
 
 
-def prepare(broker: Broker, procs: Catalog, tenant: str, req: RunInput, where: str = "") -> NewRun:
+def prepare(
+    broker: Broker, procs: Catalog, tenant: str, req: RunInput, where: str = "", ignored: list[str] | None = None
+) -> NewRun:
     """Checks one run request against its processor and task_spec; raises
-    ValidationFailed (naming the field under `where`) and writes nothing."""
+    ValidationFailed (naming the field under `where`) and writes nothing. The run's
+    warnings name the request's fields taskq does not act on: `ignored`, or else
+    those of `req`."""
     spec = procs.get(req.processor)
     settings = broker.settings
     if req.processor == "http" and isinstance(req.input, dict):
@@ -104,6 +117,8 @@ def prepare(broker: Broker, procs: Catalog, tenant: str, req: RunInput, where: s
     }
     if req.metadata:
         fields["metadata"] = json.dumps(req.metadata)
+    if warnings := not_acted_on(req.ignored(where) if ignored is None else ignored, where):
+        fields["warnings"] = json.dumps(warnings)
     if spec_out is not None and spec_out.type == "json":
         fields["output_schema"] = json.dumps(spec_out.json_schema)
     if req.webhook is not None:
@@ -112,6 +127,26 @@ def prepare(broker: Broker, procs: Catalog, tenant: str, req: RunInput, where: s
         if req.webhook.every_change:
             fields["webhook_all"] = "1"
     return NewRun(run_id, str(fields["queue"]), timeout_s, fields)
+
+
+def not_acted_on(fields: list[str], where: str = "") -> list[dict[str, Any]]:
+    """One warning per request field taskq accepted and does not act on; `where` is
+    the run's place in the request (`inputs.3.` in a group add)."""
+    if len(fields) <= MAX_WARNINGS:
+        return [_not_acted_on(name, where) for name in fields]
+    rest = len(fields) - MAX_WARNINGS + 1
+    named = [_not_acted_on(name, where) for name in fields[: MAX_WARNINGS - 1]]
+    return named + [{"type": "warning", "message": f"{rest} more fields given are not acted on", "detail": {"count": rest}}]
+
+
+def _not_acted_on(field: str, where: str) -> dict[str, Any]:
+    if field.startswith(where) and field[len(where) :] in NOT_ACTED_ON:
+        message = "accepted for compatibility with the Parallel Task API; taskq does not act on it"
+    else:
+        message = "not a field taskq knows; ignored"
+    if len(field) > MAX_FIELD_CHARS:
+        field = field[: MAX_FIELD_CHARS - 1] + "…"
+    return {"type": "warning", "message": f"{field}: {message}", "detail": {"field": field}}
 
 
 def create(
@@ -195,6 +230,7 @@ def to_task_run(record: dict[str, str] | RunRecord, broker: Broker | None = None
         created_at=iso(rec.created_ms) or "",
         modified_at=iso(rec.modified_ms or rec.created_ms) or "",
         error=ErrorObject(**rec.error) if rec.error else None,
+        warnings=[WarningObject(**w) for w in json.loads(rec.raw["warnings"])] if rec.raw.get("warnings") else None,
         attempts=rec.attempts,
         max_retries=rec.max_retries,
         started_at=iso(rec.started_ms or None),

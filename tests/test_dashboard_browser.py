@@ -1,6 +1,7 @@
-"""The dashboard in a real browser: Debian's headless Chromium driven by Selenium
-through the system chromedriver, against a real gunicorn gateway, a real worker and
-a real dispatcher. Each page is saved to docs/screenshots/ on the way."""
+"""The dashboard, and the API reference at /docs, in a real browser: Debian's headless
+Chromium driven by Selenium through the system chromedriver, against a real gunicorn
+gateway, a real worker and a real dispatcher. Each dashboard page is saved to
+docs/screenshots/ on the way."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ def browser(tmp_path: Path) -> Iterator[object]:
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for driver.get_log
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
     yield driver
@@ -166,3 +168,50 @@ def test_sign_in_watch_a_run_live_cancel_filter_groups_and_redeliver(browser, sh
     wait_until(lambda: "/dashboard/login" in d.current_url)
     d.get(url + "/dashboard/runs")
     assert "/dashboard/login" in d.current_url
+
+
+def test_api_docs_render_every_operation_with_nothing_fetched_from_elsewhere(browser, shots, gunicorn):
+    from selenium.webdriver.common.by import By
+
+    d = browser
+    url = gunicorn()
+    doc = requests.get(url + "/openapi.json", timeout=10).json()
+    expected = {(method.upper(), path, op["summary"]) for path, ops in doc["paths"].items() for method, op in ops.items()}
+    assert doc["openapi"].startswith("3.1")
+
+    d.get(url + "/docs")
+
+    def shown() -> set[tuple[str, str, str]]:
+        rows = d.execute_script(
+            "return [...document.querySelectorAll('.opblock')].map(b => ["
+            "b.querySelector('.opblock-summary-method')?.textContent,"
+            "b.querySelector('.opblock-summary-path')?.getAttribute('data-path'),"
+            "b.querySelector('.opblock-summary-description')?.textContent])"
+        )
+        return {tuple(row) for row in rows}
+
+    # Every operation of the document is drawn: its method, its path and its summary.
+    wait_until(lambda: shown() == expected, timeout_s=30)
+    assert ("POST", "/v1/tasks/runs", doc["paths"]["/v1/tasks/runs"]["post"]["summary"]) in shown()
+    assert "Unable to render" not in text(d, "body")
+
+    # An operation opens on its request body, drawn from the 3.1 schema of RunInput.
+    create = '.opblock-post:has(.opblock-summary-path[data-path="/v1/tasks/runs"])'
+    d.find_element(By.CSS_SELECTOR, create + " .opblock-summary-control").click()
+    wait_until(lambda: '"processor"' in text(d, create + " .opblock-body"), timeout_s=10)
+    shot(d, shots, "api-docs")
+    # And "Try it out" calls the gateway from the page.
+    health = '.opblock-get:has(.opblock-summary-path[data-path="/healthz"])'
+    d.find_element(By.CSS_SELECTOR, health + " .opblock-summary-control").click()
+    wait_until(lambda: d.find_elements(By.CSS_SELECTOR, health + " .try-out__btn"), timeout_s=10)
+    d.find_element(By.CSS_SELECTOR, health + " .try-out__btn").click()
+    wait_until(lambda: d.find_elements(By.CSS_SELECTOR, health + " .execute"), timeout_s=10)
+    d.find_element(By.CSS_SELECTOR, health + " .execute").click()
+    wait_until(lambda: '"status": "ok"' in text(d, health + " .live-responses-table"), timeout_s=10)
+
+    # Everything the page loaded came from the gateway, and the console has no error
+    # (a Content-Security-Policy violation would be one).
+    loaded = d.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert loaded and all(name.startswith(url + "/") for name in loaded), loaded
+    assert url + "/healthz" in loaded
+    assert [e["message"] for e in d.get_log("browser") if e["level"] == "SEVERE"] == []

@@ -1,6 +1,6 @@
 """/openapi.json is generated from the routes: every route is in it, with its path
-parameters, query parameters, bodies and error answers; /docs serves Swagger UI
-without the network."""
+parameters, query parameters, bodies and error answers; /docs serves Swagger UI 5
+without the network (tests/test_dashboard_browser.py sees it render)."""
 
 from __future__ import annotations
 
@@ -37,12 +37,18 @@ def test_the_document_has_both_prefixes_parameters_bodies_and_errors(client):
     assert doc["paths"]["/v1/tasks/runs"]["post"]["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorResponse")
 
 
-def test_docs_serve_swagger_ui_from_the_package(client):
+def test_docs_serve_swagger_ui_from_the_package_under_a_strict_content_security_policy(client):
     page = client.get("/docs")
-    assert page.status_code == 200 and b"/openapi.json" in page.data and b"http" not in page.data.split(b"<body>")[1]
+    assert page.status_code == 200 and b"http" not in page.data.split(b"<body>")[1]
+    assert b"<script>" not in page.data  # every script is a file, so the policy needs no 'unsafe-inline' for scripts
+    policy = page.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy and "script-src 'self';" in policy and "connect-src 'self'" in policy
+    with client.get("/docs/docs.js") as js:
+        assert js.status_code == 200 and b'"/openapi.json"' in js.data and b"validatorUrl: null" in js.data
     with client.get("/docs/swagger-ui-bundle.js") as js:
         assert js.status_code == 200 and js.data
     assert client.get("/docs/..%2fpyproject.toml").status_code == 404
+    assert client.get("/docs/VERSION").status_code == 404  # only the files the page loads
 
 
 def test_the_dashboard_is_not_part_of_the_api_document(client):

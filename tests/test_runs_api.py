@@ -8,7 +8,7 @@ import json
 import pytest
 
 from taskq import keys
-from tests.conftest import API_KEY, HEADERS, OTHER_KEY
+from tests.conftest import API_KEY, HEADERS, OTHER_KEY, wait_until
 
 
 def create(client, body, headers=HEADERS, **kw):  # type: ignore[no-untyped-def]
@@ -226,3 +226,113 @@ def test_a_tenant_over_its_rate_limit_gets_429_and_nothing_is_written(broker):
     assert broker.redis.llen("rq:queue:default") == len(accepted)
     other = create(client, {"input": {}, "processor": "echo"}, headers={"x-api-key": OTHER_KEY})
     assert other.status_code == 202  # another tenant has its own budget
+
+
+# -- fields taskq accepts and does not act on: named in the run's warnings
+
+# One of each field of the Parallel API's run request that taskq does not act on, as
+# the SDK would send it; what any of them becomes in taskq is decided in models.py.
+NOT_ACTED_ON_VALUES = {
+    "source_policy": {"include_domains": ["example.com"]},
+    "mcp_servers": [{"name": "m", "url": "https://mcp.example.com"}],
+    "previous_interaction_id": "trun_" + "0" * 32,
+    "enable_events": True,
+    "advanced_settings": {"location": "us"},
+    "memory_scope_key": "team-a",
+    "priority": "high",
+    "run_at": "2030-01-01T00:00:00Z",
+}
+
+
+def warned_fields(run: dict) -> list[str]:  # type: ignore[type-arg]
+    return [w["detail"]["field"] for w in run["warnings"] or []]
+
+
+def test_every_field_taskq_does_not_act_on_is_named_in_the_runs_warnings_on_every_read(client, broker, drain):
+    from taskq.models import NOT_ACTED_ON
+
+    # Given a request with each accepted-but-unused field, an unknown one, and unknown nested ones
+    assert set(NOT_ACTED_ON_VALUES) == set(NOT_ACTED_ON)
+    body = {
+        "input": {"n": 1}, "processor": "echo", "metadata": {"k": "v"}, **NOT_ACTED_ON_VALUES, "made_up": 1,
+        "webhook": {"url": "http://127.0.0.1:9/hook", "retries": 9},
+        "task_spec": {"output_schema": {"type": "json", "json_schema": {"type": "object"}, "strict": True}},
+    }  # fmt: skip
+    expected = [*NOT_ACTED_ON_VALUES, "made_up", "task_spec.output_schema.strict", "webhook.retries"]
+
+    # When it is created, Then the 202 names each of them once, and nothing it acts on
+    created = create(client, body, headers={**HEADERS, "Idempotency-Key": "warn-1"})
+    assert created.status_code == 202
+    run = created.json
+    assert sorted(warned_fields(run)) == sorted(expected)
+    assert all(w["type"] == "warning" and w["message"].startswith(w["detail"]["field"] + ": ") for w in run["warnings"])
+    known = {w["detail"]["field"]: w["message"] for w in run["warnings"]}
+    assert all("does not act on it" in known[name] for name in NOT_ACTED_ON_VALUES)
+    assert "not a field taskq knows" in known["made_up"] and "not a field taskq knows" in known["webhook.retries"]
+    # And no ignored value is stored: the webhook kept is the one taskq acts on
+    assert "retries" not in broker.redis.hget(keys.run(run["run_id"]), "webhook")
+
+    # And every later read shows the same warnings: the run, the list, a replay, the result
+    assert client.get(f"/v1/tasks/runs/{run['run_id']}", headers=HEADERS).json["warnings"] == run["warnings"]
+    listed = client.get("/v1/tasks/runs", headers=HEADERS).json["runs"]
+    assert [r["warnings"] for r in listed if r["run_id"] == run["run_id"]] == [run["warnings"]]
+    replay = create(client, body, headers={**HEADERS, "Idempotency-Key": "warn-1"})
+    assert replay.headers["Idempotent-Replayed"] == "true" and replay.json["warnings"] == run["warnings"]
+    drain()
+    assert client.get(f"/v1/tasks/runs/{run['run_id']}/result?timeout=5", headers=HEADERS).json["run"]["warnings"] == run["warnings"]
+
+
+def test_a_request_of_only_fields_taskq_acts_on_has_no_warnings(client):
+    body = {
+        "input": "text", "processor": "shout", "metadata": {"k": 1},
+        "task_spec": {"input_schema": "any text", "output_schema": {"type": "text", "description": "loud"}},
+        "callback_webhook": {"url": "http://127.0.0.1:9/hook", "event_types": ["task_run.status"], "secret": None, "headers": {}},
+    }  # fmt: skip
+    run = create(client, body).json
+    assert run["warnings"] is None
+    assert client.get(f"/v1/tasks/runs/{run['run_id']}", headers=HEADERS).json["warnings"] is None
+
+
+def test_warnings_are_bounded_however_many_fields_a_request_ignores(client, broker):
+    from taskq.run import MAX_FIELD_CHARS, MAX_WARNINGS
+
+    many = {f"extra_{i}": i for i in range(MAX_WARNINGS + 10)}
+    run = create(client, {"input": {}, "processor": "echo", **many, "x" * 5000: 1}).json
+    assert len(run["warnings"]) == MAX_WARNINGS
+    assert [w["detail"]["field"] for w in run["warnings"][:-1]] == list(many)[: MAX_WARNINGS - 1]
+    assert run["warnings"][-1]["detail"] == {"count": 12}  # the other 11 extra_ and the long one
+    long = create(client, {"input": {}, "processor": "echo", "y" * 5000: 1}).json["warnings"][0]["detail"]["field"]
+    assert len(long) == MAX_FIELD_CHARS and long.startswith("yyy")
+    assert len(broker.redis.hget(keys.run(run["run_id"]), "warnings")) < MAX_WARNINGS * 2 * (MAX_FIELD_CHARS + 100)
+
+
+def test_each_run_of_a_group_add_names_the_fields_its_input_and_the_request_gave(client):
+    gid = client.post("/v1/tasks/groups", json={}, headers=HEADERS).json["taskgroup_id"]
+    inputs = [
+        {"input": {"i": 0}, "processor": "echo", "source_policy": {"include_domains": ["a.com"]}},
+        {"input": {"i": 1}, "processor": "echo"},
+        {"input": {"i": 2}, "processor": "echo", "enable_events": True, "webhook": {"url": "http://127.0.0.1:9/h", "x": 1}},
+    ]
+    body = {"inputs": inputs, "refresh_status": True, "default_task_spec": {"output_schema": "text", "odd": 1}}
+    added = client.post(f"/v1/tasks/groups/{gid}/runs", json=body, headers=HEADERS)
+    assert added.status_code == 200, added.json
+    runs = [client.get(f"/v1/tasks/groups/{gid}/runs/{rid}", headers=HEADERS).json for rid in added.json["run_ids"]]
+    shared = ["refresh_status", "default_task_spec.odd"]
+    assert [warned_fields(r) for r in runs] == [
+        [*shared, "inputs.0.source_policy"], shared, [*shared, "inputs.2.enable_events", "inputs.2.webhook.x"],
+    ]
+    by_field = {w["detail"]["field"]: w["message"] for r in runs for w in r["warnings"]}
+    assert "does not act on it" in by_field["inputs.0.source_policy"] and "not a field taskq knows" in by_field["refresh_status"]
+
+
+def test_a_runs_webhook_carries_its_warnings(client, spawn, broker):
+    from tests.test_webhooks import serving
+
+    with serving() as receiver:
+        body = {"input": {}, "processor": "echo", "enable_events": True, "webhook": {"url": receiver.url("/hook")}}
+        run_id = create(client, body).json["run_id"]
+        assert client.post(f"/v1/tasks/runs/{run_id}/cancel", headers=HEADERS).json["status"] == "cancelled"
+        spawn("dispatcher", settings=broker.settings)
+        wait_until(lambda: receiver.at("/hook"), timeout_s=20)
+        payload = json.loads(receiver.at("/hook")[0].body)
+    assert payload["data"]["run_id"] == run_id and warned_fields(payload["data"]) == ["enable_events"]

@@ -1,5 +1,7 @@
-"""One tenant's open streams and long polls cannot take the gateway from others: the
-gateway serves them on gevent (no thread each), and caps them per tenant (429)."""
+"""Streams: one tenant's open streams and long polls cannot take the gateway from
+others (the gateway serves them on gevent, no thread each, and caps them per tenant:
+429); a stream whose `timeout` has passed still sends every event written until then.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +9,9 @@ import threading
 
 import requests
 
+from taskq import keys
 from tests.conftest import HEADERS, OTHER_KEY, wait_until
+from tests.test_groups import sse_events
 
 GROUPS = "/v1/tasks/groups"
 CAP = 3
@@ -61,3 +65,25 @@ def test_a_tenant_at_its_stream_cap_gets_429_and_another_tenant_is_served(broker
     poll.join(30)
     assert polled[-1] == 408  # the long poll ran its whole timeout, holding its slot
     wait_until(lambda: requests.get(probe, headers=HEADERS, timeout=10).status_code == 408, timeout_s=20)
+
+
+def test_a_stream_with_timeout_0_sends_every_event_written_so_far_then_closes(client, broker, drain):
+    # Given an active group whose event stream holds more than one read's worth (200)
+    gid = client.post(GROUPS, json={}, headers=HEADERS).json["taskgroup_id"]
+    inputs = [{"input": {"i": i}, "processor": "noop"} for i in range(250)]
+    assert client.post(f"{GROUPS}/{gid}/runs", json={"inputs": inputs}, headers=HEADERS).status_code == 200
+    drain()
+    waiting = client.post(f"{GROUPS}/{gid}/runs", json={"inputs": inputs[:1]}, headers=HEADERS).json["run_ids"][0]
+    stored = [entry_id for entry_id, _ in broker.redis.xrange(keys.group_events(gid))]
+    assert len(stored) == 251  # 250 runs ended, then the group went inactive
+
+    # When it is read with timeout=0, Then every stored event comes, once, in order, and the stream ends
+    events = sse_events(client.get(f"{GROUPS}/{gid}/events?timeout=0", headers=HEADERS).data.decode())
+    assert [e["event_id"] for e in events] == stored
+    # And resumed with timeout=0, the rest after the given event
+    rest = sse_events(client.get(f"{GROUPS}/{gid}/events?timeout=0&last_event_id={stored[99]}", headers=HEADERS).data.decode())
+    assert [e["event_id"] for e in rest] == stored[100:]
+    # And a run's stream likewise: the queued run's one state change so far
+    run_events = sse_events(client.get(f"/v1/tasks/runs/{waiting}/events?timeout=0", headers=HEADERS).data.decode())
+    assert [(e["type"], e["run"]["status"]) for e in run_events] == [("task_run.state", "queued")]
+

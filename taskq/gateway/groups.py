@@ -1,5 +1,7 @@
-"""/v1/tasks/groups (and the older /v1beta/tasks/groups): task groups and their
-streams; and /v1/tasks/runs/{id}/events, a run's own stream."""
+"""/v1/tasks/groups: task groups and their streams; and /v1/tasks/runs/{id}/events,
+a run's own stream. Both are served under /v1beta too, where the SDK's beta
+resources (parallel-web 0.3 to 0.6) call them; its beta run create and result call
+the /v1 paths."""
 
 from __future__ import annotations
 
@@ -17,7 +19,12 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def blueprints() -> list[Blueprint]:
-    return [_groups("groups", "/v1/tasks/groups"), _groups("groups_beta", "/v1beta/tasks/groups"), _run_events()]
+    return [
+        _groups("groups", "/v1/tasks/groups"),
+        _groups("groups_beta", "/v1beta/tasks/groups"),
+        _run_events("run_events", "/v1/tasks/runs"),
+        _run_events("run_events_beta", "/v1beta/tasks/runs"),
+    ]
 
 
 def _groups(name: str, prefix: str) -> Blueprint:
@@ -67,8 +74,8 @@ def _groups(name: str, prefix: str) -> Blueprint:
     return bp
 
 
-def _run_events() -> Blueprint:
-    bp = Blueprint("run_events", __name__, url_prefix="/v1/tasks/runs")
+def _run_events(name: str, prefix: str) -> Blueprint:
+    bp = Blueprint(name, __name__, url_prefix=prefix)
 
     @bp.get("/<run_id>/events")
     def run_events(run_id: str) -> Response:
