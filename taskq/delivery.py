@@ -59,7 +59,7 @@ class WebhookDelivery(BaseModel):
 RUN_FIELDS = (
     "id", "tenant", "webhook", "processor", "metadata", "taskgroup_id", "created_ms", "modified_ms", "error",
     "attempts", "max_retries", "started_ms", "finished_ms", "next_attempt_ms", "errors", "output", "output_type",
-    "outputs", "required_action",
+    "outputs", "outputs_count", "required_action",
     "webhook_body",
 )  # fmt: skip
 

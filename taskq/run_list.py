@@ -36,7 +36,7 @@ MAX_SCANNED = 1000
 # What to_task_run needs of a record (not the input or output, which may be large).
 _FIELDS = (
     "id", "tenant", "status", "processor", "metadata", "taskgroup_id", "created_ms", "modified_ms", "error",
-    "attempts", "max_retries", "started_ms", "finished_ms", "next_attempt_ms", "errors",
+    "attempts", "max_retries", "started_ms", "finished_ms", "next_attempt_ms", "errors", "outputs_count",
 )  # fmt: skip
 
 

@@ -53,7 +53,7 @@ end
 -- is the LINKS fields of the run, in that order, when the caller has read them
 -- already (`links_of`, or an HMGET of LINKS). A run leaving action_required leaves
 -- the waiting set and drops its question; a run ending starts the clock on its
--- output files (if it has any).
+-- output files and their listing (if it has any).
 local LINKS = {'taskgroup_id', 'webhook', 'webhook_all', 'has_outputs', 'processor', 'started_ms', 'next_attempt_ms',
   'created_ms'}
 local LINK = {}  -- a LINKS name -> its position, so positions are never spelled twice
@@ -137,7 +137,11 @@ local function set_status(id, old, new, now, retention_s, fields, links)
     redis.call('EXPIRE', key, retention_s)
     redis.call('EXPIRE', key .. ':events', retention_s)
     if hook then redis.call('EXPIRE', key .. ':deliveries', retention_s) end
-    if has_outputs ~= false then redis.call('ZADD', P .. 'outputs:expiring', 'XX', now + retention_s * 1000, id) end
+    if has_outputs ~= false then
+      redis.call('EXPIRE', key .. ':outputs', retention_s)
+      redis.call('EXPIRE', key .. ':outputs:names', retention_s)
+      redis.call('ZADD', P .. 'outputs:expiring', 'XX', now + retention_s * 1000, id)
+    end
   end
 end
 
