@@ -2,10 +2,10 @@
 
     taskq:run:{id}                hash    the run record (see run.py for its fields)
     taskq:run:{id}:events         stream  progress messages and state changes of one run
-    taskq:run:{id}:outputs        zset    the run's output files: each entry's JSON ({name, key,
-                                          size, content_type, saved_ms}) scored by when it was
-                                          saved (a number counting the run's saves)
-    taskq:run:{id}:outputs:names  hash    output file name -> the score of its entry in :outputs
+    taskq:run:{id}:outputs        hash    the run's output files: name -> entry JSON ({name, key,
+                                          size, content_type, saved_ms})
+    taskq:run:{id}:outputs:order  zset    output file name -> when it was saved (a number counting
+                                          the run's saves): the order they are listed in
     taskq:idem:{tenant}:{digest}  string  Idempotency-Key -> run id, 24 h
     taskq:processors              hash    processor name -> JSON spec, written by workers
     taskq:running                 zset    run id -> lease deadline (ms); the reaper's view
@@ -68,8 +68,8 @@ def run_outputs(run_id: str) -> str:
     return f"{PREFIX}run:{run_id}:outputs"
 
 
-def run_output_names(run_id: str) -> str:
-    return f"{PREFIX}run:{run_id}:outputs:names"
+def run_outputs_order(run_id: str) -> str:
+    return f"{PREFIX}run:{run_id}:outputs:order"
 
 
 def run_deliveries(run_id: str) -> str:

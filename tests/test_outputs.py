@@ -429,7 +429,7 @@ def test_a_run_with_more_files_than_a_page_is_bounded_and_pages_through_all(brok
     record = broker.redis.hgetall(keys.run(run_id))
     assert "outputs" not in record and (record["outputs_count"], record["outputs_bytes"]) == ("250", "250")
     assert max(len(v) for v in record.values()) < 1000
-    assert broker.redis.zcard(keys.run_outputs(run_id)) == 250
+    assert broker.redis.hlen(keys.run_outputs(run_id)) == broker.redis.zcard(keys.run_outputs_order(run_id)) == 250
 
     # Following outputs_next, and paging with any limit, gives every file exactly once
     seen = [o["name"] for o in run["outputs"]]
@@ -475,7 +475,7 @@ def test_a_runs_listing_expires_with_it_and_its_webhook_lists_the_first_page(bro
     body = {"processor": "render", "input": {"many": 120}, "webhook": {"url": "http://127.0.0.1:9/hook"}}
     run_id = api.post("/v1/tasks/runs", json=body, headers=HEADERS).json["run_id"]
     drain(settings)
-    for key in (keys.run_outputs(run_id), keys.run_output_names(run_id)):
+    for key in (keys.run_outputs(run_id), keys.run_outputs_order(run_id)):
         assert 0 < broker.redis.ttl(key) <= settings.retention_s, key
     # The dispatcher's claim carries what the payload needs to list the files
     (claim,) = [c for c in delivery.take_due(broker, 10, 30, max_skips=10).claims if c.run_id == run_id]

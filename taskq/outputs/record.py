@@ -1,10 +1,11 @@
 """Output files of a run: saving one (store, then record under the lease), listing
 them page by page with fresh URLs, and deleting those of expired runs.
 
-A run's files are listed in `taskq:run:{id}:outputs` (entries in the order saved)
-and `…:outputs:names` (name -> entry), with their number and total size as counters
-on the run record (`outputs_count`, `outputs_bytes`): a save costs O(log n), and a
-read of the run costs one page of files, however many the run has.
+A run's files are kept in `taskq:run:{id}:outputs` (name -> entry) and
+`…:outputs:order` (name -> save number, the order they are listed in), with their
+number and total size as counters on the run record (`outputs_count`,
+`outputs_bytes`): a save costs O(log n), and a read of the run costs one page of
+files, however many the run has.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def save(broker: Broker, run_id: str, token: str, name: str, source: BinaryIO, s
     entry = {"name": name, "key": key, "size": capped.count, "content_type": content_type, "saved_ms": now_ms()}
     try:
         reply = broker.scripts.record_output(
-            keys=[keys.run(run_id), keys.run_outputs(run_id), keys.run_output_names(run_id), keys.OUTPUTS_EXPIRING],
+            keys=[keys.run(run_id), keys.run_outputs(run_id), keys.run_outputs_order(run_id), keys.OUTPUTS_EXPIRING],
             args=[run_id, token, name, json.dumps(entry), capped.count, settings.max_outputs_bytes_per_run,
                   settings.max_outputs_per_run],
         )  # fmt: skip
@@ -206,25 +207,32 @@ def _entries(broker: Broker, record: Mapping[str, str], after: int, limit: int) 
     if record.get("outputs"):  # recorded by an earlier version: one JSON list
         rest = [(i, e) for i, e in enumerate(json.loads(record["outputs"]), 1) if i > after]
         return rest[:limit], len(rest) > limit
+    files, order = keys.run_outputs(record["id"]), keys.run_outputs_order(record["id"])
+    small = count(record) <= limit  # all of them fit in a page: read them in the same round trip
     with translated():
-        rows = broker.redis.zrangebyscore(
-            keys.run_outputs(record["id"]), f"({after}", "+inf", start=0, num=limit + 1, withscores=True
-        )
-    return [(int(score), json.loads(raw)) for raw, score in rows[:limit]], len(rows) > limit
+        pipe = broker.redis.pipeline(transaction=False)
+        pipe.zrangebyscore(order, f"({after}", "+inf", start=0, num=limit + 1, withscores=True)
+        if small:
+            pipe.hgetall(files)
+        replies = pipe.execute()
+        rows = replies[0][:limit]
+        names = [name for name, _ in rows]
+        if small:
+            found = replies[1]
+        else:
+            found = dict(zip(names, broker.redis.hmget(files, names))) if names else {}
+    listed = [(int(score), json.loads(found[name])) for name, score in rows if found.get(name)]
+    return listed, len(replies[0]) > limit
 
 
 def find(broker: Broker, run_id: str, key: str) -> dict[str, Any] | None:
     """The listed entry for `key`, or None (never saved, refused, replaced, or expired)."""
-    name = key.rsplit("/", 1)[-1]
     with translated():
         pipe = broker.redis.pipeline(transaction=False)
-        pipe.hget(keys.run_output_names(run_id), name)
+        pipe.hget(keys.run_outputs(run_id), key.rsplit("/", 1)[-1])
         pipe.hget(keys.run(run_id), "outputs")
-        position, legacy = pipe.execute()
-        if position is not None:
-            entries = [json.loads(raw) for raw in broker.redis.zrangebyscore(keys.run_outputs(run_id), position, position)]
-        else:
-            entries = json.loads(legacy or "[]")  # recorded by an earlier version
+        raw, legacy = pipe.execute()
+    entries = [json.loads(raw)] if raw else json.loads(legacy or "[]")  # a list: recorded by an earlier version
     return next((e for e in entries if e["key"] == key), None)
 
 

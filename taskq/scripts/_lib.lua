@@ -139,7 +139,7 @@ local function set_status(id, old, new, now, retention_s, fields, links)
     if hook then redis.call('EXPIRE', key .. ':deliveries', retention_s) end
     if has_outputs ~= false then
       redis.call('EXPIRE', key .. ':outputs', retention_s)
-      redis.call('EXPIRE', key .. ':outputs:names', retention_s)
+      redis.call('EXPIRE', key .. ':outputs:order', retention_s)
       redis.call('ZADD', P .. 'outputs:expiring', 'XX', now + retention_s * 1000, id)
     end
   end

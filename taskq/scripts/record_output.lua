@@ -1,13 +1,15 @@
 -- record_output: the attempt holding `token` lists a stored file among its run's
--- outputs (a file of the same name is replaced), within the run's limits on files and
--- bytes. O(log n) in the run's files: their number and total size are counters on
--- the run (outputs_count, outputs_bytes), and no list is read or rewritten.
--- KEYS: the run, its outputs (zset), its output names (hash), taskq:outputs:expiring
+-- outputs (a file of the same name is replaced, and moves to the end), within the
+-- run's limits on files and bytes. O(log n) in the run's files: their number and
+-- total size are counters on the run (outputs_count, outputs_bytes), and no list is
+-- read or rewritten.
+-- KEYS: the run, its outputs (hash name -> entry), their order (zset name -> save
+--       number), taskq:outputs:expiring
 -- ARGV: run_id, token, name, entry_json ({name, key, size, content_type, saved_ms}),
 --       size, max_bytes_per_run, max_files_per_run
 -- Returns {'ok', total_bytes, replaced_key ('' if none)} | {'lost'} (the attempt no
 -- longer holds the run) | {'over', total_bytes_without_it} | {'full', files}.
-local run, files, names, expiring = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local run, files, order, expiring = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, token, name, entry, size = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local cur = redis.call('HMGET', run, 'status', 'token', 'outputs')
 if (cur[1] ~= 'running' and cur[1] ~= 'cancelling') or cur[2] ~= token then return {'lost'} end
@@ -16,9 +18,8 @@ if (cur[1] ~= 'running' and cur[1] ~= 'cancelling') or cur[2] ~= token then retu
 -- `outputs` field (names unique): moved here once, on its first save since.
 if cur[3] then
   for _, e in ipairs(cjson.decode(cur[3])) do
-    local seq = redis.call('HINCRBY', run, 'outputs_seq', 1)
-    redis.call('ZADD', files, seq, cjson.encode(e))
-    redis.call('HSET', names, e.name, seq)
+    redis.call('HSET', files, e.name, cjson.encode(e))
+    redis.call('ZADD', order, redis.call('HINCRBY', run, 'outputs_seq', 1), e.name)
     redis.call('HINCRBY', run, 'outputs_count', 1)
     redis.call('HINCRBY', run, 'outputs_bytes', e.size)
   end
@@ -27,20 +28,19 @@ end
 
 local counts = redis.call('HMGET', run, 'outputs_count', 'outputs_bytes')
 local count, total = tonumber(counts[1]) or 0, tonumber(counts[2]) or 0
-local old_seq = redis.call('HGET', names, name)
-local old = old_seq and redis.call('ZRANGEBYSCORE', files, old_seq, old_seq)[1]
+local old = redis.call('HGET', files, name)
 local replaced = old and cjson.decode(old) or nil
 if replaced then
   total = total - replaced.size
 elseif count >= tonumber(ARGV[7]) then
   return {'full', tostring(count)}
+else
+  count = count + 1
 end
 if total + size > tonumber(ARGV[6]) then return {'over', string.format('%d', total)} end
 
-if old then redis.call('ZREM', files, old) else count = count + 1 end
-local seq = redis.call('HINCRBY', run, 'outputs_seq', 1)
-redis.call('ZADD', files, seq, entry)
-redis.call('HSET', names, name, seq)
+redis.call('HSET', files, name, entry)
+redis.call('ZADD', order, redis.call('HINCRBY', run, 'outputs_seq', 1), name)
 total = string.format('%d', total + size)
 redis.call('HSET', run, 'outputs_count', count, 'outputs_bytes', total, 'has_outputs', '1')
 -- Kept until the run ends; set_status then dates it, and these keys, to the run's expiry.
