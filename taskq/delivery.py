@@ -59,7 +59,7 @@ class WebhookDelivery(BaseModel):
 RUN_FIELDS = (
     "id", "tenant", "webhook", "processor", "metadata", "taskgroup_id", "created_ms", "modified_ms", "error",
     "attempts", "max_retries", "started_ms", "finished_ms", "next_attempt_ms", "errors", "output", "output_type",
-    "outputs", "required_action", "asked_ms", "answer_deadline_ms", "warnings",
+    "outputs", "outputs_count", "required_action", "asked_ms", "answer_deadline_ms", "warnings",
     "webhook_body",
 )  # fmt: skip
 

@@ -10,9 +10,22 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 MAX_HEADER_VALUE_CHARS = 4096
 
+# RFC 9110 §8.3.1 / §5.6.6: type "/" subtype *( OWS ";" OWS [ parameter ] ), each
+# parameter a token "=" (token / quoted-string). Printable ASCII and spaces only: the
+# grammar also allows tabs and obs-text, which no media type needs.
+_QUOTED = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"'
+_MEDIA_TYPE = re.compile(rf"{_TOKEN.pattern}/{_TOKEN.pattern}(?: *; *(?:{_TOKEN.pattern}=(?:{_TOKEN.pattern}|{_QUOTED}))?)*")
+MAX_MEDIA_TYPE_CHARS = 255
+
 
 def is_valid(name: str, value: str) -> bool:
     return bool(_TOKEN.fullmatch(name)) and len(value) <= MAX_HEADER_VALUE_CHARS and bool(_FIELD_VALUE.fullmatch(value))
+
+
+def is_media_type(value: str) -> bool:
+    """Whether `value` is a media type (`text/csv; charset=utf-8`) that is safe to
+    send as a Content-Type: the RFC 9110 grammar, at most 255 characters."""
+    return len(value) <= MAX_MEDIA_TYPE_CHARS and bool(_MEDIA_TYPE.fullmatch(value))
 
 
 def check_headers(headers: dict[str, str]) -> dict[str, str]:

@@ -2,6 +2,10 @@
 
     taskq:run:{id}                hash    the run record (see run.py for its fields)
     taskq:run:{id}:events         stream  progress messages and state changes of one run
+    taskq:run:{id}:outputs        hash    the run's output files: name -> entry JSON ({name, key,
+                                          size, content_type, saved_ms})
+    taskq:run:{id}:outputs:order  zset    output file name -> when it was saved (a number counting
+                                          the run's saves): the order they are listed in
     taskq:idem:{tenant}:{digest}  string  Idempotency-Key -> run id, 24 h
     taskq:processors              hash    processor name -> JSON spec, written by workers
     taskq:running                 zset    run id -> lease deadline (ms); the reaper's view
@@ -59,6 +63,14 @@ def run(run_id: str) -> str:
 
 def run_events(run_id: str) -> str:
     return f"{PREFIX}run:{run_id}:events"
+
+
+def run_outputs(run_id: str) -> str:
+    return f"{PREFIX}run:{run_id}:outputs"
+
+
+def run_outputs_order(run_id: str) -> str:
+    return f"{PREFIX}run:{run_id}:outputs:order"
 
 
 def run_deliveries(run_id: str) -> str:

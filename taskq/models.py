@@ -206,6 +206,14 @@ class OutputFile(BaseModel):
     expires_at: str
 
 
+class OutputFileList(BaseModel):
+    """One page of a run's output files (GET /v1/tasks/runs/{id}/outputs), in the
+    order saved; `next_cursor` gets the next page (null on the last)."""
+
+    outputs: list[OutputFile]
+    next_cursor: str | None = None
+
+
 class RequiredAction(BaseModel):
     """The question a run in `action_required` waits on; answer it with
     POST /v1/tasks/runs/{id}/action `{"input": ...}` fitting `schema`."""
@@ -236,7 +244,11 @@ class TaskRun(BaseModel):
     finished_at: str | None = None
     next_attempt_at: str | None = None
     errors: list[ErrorObject] = Field(default_factory=list)
+    # The first 100 of the run's files; `outputs_count` says how many it has, and
+    # `outputs_next`, when `outputs` does not hold them all, where the rest are listed.
     outputs: list[OutputFile] = Field(default_factory=list)
+    outputs_count: int = 0
+    outputs_next: str | None = None
     required_action: RequiredAction | None = None
 
 

@@ -19,12 +19,12 @@ from pydantic import BaseModel
 from .action import ActionAnswer
 from .delivery import WebhookDelivery
 from .group import TaskGroup, TaskGroupCreate, TaskGroupRunRequest, TaskGroupRunResponse
-from .models import ErrorResponse, RunInput, RunStatus, TaskRun, TaskRunResult
+from .models import ErrorResponse, OutputFileList, RunInput, RunStatus, TaskRun, TaskRunResult
 from .run_list import TaskRunList
 
 MODELS: tuple[type[BaseModel], ...] = (
     TaskRun, TaskRunResult, RunInput, ErrorResponse, TaskGroup, TaskGroupCreate, TaskGroupRunRequest,
-    TaskGroupRunResponse, WebhookDelivery, ActionAnswer, TaskRunList,
+    TaskGroupRunResponse, WebhookDelivery, ActionAnswer, TaskRunList, OutputFileList,
 )  # fmt: skip
 
 ERRORS = {
@@ -106,10 +106,16 @@ OPERATIONS: dict[str, Operation] = {
     "runs.cancel": ("cancel the run", "200", _json("TaskRun"), None, []),
     "runs.answer": ("answer a run waiting in action_required (input checked against its question's schema); "
                     "it runs again from the start", "200", _json("TaskRun"), "ActionAnswer", []),
-    "outputs.download": ("an output file at its signed URL: no API key; Range honoured; 403 tampered, 410 expired",
+    "outputs.download": ("an output file at its signed URL: no API key; Range honoured; inline only for inert types "
+                         "(text, images, ...), else an attachment; always nosniff and a sandboxing CSP; "
+                         "403 tampered, 410 expired",
         "200", {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}, None, [
         _q("expires", {"type": "integer", "minimum": 0}, "when the URL expires (epoch seconds; signed)"),
         _q("sig", {"type": "string"}, "the URL's signature")]),
+    "run_outputs.list": ("every output file of the run, in the order saved, with fresh URLs, paged by an opaque cursor",
+        "200", _json("OutputFileList"), None, [
+        _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size (default 100)"),
+        _q("cursor", {"type": "string"}, "from a previous page's next_cursor")]),
     "run_events.run_events": ("SSE: progress and state changes", "200", SSE, None, [TIMEOUT, LAST_EVENT_ID]),
     "webhook_deliveries.list_deliveries": ("every webhook delivery and attempt", "200",
         _json({"type": "object", "properties": {"deliveries": {"type": "array", "items": {"$ref": "#/components/schemas/WebhookDelivery"}}},

@@ -15,7 +15,10 @@ The record is the hash `taskq:run:{id}`. Its fields (absent when empty):
     token            the lease holder of the current attempt
     error, errors    the last error and every attempt's, as JSON
     output_type, output   the result: 'json' or 'text', and its JSON
-    outputs          JSON list of the files it saved (outputs/record.py)
+    outputs_count, outputs_bytes, outputs_seq   its output files: how many, their
+                     total size, and saves made (the files are listed beside the
+                     record, outputs/record.py); `has_outputs` = '1' once it has any.
+                     (`outputs`, a JSON list of them, in records of earlier versions)
     warnings         JSON list of WarningObjects made at create: one per request field
                      taskq accepted and does not act on (absent when none)
     required_action, answers   its question while waiting, and the answers given
@@ -237,9 +240,23 @@ def to_task_run(record: dict[str, str] | RunRecord, broker: Broker | None = None
         finished_at=iso(rec.finished_ms or None),
         next_attempt_at=iso(rec.next_attempt_ms or None),
         errors=[ErrorObject(**e) for e in rec.errors],
-        outputs=[OutputFile(**o) for o in outputs.listing(broker, rec.raw)] if broker is not None else [],
+        **_outputs(rec, broker),
         required_action=RequiredAction(**asked) if (asked := action.required_action(rec.raw)) else None,
     )
+
+
+def _outputs(rec: RunRecord, broker: Broker | None) -> dict[str, Any]:
+    """The TaskRun's output fields: with `broker`, the first page of files with fresh
+    URLs; without, none listed but where to find them."""
+    total = outputs.count(rec.raw)
+    if broker is None or not total:
+        return {"outputs_count": total, "outputs_next": outputs.record.listing_path(rec.id) if total else None}
+    first = outputs.page(broker, rec.raw)
+    return {
+        "outputs": [OutputFile(**f) for f in first.files],
+        "outputs_count": total,
+        "outputs_next": outputs.record.listing_path(rec.id, first.next_cursor) if first.next_cursor else None,
+    }
 
 
 def new_task_run(run: NewRun) -> TaskRun:

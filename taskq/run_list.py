@@ -37,6 +37,7 @@ MAX_SCANNED = 1000
 _FIELDS = (
     "id", "tenant", "status", "processor", "metadata", "taskgroup_id", "created_ms", "modified_ms", "error",
     "attempts", "max_retries", "started_ms", "finished_ms", "next_attempt_ms", "errors", "warnings",
+    "outputs_count",
 )  # fmt: skip
 
 

@@ -83,6 +83,7 @@ class Settings:
     output_url_expires_s: int = 3600  # how long an output URL in a TaskRun is good for
     max_output_file_bytes: int = 1 << 30  # one output file
     max_outputs_bytes_per_run: int = 5 << 30  # all of a run's output files together
+    max_outputs_per_run: int = 1000  # output files one run may list; the next save is refused
 
     # The dashboard's session cookie is signed with this; empty: derived from the API
     # keys (every gateway with the same keys agrees; changing the keys signs all out).

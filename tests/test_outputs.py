@@ -20,7 +20,7 @@ import requests
 from taskq import Output, delivery, keys, outputs
 from taskq.outputs import signing
 from taskq.outputs.record import OutputRejected, _secret
-from tests.conftest import API_KEY, HEADERS, ROOT, free_port, wait_until
+from tests.conftest import API_KEY, HEADERS, OTHER_KEY, ROOT, free_port, wait_until
 
 
 def submit(client, processor, input):  # type: ignore[no-untyped-def]
@@ -193,6 +193,296 @@ def test_files_are_deleted_when_their_run_expires(broker, client, worker, out_di
     assert broker.redis.zscore(keys.OUTPUTS_EXPIRING, run_id) is None
 
 
+# --- Serving: what a browser does with a file -------------------------------------------
+
+
+@pytest.fixture
+def local(broker, out_dir):  # type: ignore[no-untyped-def]
+    """Settings with files in `out_dir`, and a gateway (in process) serving them."""
+    from taskq.gateway import create_app
+
+    settings = broker.settings.replace(output_dir=str(out_dir))
+    app = create_app(settings)
+    yield settings, app.test_client()
+    app.extensions["taskq"].close()
+
+
+def download(api, url, **kwargs):  # type: ignore[no-untyped-def]
+    """GETs an output file through the in-process gateway, read whole and closed."""
+    got = api.get(url, **kwargs)
+    got.get_data()
+    got.close()
+    return got
+
+
+def rendered(local, drain, input):  # type: ignore[no-untyped-def]
+    """Runs `render` on `input` to its end in process; returns the TaskRun."""
+    settings, api = local
+    run_id = submit(api, "render", input)
+    drain(settings)
+    return api.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json
+
+
+ACTIVE_TYPES = ["text/html", "image/svg+xml", "application/xhtml+xml", "text/xml", "application/xml", "application/pdf",
+                "text/javascript", "application/octet-stream", "TEXT/HTML", "text/html; charset=utf-8",
+                "multipart/x-mixed-replace; boundary=x"]  # fmt: skip
+INERT_TYPES = ["text/plain", "text/csv", "application/json", "image/png", "image/jpeg", "image/gif", "image/webp",
+               "text/plain; charset=utf-8"]  # fmt: skip
+SANDBOX = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+
+
+def test_a_file_a_browser_could_run_is_an_attachment_with_nosniff_and_a_sandbox(local, drain):
+    # Given files whose type a browser would render as a document that runs script:
+    # by their name (.html, .svg), or saved with such a content type
+    script = "<script>fetch('/dashboard')</script>"
+    files = {"page.html": script, "pic.svg": f"<svg xmlns='http://www.w3.org/2000/svg'>{script}</svg>"}
+    types = {}
+    for i, content_type in enumerate(ACTIVE_TYPES):
+        files[f"typed-{i}.txt"] = script
+        types[f"typed-{i}.txt"] = content_type
+    run = rendered(local, drain, {"files": files, "types": types})
+    assert run["status"] == "completed", run
+    listed = {o["name"]: o for o in run["outputs"]}
+    assert listed["page.html"]["content_type"] == "text/html" and listed["pic.svg"]["content_type"] == "image/svg+xml"
+
+    # Then every one downloads as an attachment, never sniffed, sandboxed without script
+    for name in files:
+        got = download(local[1], listed[name]["url"])
+        assert got.status_code == 200 and got.data == files[name].encode(), name
+        assert got.headers["Content-Disposition"] == f'attachment; filename="{name}"', name
+        assert got.headers["X-Content-Type-Options"] == "nosniff", name
+        assert got.headers["Content-Security-Policy"] == SANDBOX, name
+    # and Range still works on them
+    part = download(local[1], listed["page.html"]["url"], headers={"Range": "bytes=0-7"})
+    assert part.status_code == 206 and part.data == b"<script>"
+    assert part.headers["Content-Disposition"].startswith("attachment") and part.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_an_inert_file_is_shown_inline_but_still_with_nosniff_and_a_sandbox(local, drain):
+    files = {"notes.txt": "plain", "dot.png": "png bytes"}
+    types = {}
+    for i, content_type in enumerate(INERT_TYPES):
+        files[f"inert-{i}.bin"] = "data"
+        types[f"inert-{i}.bin"] = content_type
+    run = rendered(local, drain, {"files": files, "types": types})
+    listed = {o["name"]: o for o in run["outputs"]}
+    assert listed["notes.txt"]["content_type"] == "text/plain" and listed["dot.png"]["content_type"] == "image/png"
+    for name in files:
+        got = download(local[1], listed[name]["url"])
+        assert got.status_code == 200 and got.data == files[name].encode(), name
+        assert got.headers["Content-Type"].lower().startswith(listed[name]["content_type"].lower()), name
+        assert got.headers["Content-Disposition"] == f'inline; filename="{name}"', name
+        assert got.headers["X-Content-Type-Options"] == "nosniff", name
+        assert got.headers["Content-Security-Policy"] == SANDBOX, name
+
+
+def test_serving_is_one_decision_for_every_type():
+    for content_type in ACTIVE_TYPES:
+        assert not outputs.serving("f.bin", content_type).inline, content_type
+    for content_type in INERT_TYPES:
+        assert outputs.serving("f.bin", content_type).inline, content_type
+    broken = outputs.serving("f.html", "text/html\r\nSet-Cookie: a=b")
+    assert (broken.content_type, broken.inline) == ("application/octet-stream", False)
+
+
+BAD_TYPES = [
+    "text/plain\r\nSet-Cookie: session=stolen", "text/html\n", "text/plain\r", "text/plain\x00", "text/plain\x7f",
+    "text", "text/", "/plain", "text/plain/x", "text/ plain", "text /plain", "text/plain ", "text/plain; charset",
+    'text/plain; charset="utf-8', "text/plain; charset=utf 8", "text/plain;\tcharset=utf-8", "tëxt/plain",
+    "text/plain; charset=\u2028", "a" * 250 + "/plain",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", BAD_TYPES)
+def test_a_content_type_that_is_not_a_media_type_fails_the_save_and_keeps_nothing(broker, local, drain, out_dir, bad):
+    # Refused where the Output is made, before any run is needed
+    with pytest.raises(OutputRejected, match="is not a media type"):
+        Output.from_bytes("x.txt", b"x", content_type=bad)
+    # In a run: the run fails saying why, and nothing of the file is stored or listed
+    settings, api = local
+    run_id = submit(api, "render", {"files": {"x.txt": "x"}, "content_type": bad})
+    drain(settings)
+    run = api.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json
+    assert run["status"] == "failed"
+    assert "'x.txt': content type" in run["error"]["message"] and "is not a media type" in run["error"]["message"]
+    assert "\r" not in run["error"]["message"] and "\n" not in run["error"]["message"]
+    assert run["outputs"] == [] and run["outputs_count"] == 0
+    assert files_of(out_dir, run_id) == []
+    assert outputs.count(broker.redis.hgetall(keys.run(run_id))) == 0
+
+
+def test_the_save_itself_refuses_a_bad_content_type(broker, client, out_dir):
+    import io
+
+    b = broker.__class__(broker.settings.replace(output_dir=str(out_dir)))
+    run_id = submit(client, "echo", {})
+    broker.redis.hset(keys.run(run_id), mapping={"status": "running", "token": "t"})
+    for bad in BAD_TYPES:
+        with pytest.raises(OutputRejected, match="is not a media type"):
+            outputs.save(b, run_id, "t", "x.txt", io.BytesIO(b"x"), 1, bad)
+    assert [p for p in out_dir.rglob("*") if p.is_file()] == []
+    assert broker.redis.hget(keys.run(run_id), "outputs_count") is None
+    b.close()
+
+
+def test_a_run_recorded_by_an_earlier_version_is_listed_served_safely_and_kept(broker, local, out_dir):
+    """Records made before this version list their files as one JSON list on the run,
+    and could hold a content type with CR/LF in it: listed, served without a 500 (as
+    an attachment of application/octet-stream), and moved to the new listing on the
+    run's next save."""
+    import io
+
+    settings, api = local
+    run_id = submit(api, "echo", {})
+    entries = []
+    for name, content_type in [("page.html", "text/html\r\nSet-Cookie: session=stolen"), ("ok.txt", "text/plain")]:
+        key = f"{run_id}/{'0' * 15}{len(entries)}/{name}"
+        (out_dir / key).parent.mkdir(parents=True)
+        (out_dir / key).write_bytes(b"<script>1</script>")
+        entries.append({"name": name, "key": key, "size": 18, "content_type": content_type, "saved_ms": 1})
+    broker.redis.hset(keys.run(run_id), mapping={"status": "running", "token": "t", "outputs": json.dumps(entries),
+                                                  "has_outputs": "1"})  # fmt: skip
+
+    run = api.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json
+    assert [o["name"] for o in run["outputs"]] == ["page.html", "ok.txt"] and run["outputs_count"] == 2
+    got = download(api, run["outputs"][0]["url"])
+    assert got.status_code == 200 and got.data == b"<script>1</script>"
+    assert got.headers["Content-Type"] == "application/octet-stream" and "Set-Cookie" not in got.headers
+    assert got.headers["Content-Disposition"] == 'attachment; filename="page.html"'
+    assert got.headers["X-Content-Type-Options"] == "nosniff" and got.headers["Content-Security-Policy"] == SANDBOX
+    assert download(api, run["outputs"][1]["url"]).headers["Content-Disposition"].startswith("inline")
+    paged = api.get(f"/v1/tasks/runs/{run_id}/outputs?limit=1", headers=HEADERS).json
+    rest = api.get(f"/v1/tasks/runs/{run_id}/outputs?cursor={paged['next_cursor']}", headers=HEADERS).json
+    assert [o["name"] for o in paged["outputs"] + rest["outputs"]] == ["page.html", "ok.txt"]
+
+    # The next save moves the list to the run's own listing, replacing by name as before
+    b = broker.__class__(settings)
+    outputs.save(b, run_id, "t", "ok.txt", io.BytesIO(b"new"), 3, "text/plain")
+    outputs.save(b, run_id, "t", "more.txt", io.BytesIO(b"more"), 4, "text/plain")
+    b.close()
+    record = broker.redis.hgetall(keys.run(run_id))
+    assert "outputs" not in record
+    assert (record["outputs_count"], record["outputs_bytes"]) == ("3", str(18 + 3 + 4))
+    run = api.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json
+    assert [(o["name"], o["size"]) for o in run["outputs"]] == [("page.html", 18), ("ok.txt", 3), ("more.txt", 4)]
+    assert download(api, run["outputs"][1]["url"]).data == b"new"
+    assert download(api, run["outputs"][0]["url"]).status_code == 200
+
+
+# --- How many files a run may have, and how they are listed -----------------------------
+
+
+def test_a_run_past_its_file_cap_fails_naming_the_limit_and_keeps_the_files_before(broker, local, drain, out_dir):
+    settings, api = local
+    settings = settings.replace(max_outputs_per_run=5)
+    run_id = submit(api, "render", {"many": 6})
+    drain(settings)
+    run = api.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json
+    assert run["status"] == "failed"
+    assert "the run already has 5 output files, the limit of 5 files per run" in run["error"]["message"]
+    assert run["outputs_count"] == 5 and len(run["outputs"]) == 5
+    assert files_of(out_dir, run_id) == [f"many-{i:05d}.txt" for i in range(5)]
+
+    # A file saved again under a name it has is a replacement, not one more file
+    files = {f"f{i}.txt": "x" for i in range(5)}
+    full = submit(api, "render", {"files": files, "again": {"f0.txt": "again"}})
+    drain(settings)
+    run = api.get(f"/v1/tasks/runs/{full}", headers=HEADERS).json
+    assert run["status"] == "completed", run["error"]
+    assert run["outputs_count"] == 5
+
+
+def test_saving_a_file_again_under_its_name_keeps_the_count_and_total_right(broker, local, drain, out_dir):
+    settings, api = local
+    settings = settings.replace(max_outputs_bytes_per_run=12)
+    # 8 + 2 bytes, then a.txt again as 9: 11 in all, within 12 (the replaced 8 no longer count)
+    run_id = submit(api, "render", {"files": {"a.txt": "x" * 8, "b.txt": "yy"}, "again": {"a.txt": "z" * 9}})
+    drain(settings)
+    run = api.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json
+    assert run["status"] == "completed", run["error"]
+    assert [(o["name"], o["size"]) for o in run["outputs"]] == [("b.txt", 2), ("a.txt", 9)]
+    assert run["outputs_count"] == 2 and run["outputs_next"] is None
+    record = broker.redis.hgetall(keys.run(run_id))
+    assert (record["outputs_count"], record["outputs_bytes"]) == ("2", "11")
+    # The replaced bytes are gone from the storage, the new ones served
+    assert files_of(out_dir, run_id) == ["a.txt", "b.txt"]
+    assert download(api, run["outputs"][1]["url"]).data == b"z" * 9
+    # and one byte more than the limit is still refused
+    over = submit(api, "render", {"files": {"a.txt": "x" * 8, "b.txt": "yy"}, "again": {"a.txt": "z" * 11}})
+    drain(settings)
+    run = api.get(f"/v1/tasks/runs/{over}", headers=HEADERS).json
+    assert run["status"] == "failed" and "would pass the limit of 12 bytes (already 2)" in run["error"]["message"]
+
+
+def test_a_run_with_more_files_than_a_page_is_bounded_and_pages_through_all(broker, local, drain, out_dir):
+    settings, api = local
+    run_id = submit(api, "render", {"many": 250})
+    drain(settings)
+    names = [f"many-{i:05d}.txt" for i in range(250)]
+
+    # The TaskRun lists the first page and says there are more
+    run = api.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json
+    assert run["status"] == "completed", run["error"]
+    assert [o["name"] for o in run["outputs"]] == names[:100]
+    assert run["outputs_count"] == 250 and run["outputs_next"].startswith(f"/v1/tasks/runs/{run_id}/outputs?cursor=")
+    # The run's record holds counters, not a list of its files
+    record = broker.redis.hgetall(keys.run(run_id))
+    assert "outputs" not in record and (record["outputs_count"], record["outputs_bytes"]) == ("250", "250")
+    assert max(len(v) for v in record.values()) < 1000
+    assert broker.redis.hlen(keys.run_outputs(run_id)) == broker.redis.zcard(keys.run_outputs_order(run_id)) == 250
+
+    # Following outputs_next, and paging with any limit, gives every file exactly once
+    seen = [o["name"] for o in run["outputs"]]
+    page = api.get(run["outputs_next"], headers=HEADERS).json
+    seen += [o["name"] for o in page["outputs"]]
+    while page["next_cursor"]:
+        page = api.get(f"/v1/tasks/runs/{run_id}/outputs?cursor={page['next_cursor']}", headers=HEADERS).json
+        seen += [o["name"] for o in page["outputs"]]
+    assert seen == names
+    for limit in (1, 7, 250, 1000):
+        got, cursor = [], ""
+        while True:
+            page = api.get(f"/v1/tasks/runs/{run_id}/outputs?limit={limit}&cursor={cursor}", headers=HEADERS).json
+            assert len(page["outputs"]) <= limit
+            got += page["outputs"]
+            if not (cursor := page["next_cursor"]):
+                break
+        assert [o["name"] for o in got] == names, limit
+    # with URLs that work
+    assert all(download(api, o["url"]).data == b"x" for o in got)
+
+    # A bad limit or cursor is a 422 naming it
+    for query, field in [("limit=0", "limit"), ("limit=1001", "limit"), ("limit=x", "limit"), ("limit=-1", "limit"),
+                         ("cursor=abc", "cursor"), ("cursor=-1", "cursor"), ("cursor=1e3", "cursor"),
+                         ("cursor=" + "9" * 16, "cursor")]:  # fmt: skip
+        bad = api.get(f"/v1/tasks/runs/{run_id}/outputs?{query}", headers=HEADERS)
+        assert bad.status_code == 422 and bad.json["error"]["message"].startswith(field), query
+
+
+def test_another_tenant_cannot_list_a_runs_outputs(local, drain):
+    settings, api = local
+    run_id = submit(api, "render", {"files": {"mine.txt": "secret"}})
+    drain(settings)
+    assert api.get(f"/v1/tasks/runs/{run_id}/outputs", headers=HEADERS).status_code == 200
+    other = api.get(f"/v1/tasks/runs/{run_id}/outputs", headers={"x-api-key": OTHER_KEY})
+    assert other.status_code == 404 and "mine.txt" not in other.get_data(as_text=True)
+    assert api.get(f"/v1/tasks/runs/{run_id}/outputs").status_code == 401
+    assert api.get("/v1/tasks/runs/trun_0123/outputs", headers=HEADERS).status_code == 404
+
+
+def test_a_runs_listing_expires_with_it_and_its_webhook_lists_the_first_page(broker, local, drain):
+    settings, api = local
+    body = {"processor": "render", "input": {"many": 120}, "webhook": {"url": "http://127.0.0.1:9/hook"}}
+    run_id = api.post("/v1/tasks/runs", json=body, headers=HEADERS).json["run_id"]
+    drain(settings)
+    for key in (keys.run_outputs(run_id), keys.run_outputs_order(run_id)):
+        assert 0 < broker.redis.ttl(key) <= settings.retention_s, key
+    # The dispatcher's claim carries what the payload needs to list the files
+    (claim,) = [c for c in delivery.take_due(broker, 10, 30, max_skips=10).claims if c.run_id == run_id]
+    data = json.loads(delivery.payload(claim.run, claim.status, claim.created_ms, broker))["data"]
+    assert len(data["outputs"]) == 100 and data["outputs_count"] == 120 and data["outputs_next"]
+
+
 # --- S3-compatible storage ------------------------------------------------------------
 
 
@@ -234,22 +524,34 @@ def test_s3_storage_presigns_urls_and_deletes_expired_runs_files(broker, client,
     from taskq.gateway import create_app
 
     api = create_app(settings).test_client()
-    r = api.post("/v1/tasks/runs", json={"processor": "render", "input": {"files": {"data.json": '{"a": 1}'}}}, headers=HEADERS)
-    run_id = r.json["run_id"]
+    files = {"data.json": '{"a": 0}', "page.html": "<script>1</script>", "pic.svg": "<svg/>", "note.txt": "<b>"}
+    body = {"processor": "render", "input": {"files": files, "types": {"note.txt": "text/html"},
+                                             "again": {"data.json": '{"a": 1}'}}}  # fmt: skip
+    run_id = api.post("/v1/tasks/runs", json=body, headers=HEADERS).json["run_id"]
     got = api.get(f"/v1/tasks/runs/{run_id}/result?timeout=20", headers=HEADERS)
     assert got.status_code == 200, got.json
-    (listed,) = got.json["run"]["outputs"]
-    assert listed["name"] == "data.json" and listed["content_type"] == "application/json"
-    assert listed["url"].startswith(os.environ["AWS_ENDPOINT_URL"] + "/taskq-test/runs/" + run_id + "/")
-    fetched = requests.get(listed["url"])
+    listed = {o["name"]: o for o in got.json["run"]["outputs"]}
+    assert listed["data.json"]["content_type"] == "application/json"
+    assert listed["data.json"]["url"].startswith(os.environ["AWS_ENDPOINT_URL"] + "/taskq-test/runs/" + run_id + "/")
+    fetched = requests.get(listed["data.json"]["url"])
     assert fetched.status_code == 200 and fetched.content == b'{"a": 1}'
     assert fetched.headers["Content-Type"] == "application/json"
     assert requests.get(got.json["output"]["content"]["urls"]["data.json"]).content == b'{"a": 1}'
     # (moto does not check presigned signatures or expiry: that is the real store's
     # promise, not taskq's, so it is not asserted here)
 
+    # The store is told, in the signed URL, to serve a type a browser could run as an
+    # attachment, and an inert one inline
+    for name, how in [("page.html", "attachment"), ("pic.svg", "attachment"), ("note.txt", "attachment"),
+                      ("data.json", "inline")]:  # fmt: skip
+        query = parse_qs(urlsplit(listed[name]["url"]).query)
+        assert query["response-content-disposition"] == [f'{how}; filename="{name}"'], name
+        assert query["response-content-type"] == [listed[name]["content_type"]], name
+        fetched = requests.get(listed[name]["url"])
+        assert fetched.headers["Content-Disposition"] == f'{how}; filename="{name}"', name
+
     def stored() -> list[str]:
         return [o["Key"] for o in s3.list_objects_v2(Bucket="taskq-test", Prefix=f"runs/{run_id}/").get("Contents", [])]
 
-    assert len(stored()) == 1
+    assert len(stored()) == 4  # the data.json replaced is deleted
     wait_until(lambda: not stored(), timeout_s=30)

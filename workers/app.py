@@ -157,15 +157,22 @@ def spend(inp: dict) -> dict:
 
 @task(name="render", retries=0)
 def render(inp: dict) -> dict:
-    """Saves output files: `files` {name: text} from bytes, and one from a path."""
+    """Saves output files: `files` {name: text} from bytes (as `content_type`, or
+    `types[name]`, else guessed from the name), then `again` {name: text} the same
+    way (replacing those of the same name), `many` one-byte files, and one from a path."""
     import tempfile
     from pathlib import Path
 
     from taskq import Output
 
     urls = {}
-    for name, text in (inp.get("files") or {}).items():
-        urls[name] = Output.from_bytes(name, str(text).encode(), content_type=inp.get("content_type")).save().public_url()
+    types = inp.get("types") or {}
+    for batch in ("files", "again"):
+        for name, text in (inp.get(batch) or {}).items():
+            content_type = types.get(name, inp.get("content_type"))
+            urls[name] = Output.from_bytes(name, str(text).encode(), content_type=content_type).save().public_url()
+    for i in range(int(inp.get("many", 0))):
+        Output.from_bytes(f"many-{i:05d}.txt", b"x").save()
     if inp.get("path_text") is not None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "result.txt"

@@ -33,7 +33,9 @@ class Output:
             raise ValueError("Output needs a path (or use Output.from_bytes(name, data))")
         self.path = Path(path) if path is not None else None
         self.name = record.check_name(name or Path(str(path)).name)
-        self.content_type = content_type or mimetypes.guess_type(self.name)[0] or "application/octet-stream"
+        self.content_type = record.check_content_type(
+            self.name, content_type or mimetypes.guess_type(self.name)[0] or "application/octet-stream"
+        )
         self._data: bytes | None = None
         self._entry: dict[str, Any] | None = None
 
@@ -53,7 +55,8 @@ class Output:
 
     def save(self) -> Output:
         """Stores the file and adds it to the run's `outputs` (one of the same name is
-        replaced). Raises OutputRejected, keeping nothing, when it is over a limit."""
+        replaced). Raises OutputRejected, keeping nothing, when it is over a limit or
+        its content type is not a media type."""
         if self._data is None and self.path is None:
             raise NoFile()
         current = _current()

@@ -1,5 +1,12 @@
-"""Output files on the run record: saving one (store, then record under the lease),
-listing them with fresh URLs, and deleting those of expired runs."""
+"""Output files of a run: saving one (store, then record under the lease), listing
+them page by page with fresh URLs, and deleting those of expired runs.
+
+A run's files are kept in `taskq:run:{id}:outputs` (name -> entry) and
+`…:outputs:order` (name -> save number, the order they are listed in), with their
+number and total size as counters on the run record (`outputs_count`,
+`outputs_bytes`): a save costs O(log n), and a read of the run costs one page of
+files, however many the run has.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +17,12 @@ import re
 import secrets
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from .. import keys
-from ..broker import Broker, now_ms
+from .. import errors, keys
+from ..broker import Broker, now_ms, translated
+from ..headers import MAX_MEDIA_TYPE_CHARS, is_media_type
 from ..processor import OutputInvalid
 from .storage import Storage, storage_for
 
@@ -22,11 +31,13 @@ log = logging.getLogger("taskq.outputs")
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 SWEEP_BATCH = 100
 SWEEP_RETRY_MS = 60_000
+TASK_RUN_PAGE = 100  # files a TaskRun lists; all of them are at GET /v1/tasks/runs/{id}/outputs
+MAX_PAGE = 1000  # files one page of that listing may ask for
 
 
 class OutputRejected(OutputInvalid):
-    """An output file was refused (bad name, over a size limit, or the attempt lost
-    its run): the run fails saying so, and nothing of the file is kept."""
+    """An output file was refused (bad name or content type, over a limit, or the
+    attempt lost its run): the run fails saying so, and nothing of the file is kept."""
 
 
 def check_name(name: str) -> str:
@@ -35,6 +46,16 @@ def check_name(name: str) -> str:
             f"output name {name!r}: use 1-200 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
         )
     return name
+
+
+def check_content_type(name: str, content_type: str) -> str:
+    if not is_media_type(content_type):
+        shown = content_type if len(content_type) <= 80 else content_type[:80] + "…"
+        raise OutputRejected(
+            f"output {name!r}: content type {shown!r} is not a media type: use type/subtype[; name=value]..., "
+            f"printable ASCII, at most {MAX_MEDIA_TYPE_CHARS} characters"
+        )
+    return content_type
 
 
 @functools.lru_cache(maxsize=16)
@@ -73,10 +94,11 @@ def _too_big(name: str, size: int, limit: int) -> OutputRejected:
 
 def save(broker: Broker, run_id: str, token: str, name: str, source: BinaryIO, size: int, content_type: str) -> dict[str, Any]:
     """Stores the file and lists it on the run; returns its entry. OutputRejected
-    (nothing kept) when the name is bad, the file or the run's files are over their
-    limit, or the attempt no longer holds the run."""
+    (nothing kept) when the name or content type is bad, the file, the run's files or
+    their number are over their limit, or the attempt no longer holds the run."""
     settings = broker.settings
     check_name(name)
+    check_content_type(name, content_type)
     if size > settings.max_output_file_bytes:
         raise _too_big(name, size, settings.max_output_file_bytes)
     key = f"{run_id}/{uuid.uuid4().hex[:16]}/{name}"
@@ -85,45 +107,133 @@ def save(broker: Broker, run_id: str, token: str, name: str, source: BinaryIO, s
     store.put(key, capped, content_type)  # type: ignore[arg-type]
     entry = {"name": name, "key": key, "size": capped.count, "content_type": content_type, "saved_ms": now_ms()}
     try:
-        reply = broker.scripts.record_output(args=[run_id, token, json.dumps(entry), settings.max_outputs_bytes_per_run])
+        reply = broker.scripts.record_output(
+            keys=[keys.run(run_id), keys.run_outputs(run_id), keys.run_outputs_order(run_id), keys.OUTPUTS_EXPIRING],
+            args=[run_id, token, name, json.dumps(entry), capped.count, settings.max_outputs_bytes_per_run,
+                  settings.max_outputs_per_run],
+        )  # fmt: skip
     except BaseException:
         store.delete(key)
         raise
     if reply[0] != "ok":
         store.delete(key)
-        if reply[0] == "lost":
-            raise OutputRejected(f"output {name!r} not kept: this attempt no longer holds run {run_id}")
-        raise OutputRejected(
-            f"output {name!r} ({size} bytes) not kept: the run's outputs would pass the limit of "
-            f"{settings.max_outputs_bytes_per_run} bytes (already {reply[1]})"
-        )
+        raise _refused(reply, name, capped.count, run_id, settings.max_outputs_bytes_per_run, settings.max_outputs_per_run)
+    if reply[2]:
+        _delete_replaced(store, reply[2])
     return entry
+
+
+def _refused(reply: list[str], name: str, size: int, run_id: str, max_bytes: int, max_files: int) -> OutputRejected:
+    if reply[0] == "lost":
+        return OutputRejected(f"output {name!r} not kept: this attempt no longer holds run {run_id}")
+    if reply[0] == "full":
+        return OutputRejected(
+            f"output {name!r} not kept: the run already has {reply[1]} output files, the limit of {max_files} "
+            f"files per run (TASKQ_MAX_OUTPUTS_PER_RUN)"
+        )
+    return OutputRejected(
+        f"output {name!r} ({size} bytes) not kept: the run's outputs would pass the limit of "
+        f"{max_bytes} bytes (already {reply[1]})"
+    )
+
+
+def _delete_replaced(store: Storage, key: str) -> None:
+    """The bytes of a file saved again under its name: no longer listed, so no
+    longer counted against the run's limit, and deleted now rather than at expiry."""
+    try:
+        store.delete(key)
+    except Exception:  # storage away: the run's sweep takes it when the run expires
+        log.warning("could not delete the replaced output file %s", key, exc_info=True)
 
 
 def url(broker: Broker, entry: dict[str, Any], expires_s: int) -> str:
     return storage(broker).url(entry["key"], entry["content_type"], expires_s)
 
 
-def listing(broker: Broker, record: Mapping[str, str]) -> list[dict[str, Any]]:
-    """The run's output files, each with a URL made now, good for
-    `output_url_expires_s`."""
-    if not record.get("outputs"):
-        return []
+def count(record: Mapping[str, str]) -> int:
+    """How many output files the run (its record, or part of it) lists."""
+    if record.get("outputs"):  # recorded by an earlier version: one JSON list
+        return len(json.loads(record["outputs"]))
+    return int(record.get("outputs_count") or 0)
+
+
+@dataclass(frozen=True)
+class Page:
+    """Some of a run's output files, in the order saved, each with a URL made now;
+    `next_cursor` continues after them (None once there are no more)."""
+
+    files: list[dict[str, Any]]
+    next_cursor: str | None = None
+
+
+def listing_path(run_id: str, cursor: str | None = None) -> str:
+    """Where every file of the run is listed, from `cursor` on."""
+    return f"/v1/tasks/runs/{run_id}/outputs" + (f"?cursor={cursor}" if cursor else "")
+
+
+def page(broker: Broker, record: Mapping[str, str], limit: int = TASK_RUN_PAGE, cursor: str | None = None) -> Page:
+    """The run's output files after `cursor` (a `next_cursor` given before), at most
+    `limit` of them, each with a URL good for `output_url_expires_s`. Costs the page,
+    not the run's files. A file saved again while a client pages moves to the end."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise errors.ValidationFailed(f"limit: must be between 1 and {MAX_PAGE}", {"field": "limit"})
+    after = _after(cursor)
+    if not count(record):
+        return Page([])
+    entries, more = _entries(broker, record, after, limit)
     from ..run import iso  # run imports this module
 
     expires_s = broker.settings.output_url_expires_s
     expires_at = iso(now_ms() + expires_s * 1000)
-    return [
+    files = [
         {"name": e["name"], "size": e["size"], "content_type": e["content_type"],
          "url": url(broker, e, expires_s), "expires_at": expires_at}
-        for e in json.loads(record["outputs"])
+        for _, e in entries
     ]  # fmt: skip
+    return Page(files, str(entries[-1][0]) if more else None)
+
+
+def _after(cursor: str | None) -> int:
+    if cursor is None or cursor == "":
+        return 0
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 15):
+        raise errors.ValidationFailed("cursor: not a cursor this endpoint returned", {"field": "cursor"})
+    return int(cursor)
+
+
+def _entries(broker: Broker, record: Mapping[str, str], after: int, limit: int) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
+    """(position, entry) of the files after position `after`, at most `limit`, and
+    whether more follow."""
+    if record.get("outputs"):  # recorded by an earlier version: one JSON list
+        rest = [(i, e) for i, e in enumerate(json.loads(record["outputs"]), 1) if i > after]
+        return rest[:limit], len(rest) > limit
+    files, order = keys.run_outputs(record["id"]), keys.run_outputs_order(record["id"])
+    small = count(record) <= limit  # all of them fit in a page: read them in the same round trip
+    with translated():
+        pipe = broker.redis.pipeline(transaction=False)
+        pipe.zrangebyscore(order, f"({after}", "+inf", start=0, num=limit + 1, withscores=True)
+        if small:
+            pipe.hgetall(files)
+        replies = pipe.execute()
+        rows = replies[0][:limit]
+        names = [name for name, _ in rows]
+        if small:
+            found = replies[1]
+        else:
+            found = dict(zip(names, broker.redis.hmget(files, names))) if names else {}
+    listed = [(int(score), json.loads(found[name])) for name, score in rows if found.get(name)]
+    return listed, len(replies[0]) > limit
 
 
 def find(broker: Broker, run_id: str, key: str) -> dict[str, Any] | None:
-    """The recorded entry for `key`, or None (never saved, refused, or expired)."""
-    raw = broker.redis.hget(keys.run(run_id), "outputs")
-    return next((e for e in json.loads(raw or "[]") if e["key"] == key), None)
+    """The listed entry for `key`, or None (never saved, refused, replaced, or expired)."""
+    with translated():
+        pipe = broker.redis.pipeline(transaction=False)
+        pipe.hget(keys.run_outputs(run_id), key.rsplit("/", 1)[-1])
+        pipe.hget(keys.run(run_id), "outputs")
+        raw, legacy = pipe.execute()
+    entries = [json.loads(raw)] if raw else json.loads(legacy or "[]")  # a list: recorded by an earlier version
+    return next((e for e in entries if e["key"] == key), None)
 
 
 def sweep(broker: Broker) -> int:

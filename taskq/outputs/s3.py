@@ -4,13 +4,16 @@ fetched straight from the store at presigned URLs.
 Right for workers on many machines. The endpoint and credentials come from the
 usual variables boto3 reads (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, ...). Needs the `s3` extra
-(`pip install 'taskq[s3]'`).
+(`pip install 'taskq[s3]'`). Give the bucket a host name of its own, not the
+gateway's: docs/security.md says why.
 """
 
 from __future__ import annotations
 
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
+
+from .serving import serving
 
 
 class S3Storage:
@@ -35,9 +38,13 @@ class S3Storage:
         self.client.upload_fileobj(source, self.bucket, self._key(key), ExtraArgs={"ContentType": content_type})
 
     def url(self, key: str, content_type: str, expires_s: int) -> str:
-        return str(self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires_s
-        ))
+        # The store answers with the type and disposition signed into the URL, so a
+        # file is served as serving.py decides (an attachment unless its type is inert),
+        # whatever was stored with the object.
+        how = serving(key.rsplit("/", 1)[-1], content_type)
+        params = {"Bucket": self.bucket, "Key": self._key(key), "ResponseContentType": how.content_type,
+                  "ResponseContentDisposition": how.disposition}  # fmt: skip
+        return str(self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s))
 
     def delete_run(self, run_id: str) -> None:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(run_id) + "/")

@@ -64,7 +64,7 @@ end
 -- is the LINKS fields of the run, in that order, when the caller has read them
 -- already (`links_of`, or an HMGET of LINKS); `fields` then says what changed. A run
 -- leaving action_required leaves the waiting set and drops its question; a run ending
--- starts the clock on its output files (if it has any).
+-- starts the clock on its output files and their listing (if it has any).
 --
 -- Each state event carries the run as of that change, so that a replay shows it as it
 -- was (events.py): a = attempts, e = how many errors it had (the last is its error),
@@ -165,7 +165,11 @@ local function set_status(id, old, new, now, retention_s, fields, links)
     redis.call('EXPIRE', key, retention_s)
     redis.call('EXPIRE', key .. ':events', retention_s)
     if hook then redis.call('EXPIRE', key .. ':deliveries', retention_s) end
-    if has_outputs ~= false then redis.call('ZADD', P .. 'outputs:expiring', 'XX', now + retention_s * 1000, id) end
+    if has_outputs ~= false then
+      redis.call('EXPIRE', key .. ':outputs', retention_s)
+      redis.call('EXPIRE', key .. ':outputs:order', retention_s)
+      redis.call('ZADD', P .. 'outputs:expiring', 'XX', now + retention_s * 1000, id)
+    end
   end
 end
 
