@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import flask
 import pytest
+import redis as redis_lib
 
 from taskq import errors, keys, webhook
 from taskq.gateway import create_app
@@ -251,3 +254,26 @@ def test_adding_runs_makes_the_group_persist_in_the_same_step(client, broker):
     assert added.status_code == 200
     for key in (keys.group(group_id), keys.group_runs(group_id), keys.group_events(group_id)):
         assert broker.redis.ttl(key) == -1, key
+
+
+# --- a 500 names one ref, in the log and in the answer -------------------------------
+
+
+@pytest.mark.parametrize("raised", [RuntimeError("boom"), redis_lib.ResponseError("WRONGTYPE"), KeyError("x")])
+def test_a_500_answers_with_the_ref_its_log_line_names(broker, caplog, raised):
+    app = create_app(broker.settings)
+    failing = flask.Blueprint("failing", __name__)
+
+    @failing.get("/v1/test-only/fail")
+    def fail() -> str:
+        raise raised
+
+    app.register_blueprint(failing)  # on this test's app only: the product has no such route
+    with caplog.at_level(logging.ERROR, logger="taskq.gateway"):
+        r = app.test_client().get("/v1/test-only/fail", headers=HEADERS)
+    assert r.status_code == 500
+    ref = r.json["error"]["ref_id"]
+    assert ref in r.json["error"]["message"]
+    (logged,) = [rec for rec in caplog.records if rec.name == "taskq.gateway" and rec.exc_info]
+    assert ref in logged.getMessage()
+    app.extensions["taskq"].close()
