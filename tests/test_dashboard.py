@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 import flask
@@ -135,3 +136,23 @@ def test_the_session_secret_is_derived_from_the_keys_unless_set(settings):
     assert secret_key(settings) == secret_key(settings.replace(api_keys=tuple(reversed(settings.api_keys))))
     assert secret_key(settings) != secret_key(settings.replace(api_keys=("other",)))
     assert secret_key(settings.replace(secret_key="s3cret")) == "s3cret"
+
+
+def test_a_run_page_renders_in_every_status_a_run_rests_in(client, drain):
+    # Given runs resting in each status, the question of one waiting for an answer too
+    drained = {}
+    for processor, inp in (("echo", {"n": 1}), ("broken", {"message": "no luck"}), ("spend", {"amount": 12})):
+        drained[processor] = client.post("/v1/tasks/runs", json={"input": inp, "processor": processor}, headers=HEADERS).json["run_id"]
+    drain()
+    queued, cancelled = make_run(client), make_run(client)
+    client.post(f"/v1/tasks/runs/{cancelled}/cancel", headers=HEADERS)
+    statuses = {rid: client.get(f"/v1/tasks/runs/{rid}", headers=HEADERS).json["status"] for rid in [queued, cancelled, *drained.values()]}
+    assert set(statuses.values()) == {"queued", "cancelled", "completed", "failed", "action_required"}
+    # When each run's page is read, Then it renders
+    signed_in(client)
+    for run_id, status in statuses.items():
+        r = client.get(f"/dashboard/runs/{run_id}")
+        assert r.status_code == 200, (status, r.data[:300])
+        assert f'id="run-status">{status}<' in r.text
+    waiting = html.unescape(client.get(f"/dashboard/runs/{drained['spend']}").text)
+    assert "approve spending 12?" in waiting and '"approved"' in waiting
