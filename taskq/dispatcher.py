@@ -187,6 +187,11 @@ class Dispatcher:
     def _record(self, claim: delivery.Claim, started_ms: int, response: transport.Response, state: str, next_ms: int = 0) -> None:
         delivery.record_attempt(self.broker, claim, self._attempt(claim, started_ms, response, state), state, next_ms)
         self.stats.count(state, response)
+        if response.refused_address is not None:
+            # The operator's log names the address; the tenant's attempt does not.
+            log.warning(
+                "delivery %s to %s refused: non-public address %s", claim.delivery_id, claim.host, response.refused_address
+            )
         log.debug(
             "delivery %s to %s: %s (%s) in %d ms -> %s",
             claim.delivery_id,

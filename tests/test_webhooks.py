@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook as Verifier
 
-from taskq import keys
+from taskq import keys, transport
 from taskq.broker import Broker
 from taskq.gateway import create_app
 from tests.conftest import HEADERS, OTHER_KEY, free_port, wait_until
@@ -443,16 +444,36 @@ def test_private_webhook_urls_are_refused_at_create_time(broker, url):
     assert set(broker.redis.keys("*")) == before
 
 
+LOOPBACK = ("127.0.0.1", "::1")
+
+
 def test_the_address_connected_to_is_checked_at_send_time(client, spawn, receiver, broker):
     # Created while private addresses were allowed (as if DNS had answered a public
     # address then); the dispatcher, which does not allow them, refuses to connect.
-    run_id = cancelled_run(client, receiver.url("/private"))
-    spawn("dispatcher", settings=broker.settings.replace(webhook_allow_private=False))
+    run_id = cancelled_run(client, f"http://localhost:{receiver.port}/private")
+    dispatcher = spawn("dispatcher", settings=broker.settings.replace(webhook_allow_private=False))
 
     wait_until(lambda: state_of(client, run_id) == "dead")
     attempts = deliveries(client, run_id)[0]["attempts"]
-    assert all("non-public address 127.0.0.1" in a["error"] for a in attempts), attempts
+    assert all("non-public address" in a["error"] for a in attempts), attempts
+    # The tenant reads no address of the operator's network; the operator's log has it.
+    assert not any(ip in a["error"] for a in attempts for ip in LOOPBACK), attempts
+    wait_until(lambda: any(f"non-public address {ip}" in dispatcher.output() for ip in LOOPBACK))
     assert receiver.at("/private") == []
+
+
+def test_neither_refusal_names_the_address_it_refused():
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        port = listening.getsockname()[1]
+        # At resolve time
+        sent = transport.send(f"http://localhost:{port}/x", b"{}", {}, timeout_s=2, allow_private=False)
+        assert sent.error is not None and sent.error.startswith("refused") and sent.refused_address in LOOPBACK
+        assert not any(ip in sent.error for ip in LOOPBACK)
+        # At connect time: DNS answered a public address, the connection landed on a private one
+        conn = transport._PinnedHTTP("localhost", port, address="127.0.0.1", allow_private=False, timeout=2)
+        with pytest.raises(transport.Blocked) as refused:
+            conn.connect()
+        assert refused.value.address == "127.0.0.1" and "127.0.0.1" not in str(refused.value)
 
 
 # --- the API --------------------------------------------------------------------------
