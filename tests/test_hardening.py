@@ -217,15 +217,49 @@ def test_nan_and_infinity_are_400(client, broker, raw):
     assert r.status_code == 400 and broker.redis.llen("rq:queue:default") == 0
 
 
-@pytest.mark.parametrize(
-    "address", ["64:ff9b::7f00:1", "64:ff9b::a00:1", "2002:7f00:1::1", "2002:a9fe:a9fe::", "::127.0.0.1", "::a9fe:a9fe", "fec0::1", "64:ff9b:1::1"]
-)
-def test_ipv6_forms_embedding_private_ipv4_are_not_public(address):
-    assert webhook.is_public(address) is False
+ADDRESSES = [
+    # (address, public?, what it is)
+    ("8.8.8.8", True, "global IPv4"),
+    ("2606:4700:4700::1111", True, "global unicast IPv6"),
+    ("2001:4860:4860::8888", True, "global unicast IPv6"),
+    ("127.0.0.1", False, "loopback"),
+    ("::1", False, "loopback"),
+    ("::", False, "unspecified"),
+    ("10.1.2.3", False, "private"),
+    ("224.0.0.1", False, "multicast"),
+    ("::ffff:127.0.0.1", False, "IPv4-mapped, private"),
+    ("::ffff:169.254.169.254", False, "IPv4-mapped, metadata"),
+    ("::ffff:8.8.8.8", True, "IPv4-mapped, public: the IPv4 address decides"),
+    ("::ffff:0:7f00:1", False, "SIIT IPv4-translated, private"),
+    ("::ffff:0:808:808", False, "SIIT IPv4-translated, public: not global unicast"),
+    ("::127.0.0.1", False, "IPv4-compatible (deprecated)"),
+    ("::808:808", False, "IPv4-compatible (deprecated), public"),
+    ("64:ff9b::7f00:1", False, "NAT64 well-known, private"),
+    ("64:ff9b::a9fe:a9fe", False, "NAT64 well-known, metadata"),
+    ("64:ff9b::808:808", True, "NAT64 well-known, public: the IPv4 address decides"),
+    ("64:ff9b:1::808:808", False, "NAT64 local-use"),
+    ("64:ff9b:1::7f00:1", False, "NAT64 local-use"),
+    ("2002:7f00:1::1", False, "6to4, private"),
+    ("2002:a9fe:a9fe::", False, "6to4, metadata"),
+    ("2002:808:808::1", False, "6to4, public: refused outright"),
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False, "Teredo"),
+    ("2001:0:808:808::1", False, "Teredo, public server"),
+    ("fc00::1", False, "ULA"),
+    ("fd12:3456:789a::1", False, "ULA"),
+    ("fe80::1", False, "link-local"),
+    ("fe80::1%eth0", False, "link-local with a zone"),
+    ("fec0::1", False, "site-local (deprecated)"),
+    ("ff02::1", False, "multicast, link scope"),
+    ("ff0e::1", False, "multicast, global scope"),
+    ("2001:db8::1", False, "documentation"),
+    ("3fff::1", False, "documentation (RFC 9637)"),
+    ("100::1", False, "discard-only"),
+]
 
 
-def test_public_forms_stay_public():
-    assert webhook.is_public("64:ff9b::808:808") and webhook.is_public("2002:808:808::1") and webhook.is_public("8.8.8.8")
+@pytest.mark.parametrize(("address", "public", "what"), ADDRESSES, ids=[a for a, _, _ in ADDRESSES])
+def test_only_global_unicast_addresses_are_public(address, public, what):
+    assert webhook.is_public(address) is public, what
 
 
 def test_the_422_for_a_private_webhook_does_not_echo_the_address(broker):
