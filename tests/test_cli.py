@@ -162,6 +162,30 @@ def test_a_redirect_is_not_followed_and_the_key_goes_nowhere_else(status, comman
     assert got == []  # so not the key either (before, requests sent x-api-key along on every redirect)
 
 
+EVIL = "[/x] [link=http://evil]x[/link] [bold]:smile:"
+
+
+def test_server_text_is_printed_as_plain_text_never_as_markup(gateway, worker):
+    def text(out: str) -> str:
+        return " ".join(out.split())  # rich wraps long lines off a terminal
+
+    worker()
+    # A progress message (research reports "looking up {name}")
+    r = taskq(gateway, "run", "research", "--input", json.dumps({"name": EVIL}), "--follow", "--wait")
+    assert r.exit_code == 0, r.output
+    assert f"looking up {EVIL}" in text(r.stderr)
+    # A failed run's error, as --wait shows it and as `runs get` shows it, and metadata
+    r = taskq(gateway, "run", "broken", "--input", json.dumps({"message": EVIL}), "--metadata", f"note={EVIL}", "--wait")
+    assert r.exit_code == 1 and EVIL in text(r.stderr), r.output
+    run_id = r.stderr.split()[0]
+    shown = taskq(gateway, "runs", "get", run_id)
+    assert shown.exit_code == 0 and EVIL in text(shown.stdout)
+    assert json.dumps({"note": EVIL}) in text(shown.stdout)
+    # An error answer of the API itself
+    r = taskq(gateway, "runs", "get", f"trun_{EVIL}")
+    assert r.exit_code == 2 and "404" in r.stderr
+
+
 def test_group_add_sends_batches_of_a_thousand(gateway, client, tmp_path):
     gid = taskq(gateway, "group", "create", "--metadata", "batch=1").stdout.strip()
     inputs = lines(tmp_path / "inputs.jsonl", [{"i": i} for i in range(2500)])
