@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from . import errors, keys, run, webhook
 from .broker import Broker, now_ms, translated
-from .models import RunStatus, TaskRunOutput
+from .models import RunStatus, TaskRunOutput, dumps
 
 # A completed run's output rides in the payload up to this size; past it the payload
 # carries `result_url` only and the receiver fetches the result with its API key.
@@ -153,13 +153,13 @@ def payload(record: dict[str, str], status: str, created_ms: int, broker: Broker
             output = TaskRunOutput(type=record.get("output_type", "json"), content=json.loads(raw))  # type: ignore[arg-type]
             data["output"] = output.model_dump(mode="json")
     body = {"type": "task_run.status", "timestamp": run.iso(created_ms), "data": data}
-    return json.dumps(body, separators=(",", ":")).encode()
+    return dumps(body, separators=(",", ":")).encode()
 
 
 def _upstream_body(record: dict[str, str]) -> bytes:
     """What the async proxy's caller asked for: the upstream's response body as is."""
     body = json.loads(record.get("output", "null") or "null").get("body")
-    return body.encode() if isinstance(body, str) else json.dumps(body, separators=(",", ":")).encode()
+    return body.encode() if isinstance(body, str) else dumps(body, separators=(",", ":")).encode()
 
 
 def for_run(broker: Broker, tenant: str, run_id: str) -> list[WebhookDelivery]:

@@ -168,10 +168,11 @@ class Dispatcher:
             hook = Webhook.model_validate_json(record["webhook"])
             secret = hook.secret or claim.tenant_secret or delivery.tenant_secret(self.broker, record["tenant"])
             key = webhook.secret_key(secret)
+            # So is a run stored before non-finite numbers were refused: no JSON body.
+            body = delivery.payload(record, claim.status, claim.created_ms, self.broker)
         except ValueError as exc:
             self._record(claim, started_ms, transport.Response(None, 0, str(exc)), "dead")
             return
-        body = delivery.payload(record, claim.status, claim.created_ms, self.broker)
         headers = webhook.request_headers(key, claim.delivery_id, int(time.time()), body, hook.headers)
         response = transport.send(
             hook.url,

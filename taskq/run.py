@@ -36,7 +36,9 @@ from . import action, catalog, errors, keys, outputs, upstream, webhook
 from .broker import MAX_BLOCK_MS, Broker, now_ms, rq_job_data, rq_now, translated
 from .catalog import Catalog
 from .record import RunRecord
-from .models import ErrorObject, OutputFile, RequiredAction, RunInput, RunStatus, TaskRun, TaskRunOutput, TaskRunResult
+from .models import (
+    ErrorObject, OutputFile, RequiredAction, RunInput, RunStatus, TaskRun, TaskRunOutput, TaskRunResult, request_json,
+)  # fmt: skip
 
 RUN_PREFIX = "trun_"
 # What new_run_id makes; anything else is not a run (and never reaches a Redis key).
@@ -99,13 +101,13 @@ def prepare(broker: Broker, procs: Catalog, tenant: str, req: RunInput, where: s
         "queue": spec.get("queue") or "default",
         "timeout_s": timeout_s,
         "max_retries": spec["retries"] if spec.get("retries") is not None else settings.default_retries,
-        "input": json.dumps(req.input),
+        "input": request_json(req.input, f"{where}input"),
         "created_ms": now_ms(),
     }
     if req.metadata:
-        fields["metadata"] = json.dumps(req.metadata)
+        fields["metadata"] = request_json(req.metadata, f"{where}metadata")
     if spec_out is not None and spec_out.type == "json":
-        fields["output_schema"] = json.dumps(spec_out.json_schema)
+        fields["output_schema"] = request_json(spec_out.json_schema, f"{where}task_spec.output_schema.json_schema")
     if req.webhook is not None:
         webhook.check_url(req.webhook.url, settings, field=f"{where}webhook.url")
         fields["webhook"] = req.webhook.model_dump_json()

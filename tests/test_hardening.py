@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import flask
+import pydantic_core
 import pytest
 import redis as redis_lib
 
@@ -211,10 +212,123 @@ def test_a_malformed_webhook_url_is_422(client, url):
     assert client.post("/v1/tasks/runs", json=body, headers=HEADERS).status_code == 422
 
 
-@pytest.mark.parametrize("raw", [b'{"input": {"x": NaN}, "processor": "echo"}', b'{"input": {"x": -Infinity}, "processor": "echo"}'])
-def test_nan_and_infinity_are_400(client, broker, raw):
-    r = client.post("/v1/tasks/runs", data=raw, headers={**HEADERS, "Content-Type": "application/json"})
-    assert r.status_code == 400 and broker.redis.llen("rq:queue:default") == 0
+# --- numbers JSON cannot carry ---------------------------------------------------
+
+
+def redis_state(broker) -> dict[bytes, bytes]:  # type: ignore[no-untyped-def]
+    """Every key and its serialised value: equal before and after means nothing changed."""
+    raw = redis_lib.Redis.from_url(broker.settings.redis_url)
+    try:
+        return {key: raw.dump(key) for key in raw.keys("*")}
+    finally:
+        raw.close()
+
+
+def waiting_run(client, drain) -> str:  # type: ignore[no-untyped-def]
+    """A run of `spend`, waiting in action_required for its first answer."""
+    run_id = client.post("/v1/tasks/runs", json={"input": {"amount": 1}, "processor": "spend"}, headers=HEADERS).json["run_id"]
+    drain()
+    assert client.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json["status"] == "action_required"
+    return str(run_id)
+
+
+def json_endpoints(client, drain) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """(path, body with X where a number goes) for every endpoint that takes JSON."""
+    group_id = client.post("/v1/tasks/groups", json={}, headers=HEADERS).json["taskgroup_id"]
+    run_id = waiting_run(client, drain)
+    return [
+        ("/v1/tasks/runs", '{"input": {"x": [1, X]}, "processor": "echo"}'),
+        ("/v1/tasks/runs", '{"input": {}, "processor": "echo", "metadata": {"m": X}}'),
+        ("/v1/tasks/runs", '{"input": {}, "processor": "echo", "task_spec": {"output_schema": {"type": "json", "json_schema": {"maximum": X}}}}'),
+        ("/v1/tasks/groups", '{"metadata": {"m": X}}'),
+        ("/v1beta/tasks/groups", '{"metadata": {"m": X}}'),
+        (f"/v1/tasks/groups/{group_id}/runs", '{"inputs": [{"input": {}, "processor": "echo"}, {"input": {"x": X}, "processor": "echo"}]}'),
+        (f"/v1/tasks/groups/{group_id}/runs", '{"inputs": [{"input": {}, "processor": "echo", "metadata": {"m": X}}]}'),
+        (f"/v1/tasks/runs/{run_id}/action", '{"input": {"approved": true, "x": X}}'),
+    ]
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_400_on_every_json_endpoint(client, broker, drain, token):
+    for path, body in json_endpoints(client, drain):
+        before = redis_state(broker)
+        r = client.post(path, data=body.replace("X", token), headers={**HEADERS, "Content-Type": "application/json"})
+        assert r.status_code == 400 and "NaN and Infinity are not JSON" in r.json["error"]["message"], (path, body, r.json)
+        assert redis_state(broker) == before, (path, body)
+
+
+FIELDS = ["input.x.1", "metadata.m", "task_spec.output_schema.json_schema.maximum", "metadata.m", "metadata.m",
+          "inputs.1.input.x", "inputs.0.metadata.m", "input.x"]  # fmt: skip
+
+
+@pytest.mark.parametrize("literal", ["1e400", "-1E+400", "2.5e999", "9" * 400 + ".5"])
+def test_a_number_too_large_for_a_double_is_422_naming_its_field_on_every_json_endpoint(client, broker, drain, literal):
+    for (path, body), field in zip(json_endpoints(client, drain), FIELDS, strict=True):
+        before = redis_state(broker)
+        r = client.post(path, data=body.replace("X", literal), headers={**HEADERS, "Content-Type": "application/json"})
+        assert r.status_code == 422, (path, body, r.status_code, r.text[:300])
+        assert r.json["error"]["message"].startswith(f"{field}: numbers must be finite"), (path, r.json)
+        assert r.json["error"]["detail"]["field"] == field
+        assert redis_state(broker) == before, (path, body)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_python_callers_get_a_422_naming_the_field_for_a_non_finite_number(broker, client, drain, bad):
+    from taskq.client import RunHandle, default_tenant
+    from workers.app import echo
+
+    run_id = waiting_run(client, drain)
+    before = redis_state(broker)
+    calls = {
+        "input.deep.0": lambda: echo.put({"deep": [bad]}, broker=broker),
+        "metadata.m": lambda: echo.put({}, metadata={"m": bad}, broker=broker),
+        "input.x": lambda: RunHandle(broker, default_tenant(broker), run_id).answer({"approved": True, "x": bad}),
+    }
+    for field, call in calls.items():
+        with pytest.raises(errors.ValidationFailed) as refused:
+            call()
+        assert refused.value.message.startswith(f"{field}: numbers must be finite") and refused.value.detail == {"field": field}
+    assert redis_state(broker) == before
+
+
+@pytest.fixture
+def non_finite_output() -> Iterator[str]:
+    """A processor (of this test process only) whose output holds NaN and an infinity."""
+    from taskq.processor import REGISTRY, task
+
+    def overflow(inp: dict) -> dict:
+        return {"ratio": float("inf"), "values": [1.0, float("nan")]}
+
+    task(name="test_non_finite_output", retries=0)(overflow)
+    yield "test_non_finite_output"
+    REGISTRY.pop("test_non_finite_output")
+
+
+def test_an_output_with_a_non_finite_number_fails_the_run_and_is_not_stored(broker, client, drain, non_finite_output):
+    from workers.app import echo  # noqa: F401  (the example app, as every worker has it)
+    from taskq.client import put
+
+    handle = put(non_finite_output, {}, broker=broker)
+    drain()
+    r = client.get(f"/v1/tasks/runs/{handle.run_id}", headers=HEADERS)
+    run = json.loads(r.data)  # strict: the answer is JSON
+    assert run["status"] == "failed"
+    assert "numbers must be finite" in run["error"]["message"] and run["error"]["message"].startswith("OutputInvalid: output.")
+    assert broker.redis.hget(keys.run(handle.run_id), "output") is None
+    for key in broker.redis.keys("*"):  # no stored JSON anywhere holds a number that is not JSON
+        if broker.redis.type(key) == "hash":
+            for value in broker.redis.hvals(key):
+                if value[:1] in ("{", "["):
+                    pydantic_core.from_json(value, allow_inf_nan=False)
+
+
+def test_dumps_never_writes_a_non_finite_number():
+    from taskq.models import dumps
+
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        with pytest.raises(ValueError):
+            dumps({"a": [bad]})
+    assert dumps({"a": 1e308}) == '{"a": 1e+308}'
 
 
 ADDRESSES = [
