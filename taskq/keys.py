@@ -27,6 +27,8 @@
     taskq:rate:{tenant}:{second}  string  runs the tenant created in that second (rate limit)
     taskq:stranded:{job_id}       string  when the rescue first saw an RQ job left in an
                                           intermediate list by a worker that died (ms)
+    taskq:dashboard:session:{digest}  string  an open dashboard session -> its tenant;
+                                          expires with the session, deleted by sign-out
 
 RQ's own keys (`rq:queue:{name}`, `rq:job:{id}`) are written by the scripts in
 scripts/ so that a run and its RQ job are created in one atomic step; the RQ job id
@@ -102,6 +104,10 @@ def tenant_runs(tenant: str) -> str:
 
 def tenant_groups(tenant: str) -> str:
     return f"{PREFIX}tenant:{tenant}:groups"
+
+
+def dashboard_session(digest: str) -> str:
+    return f"{PREFIX}dashboard:session:{digest}"
 
 
 def rq_worker(name: str) -> str:
