@@ -222,15 +222,13 @@ def _shape(did: str, record: dict[str, str], attempts: list[str]) -> WebhookDeli
     )
 
 
-def dead_for_tenant(broker: Broker, tenant: str, limit: int = 100, scan: int = 2000) -> list[WebhookDelivery]:
-    """The tenant's dead-lettered deliveries, most recently given up first. The
-    dead-letter set is shared by all tenants: the newest `scan` are looked at."""
+def dead_for_tenant(broker: Broker, tenant: str, limit: int = 100) -> list[WebhookDelivery]:
+    """The tenant's dead-lettered deliveries within the retention, most recently given
+    up first, from the tenant's own index (record_attempt.lua writes it), however many
+    other tenants' deliveries died meanwhile."""
+    since_ms = now_ms() - broker.settings.retention_s * 1000
     with translated():
-        ids = broker.redis.zrevrange(keys.DELIVERIES_DEAD, 0, scan - 1)
-        pipe = broker.redis.pipeline(transaction=False)
-        for did in ids:
-            pipe.hget(keys.run(did.rsplit(".", 1)[0]), "tenant")
-        mine = [did for did, owner in zip(ids, pipe.execute()) if owner == tenant][:limit]
+        mine = broker.redis.zrevrangebyscore(keys.tenant_dead(tenant), "+inf", since_ms, start=0, num=limit)
         pipe = broker.redis.pipeline(transaction=False)
         for did in mine:
             pipe.hgetall(keys.delivery(did))

@@ -18,6 +18,9 @@
     taskq:run:{id}:deliveries     list    the run's delivery ids
     taskq:deliveries:due          zset    delivery id -> when to try next (ms)
     taskq:deliveries:dead         zset    delivery id -> when it was given up (ms)
+    taskq:tenant:{tenant}:dead    zset    the same, for the tenant's own deliveries only (the
+                                          dashboard's dead-letter page); trimmed to the
+                                          retention when written, expires with it
     taskq:tenant:{tenant}:secret  string  the tenant's default webhook secret
     taskq:tenant:{tenant}:runs    zset    the tenant's run ids, all at score 0: ordered by id,
                                           which is by creation time (the list endpoint)
@@ -104,6 +107,10 @@ def tenant_runs(tenant: str) -> str:
 
 def tenant_groups(tenant: str) -> str:
     return f"{PREFIX}tenant:{tenant}:groups"
+
+
+def tenant_dead(tenant: str) -> str:
+    return f"{PREFIX}tenant:{tenant}:dead"
 
 
 def dashboard_session(digest: str) -> str:
