@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import catalog, errors
 from .broker import Broker, rq_job_data, rq_now, translated
-from .models import RunStatus, Wire
+from .models import RunStatus, Wire, dumps, request_json
 
 if TYPE_CHECKING:
     from .engine.context import CurrentRun
@@ -40,7 +40,7 @@ def ask(current: CurrentRun, message: str, schema: dict[str, Any] | None = None)
     """The answer to this run's next question, if one was given; otherwise ends the
     attempt (raising errors.ActionRequired) with the run waiting for it."""
     schema = {} if schema is None else schema
-    text = json.dumps(schema)
+    text = dumps(schema)  # ValueError for NaN or an infinity: not JSON
     if len(text) > MAX_SCHEMA_BYTES:
         raise ValueError(f"ask(): schema is {len(text)} bytes, over the limit of {MAX_SCHEMA_BYTES}")
     catalog.check_schema(schema, "ask(schema)")
@@ -80,7 +80,7 @@ def answer(broker: Broker, tenant: str, run_id: str, value: Any) -> dict[str, st
     settings = broker.settings
     with translated():
         reply = broker.scripts.answer(
-            args=[run_id, settings.retention_s, rq_now(), rq_job_data(), json.dumps(value), asked]
+            args=[run_id, settings.retention_s, rq_now(), rq_job_data(), request_json(value, "input"), asked]
         )
     if isinstance(reply, list):
         raise errors.Conflict(f"run {run_id} is {reply[1]}, not waiting for this answer", {"status": reply[1]})

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from . import errors, keys, run, webhook
 from .broker import Broker, now_ms, translated
-from .models import RunStatus, TaskRunOutput
+from .models import RunStatus, TaskRunOutput, dumps
 
 # A completed run's output rides in the payload up to this size; past it the payload
 # carries `result_url` only and the receiver fetches the result with its API key.
@@ -153,13 +153,13 @@ def payload(record: dict[str, str], status: str, created_ms: int, broker: Broker
             output = TaskRunOutput(type=record.get("output_type", "json"), content=json.loads(raw))  # type: ignore[arg-type]
             data["output"] = output.model_dump(mode="json")
     body = {"type": "task_run.status", "timestamp": run.iso(created_ms), "data": data}
-    return json.dumps(body, separators=(",", ":")).encode()
+    return dumps(body, separators=(",", ":")).encode()
 
 
 def _upstream_body(record: dict[str, str]) -> bytes:
     """What the async proxy's caller asked for: the upstream's response body as is."""
     body = json.loads(record.get("output", "null") or "null").get("body")
-    return body.encode() if isinstance(body, str) else json.dumps(body, separators=(",", ":")).encode()
+    return body.encode() if isinstance(body, str) else dumps(body, separators=(",", ":")).encode()
 
 
 def for_run(broker: Broker, tenant: str, run_id: str) -> list[WebhookDelivery]:
@@ -222,15 +222,13 @@ def _shape(did: str, record: dict[str, str], attempts: list[str]) -> WebhookDeli
     )
 
 
-def dead_for_tenant(broker: Broker, tenant: str, limit: int = 100, scan: int = 2000) -> list[WebhookDelivery]:
-    """The tenant's dead-lettered deliveries, most recently given up first. The
-    dead-letter set is shared by all tenants: the newest `scan` are looked at."""
+def dead_for_tenant(broker: Broker, tenant: str, limit: int = 100) -> list[WebhookDelivery]:
+    """The tenant's dead-lettered deliveries within the retention, most recently given
+    up first, from the tenant's own index (record_attempt.lua writes it), however many
+    other tenants' deliveries died meanwhile."""
+    since_ms = now_ms() - broker.settings.retention_s * 1000
     with translated():
-        ids = broker.redis.zrevrange(keys.DELIVERIES_DEAD, 0, scan - 1)
-        pipe = broker.redis.pipeline(transaction=False)
-        for did in ids:
-            pipe.hget(keys.run(did.rsplit(".", 1)[0]), "tenant")
-        mine = [did for did, owner in zip(ids, pipe.execute()) if owner == tenant][:limit]
+        mine = broker.redis.zrevrangebyscore(keys.tenant_dead(tenant), "+inf", since_ms, start=0, num=limit)
         pipe = broker.redis.pipeline(transaction=False)
         for did in mine:
             pipe.hgetall(keys.delivery(did))

@@ -168,10 +168,11 @@ class Dispatcher:
             hook = Webhook.model_validate_json(record["webhook"])
             secret = hook.secret or claim.tenant_secret or delivery.tenant_secret(self.broker, record["tenant"])
             key = webhook.secret_key(secret)
+            # So is a run stored before non-finite numbers were refused: no JSON body.
+            body = delivery.payload(record, claim.status, claim.created_ms, self.broker)
         except ValueError as exc:
             self._record(claim, started_ms, transport.Response(None, 0, str(exc)), "dead")
             return
-        body = delivery.payload(record, claim.status, claim.created_ms, self.broker)
         headers = webhook.request_headers(key, claim.delivery_id, int(time.time()), body, hook.headers)
         response = transport.send(
             hook.url,
@@ -187,6 +188,11 @@ class Dispatcher:
     def _record(self, claim: delivery.Claim, started_ms: int, response: transport.Response, state: str, next_ms: int = 0) -> None:
         delivery.record_attempt(self.broker, claim, self._attempt(claim, started_ms, response, state), state, next_ms)
         self.stats.count(state, response)
+        if response.refused_address is not None:
+            # The operator's log names the address; the tenant's attempt does not.
+            log.warning(
+                "delivery %s to %s refused: non-public address %s", claim.delivery_id, claim.host, response.refused_address
+            )
         log.debug(
             "delivery %s to %s: %s (%s) in %d ms -> %s",
             claim.delivery_id,

@@ -99,6 +99,11 @@ class BrokerUnavailable(TaskqError):
     message = "Redis is unreachable"
 
 
+class LimitDeclarationError(TaskqError, ValueError):
+    """A processor's flow control is declared wrongly (a malformed rate_limit, an
+    unknown key path, one Limit name with two budgets): the worker refuses to start."""
+
+
 class RunInterrupted(BaseException):
     """Raised inside a running processor to stop it: the run was cancelled, or the
     worker is shutting down and the grace period is over.

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from . import errors, keys, run
 from .broker import Broker, now_ms, translated
 from .catalog import Catalog
-from .models import ACTIVE, MetadataIn, MetadataValue, RunInput, RunStatus, TaskSpec, Wire, parse
+from .models import ACTIVE, MetadataIn, MetadataValue, RunInput, RunStatus, TaskSpec, Wire, parse, request_json
 
 GROUP_PREFIX = "tgrp_"
 GROUP_ID = re.compile(r"tgrp_[0-9a-f]{32}")
@@ -75,7 +75,7 @@ def create(broker: Broker, tenant: str, req: TaskGroupCreate) -> dict[str, str]:
     record = {"id": new_group_id(), "tenant": tenant, "created_ms": str(ms), "modified_ms": str(ms)}
     record["num_task_runs"] = "0"
     if req.metadata:
-        record["metadata"] = json.dumps(req.metadata)
+        record["metadata"] = request_json(req.metadata, "metadata")
     with translated():
         pipe = broker.redis.pipeline()
         pipe.hset(keys.group(record["id"]), mapping=record)

@@ -22,6 +22,9 @@
     taskq:run:{id}:deliveries     list    the run's delivery ids
     taskq:deliveries:due          zset    delivery id -> when to try next (ms)
     taskq:deliveries:dead         zset    delivery id -> when it was given up (ms)
+    taskq:tenant:{tenant}:dead    zset    the same, for the tenant's own deliveries only (the
+                                          dashboard's dead-letter page); trimmed to the
+                                          retention when written, expires with it
     taskq:tenant:{tenant}:secret  string  the tenant's default webhook secret
     taskq:tenant:{tenant}:runs    zset    the tenant's run ids, all at score 0: ordered by id,
                                           which is by creation time (the list endpoint)
@@ -32,6 +35,8 @@
                                           clock (rate limit)
     taskq:stranded:{job_id}       string  when the rescue first saw an RQ job left in an
                                           intermediate list by a worker that died (ms)
+    taskq:dashboard:session:{digest}  string  an open dashboard session -> its tenant;
+                                          expires with the session, deleted by sign-out
 
 RQ's own keys (`rq:queue:{name}`, `rq:job:{id}`) are written by the scripts in
 scripts/ so that a run and its RQ job are created in one atomic step; the RQ job id
@@ -116,6 +121,14 @@ def tenant_runs(tenant: str) -> str:
 
 def tenant_groups(tenant: str) -> str:
     return f"{PREFIX}tenant:{tenant}:groups"
+
+
+def tenant_dead(tenant: str) -> str:
+    return f"{PREFIX}tenant:{tenant}:dead"
+
+
+def dashboard_session(digest: str) -> str:
+    return f"{PREFIX}dashboard:session:{digest}"
 
 
 def rq_worker(name: str) -> str:

@@ -43,7 +43,7 @@ from .catalog import Catalog
 from .record import RunRecord
 from .models import (
     NOT_ACTED_ON, ErrorObject, OutputFile, RequiredAction, RunInput, RunStatus, TaskRun, TaskRunOutput, TaskRunResult,
-    WarningObject,
+    WarningObject, dumps, request_json,
 )  # fmt: skip
 
 RUN_PREFIX = "trun_"
@@ -115,15 +115,15 @@ def prepare(
         "queue": spec.get("queue") or "default",
         "timeout_s": timeout_s,
         "max_retries": spec["retries"] if spec.get("retries") is not None else settings.default_retries,
-        "input": json.dumps(req.input),
+        "input": request_json(req.input, f"{where}input"),
         "created_ms": now_ms(),
     }
     if req.metadata:
-        fields["metadata"] = json.dumps(req.metadata)
+        fields["metadata"] = request_json(req.metadata, f"{where}metadata")
     if warnings := not_acted_on(req.ignored(where) if ignored is None else ignored, where):
-        fields["warnings"] = json.dumps(warnings)
+        fields["warnings"] = dumps(warnings)
     if spec_out is not None and spec_out.type == "json":
-        fields["output_schema"] = json.dumps(spec_out.json_schema)
+        fields["output_schema"] = request_json(spec_out.json_schema, f"{where}task_spec.output_schema.json_schema")
     if req.webhook is not None:
         webhook.check_url(req.webhook.url, settings, field=f"{where}webhook.url")
         fields["webhook"] = req.webhook.model_dump_json()

@@ -22,6 +22,9 @@ class Settings:
     app: tuple[str, ...] = ("workers.app",)
     webhook_allow_private: bool = False
     proxy_upstreams: tuple[str, ...] = ()  # "name=https://host" items
+    # Request header names the async proxy forwards besides content-type, accept and
+    # accept-language (upstream.FORWARDED_HEADERS); set it for workers too.
+    proxy_forward_headers: tuple[str, ...] = ()
 
     max_body_bytes: int = 1 << 20
     max_output_bytes: int = 8 << 20  # a run's stored output, as JSON

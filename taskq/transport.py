@@ -24,8 +24,11 @@ class Response:
 
     status_code: int | None
     latency_ms: int
-    error: str | None = None
+    error: str | None = None  # recorded in the attempt, which the tenant reads
     retry_after_s: float | None = None
+    # The non-public address a refused send resolved or connected to: for the
+    # dispatcher's log only, never recorded (it would map the operator's network).
+    refused_address: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -33,7 +36,13 @@ class Response:
 
 
 class Blocked(Exception):
-    """The URL's host resolved to an address taskq may not call."""
+    """The URL's host resolved to an address taskq may not call. The message is what
+    the tenant reads in the attempt and never names the address; `address` is for
+    the operator's log."""
+
+    def __init__(self, message: str, address: str | None = None) -> None:
+        super().__init__(message)
+        self.address = address
 
 
 class ConnectTimeout(Exception):
@@ -77,7 +86,7 @@ def send(
         conn = cls(parts.hostname, port, address=address, allow_private=allow_private, timeout=remaining)
         return _exchange(conn, path, body, headers, start, timeout_s, pool, key)
     except Blocked as exc:
-        return Response(None, _ms(start), f"refused: {exc}")
+        return Response(None, _ms(start), f"refused: {exc}", refused_address=exc.address)
     except ConnectTimeout:
         return Response(None, _ms(start), f"timed out connecting after {min(timeout_s, CONNECT_TIMEOUT_S):g} s")
     except TimeoutError:
@@ -235,7 +244,7 @@ def _resolve(host: str, port: int, allow_private: bool) -> str:
         raise OSError(f"host {host!r} does not resolve") from exc
     address = str(infos[0][4][0])
     if not allow_private and not is_public(address):
-        raise Blocked(f"host {host!r} resolves to non-public address {address}")
+        raise Blocked(f"host {host!r} resolves to a non-public address", address)
     return address
 
 
@@ -259,7 +268,7 @@ class _PinnedHTTP(http.client.HTTPConnection):
         peer = str(sock.getpeername()[0])
         if not self.allow_private and not is_public(peer):
             sock.close()
-            raise Blocked(f"connected address {peer} is not public")
+            raise Blocked(f"host {self.host!r}: the address connected to is not public", peer)
         return sock
 
     def connect(self) -> None:

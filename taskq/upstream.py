@@ -1,21 +1,34 @@
 """Where the `http` processor may send a request: the operator's configured
-upstreams (TASKQ_PROXY_UPSTREAMS), and only paths under each one's base path."""
+upstreams (TASKQ_PROXY_UPSTREAMS), only paths under each one's base path, and only
+the request headers on the forwarding allow-list."""
 
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterable
 from urllib.parse import quote, unquote, urlsplit
 
 from . import errors
 
-# Never stored nor forwarded: what the HTTP client sets itself (hop-by-hop), the
-# caller's credentials for taskq, and the caller's identity.
-DROPPED_HEADERS = frozenset({
-    "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length",
-    "proxy-authorization", "proxy-connection", "cookie", "x-forwarded-for", "x-forwarded-host",
-    "x-forwarded-proto", "forwarded", "x-real-ip", "x-api-key", "authorization", "x-webhook-endpoint",
-    "idempotency-key",
+# The caller's request headers that are stored and forwarded: what the body's format
+# and the answer's form depend on, nothing that says who the caller is or where they
+# came from (an allow-list: the names proxies and CDNs invent for identity are many,
+# and new ones keep coming). The operator adds names with TASKQ_PROXY_FORWARD_HEADERS.
+FORWARDED_HEADERS = frozenset({"content-type", "accept", "accept-language"})
+# Never forwarded, whatever the operator adds: taskq's own credentials and controls,
+# and what the HTTP client sets itself (hop-by-hop headers, framing, the host).
+NEVER_FORWARDED = frozenset({
+    "x-api-key", "authorization", "proxy-authorization", "x-webhook-endpoint", "idempotency-key",
+    "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection", "host",
+    "content-length",
 })  # fmt: skip
+
+
+def forwarded_headers(headers: Iterable[tuple[str, str]], extra: Iterable[str] = ()) -> dict[str, str]:
+    """The headers of `headers` that go to the upstream: FORWARDED_HEADERS and the
+    operator's `extra` names (case-insensitive), never NEVER_FORWARDED."""
+    allowed = (FORWARDED_HEADERS | {name.strip().lower() for name in extra}) - NEVER_FORWARDED
+    return {name: value for name, value in headers if name.strip().lower() in allowed}
 
 # A client could percent-encode the encoding itself (%252e%252e); decoding stops
 # once nothing changes, or fails the path after this many rounds.

@@ -3,7 +3,8 @@ signed (Standard Webhooks); `transport.py` sends one attempt.
 
 A URL must be http or https, and its host must resolve only to public addresses:
 never loopback, private, link-local (cloud metadata lives there), multicast,
-reserved or unspecified — unless TASKQ_WEBHOOK_ALLOW_PRIVATE=1. The check runs when
+reserved or unspecified; for IPv6, global unicast only (see `is_public`) — unless
+TASKQ_WEBHOOK_ALLOW_PRIVATE=1. The check runs when
 a run is created and again, on the address actually connected to, at send time.
 """
 
@@ -24,26 +25,39 @@ from .headers import check_headers  # noqa: F401  (the Webhook model's rule)
 from .settings import Settings
 
 
-# IPv6 prefixes that embed an IPv4 address (NAT64, 6to4, IPv4-compatible) or are
-# deprecated site-local: judged by what they reach, never as public IPv6 themselves.
+# IPv6: only global unicast (2000::/3, and global by the IANA registry) is public;
+# everything else (loopback, unspecified, IPv4-compatible, SIIT `::ffff:0:0:0/96`,
+# ULA, link-local, site-local, multicast, local-use NAT64 `64:ff9b:1::/48`, ...) is
+# not. Two kinds of address are judged by the IPv4 address they carry, because that
+# is where a packet to them goes: IPv4-mapped (`::ffff:a.b.c.d`, the socket API's
+# spelling of IPv4) and the well-known NAT64 prefix (an IPv6-only network reaches
+# every IPv4 host through it). The transition prefixes inside 2000::/3 that embed an
+# IPv4 address are refused outright: 6to4 (deprecated, RFC 7526) and Teredo (a
+# client-side tunnel whose NAT address is obfuscated): no receiver worth calling
+# lives there, and what they reach cannot be checked from here.
+_GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
-_SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
-_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
-_SITE_LOCAL = ipaddress.ip_network("fec0::/10")
+_NOT_GLOBAL_UNICAST = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "2002::/16",  # 6to4
+        "2001::/32",  # Teredo
+        "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation (RFC 9637; newer than some Pythons' registry)
+    )
+)
 
 
 def is_public(address: str) -> bool:
+    """Whether taskq may call `address` (an IPv4 or IPv6 literal, zone allowed)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
-        elif ip in _SITE_LOCAL or ip in _NAT64_LOCAL:
-            return False
-        elif ip in _NAT64 or ip in _IPV4_COMPATIBLE:
+        elif ip in _NAT64:
             ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        elif ip in _SIX_TO_FOUR:
-            ip = ipaddress.IPv4Address((int(ip) >> 80) & 0xFFFFFFFF)
+        else:
+            return ip in _GLOBAL_UNICAST and ip.is_global and not any(ip in net for net in _NOT_GLOBAL_UNICAST)
     return ip.is_global and not ip.is_multicast
 
 

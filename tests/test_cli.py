@@ -3,9 +3,11 @@ real HTTP gateway and real worker processes; `info` against the real Redis."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -102,6 +104,86 @@ def test_an_api_error_is_shown_as_the_api_said_it(gateway):
     assert r.exit_code == 2 and "401" in r.stderr
     r = taskq("http://127.0.0.1:9", "runs", "get", "trun_x")
     assert r.exit_code == 2 and "cannot reach" in r.stderr
+
+
+class Recorder(BaseHTTPRequestHandler):
+    """A real HTTP server: with `bounce_to`, answers every request `status` with a
+    Location there (same path); without, records what it got and answers {}."""
+
+    bounce_to: str | None = None
+    status = 302
+    got: list[dict[str, str]] = []
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        if self.bounce_to:
+            self.send_response(self.status)
+            self.send_header("Location", self.bounce_to + self.path)
+            self.send_header("content-length", "0")
+            self.end_headers()
+            return
+        self.got.append({k.lower(): v for k, v in self.headers.items()})
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def http_server(**attrs: object) -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """(its base URL, the headers of each request it recorded)."""
+    got: list[dict[str, str]] = []
+    handler = type("Handler", (Recorder,), {"got": got, **attrs})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", got
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("command", [["runs", "get", "trun_x"], ["run", "echo", "--input", "{}"], ["runs", "events", "trun_x"]])
+def test_a_redirect_is_not_followed_and_the_key_goes_nowhere_else(status, command):
+    # Given a "gateway" that redirects every call to another origin, which records what it gets
+    with http_server() as (elsewhere, got), http_server(bounce_to=elsewhere, status=status) as (gateway, _):
+        # When a client command calls it with an API key
+        r = taskq(gateway, *command)
+    # Then the redirect is an error naming where it pointed, and the other origin got nothing
+    assert r.exit_code == 2, r.output
+    assert f"{status}: the server redirected to {elsewhere};" in r.stderr and "not followed" in r.stderr
+    assert got == []  # so not the key either (before, requests sent x-api-key along on every redirect)
+
+
+EVIL = "[/x] [link=http://evil]x[/link] [bold]:smile:"
+
+
+def test_server_text_is_printed_as_plain_text_never_as_markup(gateway, worker):
+    def text(out: str) -> str:
+        return " ".join(out.split())  # rich wraps long lines off a terminal
+
+    worker()
+    # A progress message (research reports "looking up {name}")
+    r = taskq(gateway, "run", "research", "--input", json.dumps({"name": EVIL}), "--follow", "--wait")
+    assert r.exit_code == 0, r.output
+    assert f"looking up {EVIL}" in text(r.stderr)
+    # A failed run's error, as --wait shows it and as `runs get` shows it, and metadata
+    r = taskq(gateway, "run", "broken", "--input", json.dumps({"message": EVIL}), "--metadata", f"note={EVIL}", "--wait")
+    assert r.exit_code == 1 and EVIL in text(r.stderr), r.output
+    run_id = r.stderr.split()[0]
+    shown = taskq(gateway, "runs", "get", run_id)
+    assert shown.exit_code == 0 and EVIL in text(shown.stdout)
+    assert json.dumps({"note": EVIL}) in text(shown.stdout)
+    # An error answer of the API itself
+    r = taskq(gateway, "runs", "get", f"trun_{EVIL}")
+    assert r.exit_code == 2 and "404" in r.stderr
 
 
 def test_group_add_sends_batches_of_a_thousand(gateway, client, tmp_path):

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 import flask
+import pytest
 
 from taskq.gateway.dashboard import secret_key
 from tests.conftest import API_KEY, HEADERS, OTHER_KEY
@@ -117,6 +119,53 @@ def test_sign_out_ends_the_session(client):
     assert client.get("/dashboard", headers={"Accept": "text/html"}).status_code == 302
 
 
+def test_a_cookie_captured_before_sign_out_is_refused_after_it(client, broker):
+    # Given a signed-in session whose cookie someone copied
+    run_id = make_run(client)
+    signed_in(client)
+    token = csrf(client, f"/dashboard/runs/{run_id}")
+    captured = client.get_cookie("taskq_dashboard", path="/dashboard").value
+    (open_key,) = broker.redis.keys("taskq:dashboard:session:*")
+    assert 0 < broker.redis.ttl(open_key) <= broker.settings.dashboard_session_s  # it expires with the session
+    # When the session signs out
+    assert client.post("/dashboard/logout", data={"csrf": token}).status_code == 302
+    assert broker.redis.keys("taskq:dashboard:session:*") == []
+    # Then the copied cookie, replayed, opens nothing and changes nothing
+    replay = client.application.test_client()
+    replay.set_cookie("taskq_dashboard", captured, path="/dashboard")
+    assert replay.get("/dashboard", headers={"Accept": "text/html"}).status_code == 302
+    assert replay.get(f"/dashboard/runs/{run_id}/events", headers={"Accept": "text/event-stream"}).status_code == 401
+    replay.set_cookie("taskq_dashboard", captured, path="/dashboard")
+    assert replay.post(f"/dashboard/runs/{run_id}/cancel", data={"csrf": token}).status_code == 401
+    assert client.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json["status"] == "queued"
+    # While another sign-in of the same key is not affected by it
+    other = client.application.test_client()
+    signed_in(other)
+    assert other.get("/dashboard").status_code == 200
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "null"}, {"Origin": "https://evil.example"}, {"Referer": "https://evil.example/x"}])
+def test_a_post_from_an_opaque_or_other_origin_is_refused_everywhere(client, headers):
+    # Sign-in (login CSRF): no session is made
+    r = client.post("/dashboard/login", data={"api_key": API_KEY}, headers=headers)
+    assert r.status_code == 403 and "Set-Cookie" not in r.headers
+    # Every state-changing POST of a signed-in session, with a good CSRF token
+    run_id = make_run(client)
+    signed_in(client)
+    token = csrf(client, f"/dashboard/runs/{run_id}")
+    for path in (f"/dashboard/runs/{run_id}/cancel", f"/dashboard/runs/{run_id}/deliveries/{run_id}.1/redeliver", "/dashboard/logout"):
+        assert client.post(path, data={"csrf": token}, headers=headers).status_code == 403, path
+    assert client.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json["status"] == "queued"
+    assert client.get("/dashboard").status_code == 200  # still signed in
+
+
+def test_a_post_of_this_site_or_of_no_browser_is_accepted(client):
+    host = "http://localhost"  # the test client's host
+    assert client.post("/dashboard/login", data={"api_key": API_KEY}, headers={"Origin": host}).status_code == 302
+    assert client.post("/dashboard/login", data={"api_key": API_KEY}, headers={"Referer": host + "/dashboard/login"}).status_code == 302
+    assert client.post("/dashboard/login", data={"api_key": API_KEY}).status_code == 302  # neither header: not a browser
+
+
 def test_every_page_renders(client):
     run_id = make_run(client)
     gid = client.post("/v1/tasks/groups", json={"metadata": {"a": "b"}}, headers=HEADERS).json["taskgroup_id"]
@@ -135,3 +184,23 @@ def test_the_session_secret_is_derived_from_the_keys_unless_set(settings):
     assert secret_key(settings) == secret_key(settings.replace(api_keys=tuple(reversed(settings.api_keys))))
     assert secret_key(settings) != secret_key(settings.replace(api_keys=("other",)))
     assert secret_key(settings.replace(secret_key="s3cret")) == "s3cret"
+
+
+def test_a_run_page_renders_in_every_status_a_run_rests_in(client, drain):
+    # Given runs resting in each status, the question of one waiting for an answer too
+    drained = {}
+    for processor, inp in (("echo", {"n": 1}), ("broken", {"message": "no luck"}), ("spend", {"amount": 12})):
+        drained[processor] = client.post("/v1/tasks/runs", json={"input": inp, "processor": processor}, headers=HEADERS).json["run_id"]
+    drain()
+    queued, cancelled = make_run(client), make_run(client)
+    client.post(f"/v1/tasks/runs/{cancelled}/cancel", headers=HEADERS)
+    statuses = {rid: client.get(f"/v1/tasks/runs/{rid}", headers=HEADERS).json["status"] for rid in [queued, cancelled, *drained.values()]}
+    assert set(statuses.values()) == {"queued", "cancelled", "completed", "failed", "action_required"}
+    # When each run's page is read, Then it renders
+    signed_in(client)
+    for run_id, status in statuses.items():
+        r = client.get(f"/dashboard/runs/{run_id}")
+        assert r.status_code == 200, (status, r.data[:300])
+        assert f'id="run-status">{status}<' in r.text
+    waiting = html.unescape(client.get(f"/dashboard/runs/{drained['spend']}").text)
+    assert "approve spending 12?" in waiting and '"approved"' in waiting

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook as Verifier
 
-from taskq import keys
+from taskq import keys, transport
 from taskq.broker import Broker
 from taskq.gateway import create_app
 from tests.conftest import HEADERS, OTHER_KEY, free_port, wait_until
@@ -443,16 +444,36 @@ def test_private_webhook_urls_are_refused_at_create_time(broker, url):
     assert set(broker.redis.keys("*")) == before
 
 
+LOOPBACK = ("127.0.0.1", "::1")
+
+
 def test_the_address_connected_to_is_checked_at_send_time(client, spawn, receiver, broker):
     # Created while private addresses were allowed (as if DNS had answered a public
     # address then); the dispatcher, which does not allow them, refuses to connect.
-    run_id = cancelled_run(client, receiver.url("/private"))
-    spawn("dispatcher", settings=broker.settings.replace(webhook_allow_private=False))
+    run_id = cancelled_run(client, f"http://localhost:{receiver.port}/private")
+    dispatcher = spawn("dispatcher", settings=broker.settings.replace(webhook_allow_private=False))
 
     wait_until(lambda: state_of(client, run_id) == "dead")
     attempts = deliveries(client, run_id)[0]["attempts"]
-    assert all("non-public address 127.0.0.1" in a["error"] for a in attempts), attempts
+    assert all("non-public address" in a["error"] for a in attempts), attempts
+    # The tenant reads no address of the operator's network; the operator's log has it.
+    assert not any(ip in a["error"] for a in attempts for ip in LOOPBACK), attempts
+    wait_until(lambda: any(f"non-public address {ip}" in dispatcher.output() for ip in LOOPBACK))
     assert receiver.at("/private") == []
+
+
+def test_neither_refusal_names_the_address_it_refused():
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        port = listening.getsockname()[1]
+        # At resolve time
+        sent = transport.send(f"http://localhost:{port}/x", b"{}", {}, timeout_s=2, allow_private=False)
+        assert sent.error is not None and sent.error.startswith("refused") and sent.refused_address in LOOPBACK
+        assert not any(ip in sent.error for ip in LOOPBACK)
+        # At connect time: DNS answered a public address, the connection landed on a private one
+        conn = transport._PinnedHTTP("localhost", port, address="127.0.0.1", allow_private=False, timeout=2)
+        with pytest.raises(transport.Blocked) as refused:
+            conn.connect()
+        assert refused.value.address == "127.0.0.1" and "127.0.0.1" not in str(refused.value)
 
 
 # --- the API --------------------------------------------------------------------------
@@ -472,3 +493,73 @@ def test_deliveries_are_the_tenants_own_and_only_dead_ones_are_redelivered(clien
     assert client.post(f"{base}/trun_x.1/redeliver", headers=HEADERS).status_code == 404
     r = client.post(f"{base}/{d['delivery_id']}/redeliver", headers=HEADERS)
     assert r.status_code == 409 and r.json["error"]["detail"]["state"] == "pending"
+
+
+# --- the tenant's dead-letter index ----------------------------------------------------
+
+
+DEAD_ATTEMPT = {"attempt": 1, "at_ms": 0, "status_code": 500, "latency_ms": 1, "error": "HTTP 500", "outcome": "dead"}
+
+
+def dead_letter_all_due(broker: Broker) -> int:
+    """Claims every due delivery and gives each up through record_attempt, as a
+    dispatcher does when a schedule runs out; returns how many."""
+    from taskq import delivery
+
+    due = delivery.take_due(broker, 10_000, 60, max_skips=1)
+    for claim in due.claims:
+        assert delivery.record_attempt(broker, claim, DEAD_ATTEMPT, "dead")
+    return len(due.claims)
+
+
+def due_deliveries(broker: Broker, run_id: str, n: int) -> None:
+    """n more pending deliveries of the run, written as set_status writes one."""
+    from taskq.broker import now_ms
+
+    pipe = broker.redis.pipeline()
+    for i in range(2, n + 2):
+        did = f"{run_id}.{i}"
+        pipe.hset(keys.delivery(did), mapping={"run_id": run_id, "status": "cancelled", "created_ms": now_ms()})
+        pipe.rpush(keys.run_deliveries(run_id), did)
+        pipe.zadd(keys.DELIVERIES_DUE, {did: now_ms()})
+    pipe.execute()
+
+
+def test_a_tenants_dead_letters_are_shown_however_many_other_tenants_died_since(client, broker: Broker):
+    from tests.test_dashboard import signed_in
+
+    # Given one dead delivery of tenant B
+    hook = {"url": "http://127.0.0.1:9/h"}
+    theirs = client.post("/v1/tasks/runs", json={"input": {}, "processor": "echo", "webhook": hook}, headers={"x-api-key": OTHER_KEY}).json["run_id"]
+    client.post(f"/v1/tasks/runs/{theirs}/cancel", headers={"x-api-key": OTHER_KEY})
+    assert dead_letter_all_due(broker) == 1
+    # And 2,100 of tenant A given up after it
+    mine = cancelled_run(client, "http://127.0.0.1:9/h")
+    due_deliveries(broker, mine, 2_099)
+    assert dead_letter_all_due(broker) == 2_100
+    assert broker.redis.zcard(keys.DELIVERIES_DEAD) == 2_101
+    # When B reads its dead-letter page, Then its delivery is there, and A's are not
+    b_page = client.application.test_client()
+    signed_in(b_page, OTHER_KEY)
+    page = b_page.get("/dashboard/webhooks").text
+    assert theirs in page and mine not in page
+    # And A sees its own newest
+    signed_in(client)
+    assert mine in client.get("/dashboard/webhooks").text and theirs not in client.get("/dashboard/webhooks").text
+    # A redelivered one leaves the index
+    r = client.post(f"/v1/tasks/runs/{theirs}/webhook-deliveries/{theirs}.1/redeliver", headers={"x-api-key": OTHER_KEY})
+    assert r.status_code == 202
+    assert theirs not in b_page.get("/dashboard/webhooks").text
+
+
+def test_the_tenants_dead_letter_index_keeps_to_the_retention(client, broker: Broker):
+    from taskq.broker import now_ms
+    from taskq.run import tenant_of
+
+    index = keys.tenant_dead(tenant_of(HEADERS["x-api-key"]))
+    stale = now_ms() - broker.settings.retention_s * 1000 - 1
+    broker.redis.zadd(index, {"trun_stale.1": stale})
+    cancelled_run(client, "http://127.0.0.1:9/h")
+    assert dead_letter_all_due(broker) == 1
+    assert broker.redis.zscore(index, "trun_stale.1") is None and broker.redis.zcard(index) == 1
+    assert 0 < broker.redis.ttl(index) <= broker.settings.retention_s

@@ -1,6 +1,10 @@
 """The one small HTTP client the client commands share: where the gateway is
 (`--url` / TASKQ_URL), the key (`--api-key` / TASKQ_API_KEY), errors as the API
-states them, and server-sent event streams."""
+states them, and server-sent event streams.
+
+It never follows a redirect: the gateway never redirects an API call, and a
+redirect followed with the key would hand the key to whatever host it names. A 3xx
+is an error that says where it pointed."""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import functools
 import json
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
+
+from urllib.parse import urljoin, urlsplit
 
 import click
 import requests
@@ -43,10 +49,12 @@ class Api:
     def call(self, method: str, path: str, *, timeout_s: float | None = None, **kw: Any) -> Any:
         """The answer's JSON; ApiError for an error answer or no answer."""
         try:
-            r = self.session.request(method, self.url + path, timeout=timeout_s or self.timeout_s, **kw)
+            r = self.session.request(
+                method, self.url + path, timeout=timeout_s or self.timeout_s, allow_redirects=False, **kw
+            )
         except requests.RequestException as exc:
             raise ApiError(0, f"cannot reach {self.url}: {type(exc).__name__}") from None
-        if r.status_code >= 400:
+        if r.status_code >= 300:
             raise _error(r)
         return r.json()
 
@@ -59,11 +67,11 @@ class Api:
     def events(self, path: str, params: dict[str, Any] | None = None) -> Iterator[tuple[str | None, dict[str, Any]]]:
         """(event id, data) of each event of an SSE stream, until the server ends it."""
         try:
-            r = self.session.get(self.url + path, params=params, stream=True, timeout=(10, 120))
+            r = self.session.get(self.url + path, params=params, stream=True, timeout=(10, 120), allow_redirects=False)
         except requests.RequestException as exc:
             raise ApiError(0, f"cannot reach {self.url}: {type(exc).__name__}") from None
         with r:
-            if r.status_code >= 400:
+            if r.status_code >= 300:
                 raise _error(r)
             event_id: str | None = None
             data: list[str] = []
@@ -79,11 +87,25 @@ class Api:
 
 
 def _error(r: requests.Response) -> ApiError:
+    if r.is_redirect or 300 <= r.status_code < 400:
+        return _redirected(r)
     try:
         err = r.json()["error"]
         return ApiError(r.status_code, err["message"], err.get("detail"))
     except (ValueError, KeyError, TypeError):
         return ApiError(r.status_code, r.reason or "error")
+
+
+def _redirected(r: requests.Response) -> ApiError:
+    """A redirect, refused: it names where it pointed (scheme, host and port only,
+    so no token in its path or query ends up in a terminal or a CI log)."""
+    target = urlsplit(urljoin(r.url, r.headers.get("Location", "")))
+    origin = f"{target.scheme}://{target.netloc.rpartition('@')[2]}" if target.netloc else "nowhere"
+    return ApiError(
+        r.status_code,
+        f"the server redirected to {origin}; not followed (the API key is never sent where a redirect points). "
+        "If that is the gateway, use it as --url / TASKQ_URL",
+    )
 
 
 def api_options(fn: F) -> F:

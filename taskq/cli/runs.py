@@ -68,7 +68,7 @@ def run_command(
     if not (wait or follow):
         show.result(run, as_json, run_id)
         return
-    show.err.print(f"[bold]{run_id}[/] {run['status']}")
+    show.err.print(show.line((run_id, "bold"), f" {run['status']}"))
     if follow:
         _follow(api, run_id, as_json)
     if wait:
@@ -86,7 +86,7 @@ def _follow(api: Api, run_id: str, as_json: bool) -> None:
             if as_json:
                 show.emit_json(event)
             elif event.get("type") == "task_run.state":
-                show.err.print(f"{event['run']['modified_at']}  status: [bold]{event['run']['status']}[/]")
+                show.err.print(show.line(f"{event['run']['modified_at']}  status: ", (event["run"]["status"], "bold")))
             elif event.get("type") == "error":
                 raise ApiError(0, event["error"]["message"])
             else:
@@ -106,7 +106,7 @@ def _print_result(api: Api, run_id: str, as_json: bool) -> int:
             if exc.status == 409:
                 if as_json:
                     show.emit_json({"run_id": run_id, **(exc.detail or {})})
-                show.err.print(f"[red]{exc.message}[/]")
+                show.err.print(show.line((exc.message, "red")))
                 return 1
             raise
         if as_json:
@@ -136,7 +136,7 @@ def get(api: Api, run_id: str, as_json: bool) -> None:
     if run.get("metadata"):
         show.out.print(f"metadata: {json.dumps(run['metadata'])}")
     if run.get("error"):
-        show.out.print(f"[red]error:[/] {run['error']['message']}")
+        show.out.print(show.line(("error:", "red"), f" {run['error']['message']}"))
 
 
 @runs_group.command("result")

@@ -1,5 +1,10 @@
 """How the client commands print: JSON with --json, rich tables otherwise, progress
-bars only when stderr is a terminal (a pipe or a CI log gets a summary instead)."""
+bars only when stderr is a terminal (a pipe or a CI log gets a summary instead).
+
+Every string is printed as plain text: these consoles read no rich markup and no
+`:emoji:` codes, because most of what they print comes from the server (messages,
+statuses, metadata) and `[/x]` would crash the command, `[link=…]` make a link.
+Our own styling goes through `line()`, as (text, style) parts."""
 
 from __future__ import annotations
 
@@ -11,10 +16,21 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
+
+
+def _console(**kw: Any) -> Console:
+    return Console(markup=False, emoji=False, highlight=False, **kw)
+
 
 # Tables go to stdout; progress and messages to stderr, so stdout stays pipeable.
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+out = _console(soft_wrap=True)
+err = _console(stderr=True)
+
+
+def line(*parts: str | tuple[str, str]) -> Text:
+    """A line of plain text parts and (text, style) parts; no part is read as markup."""
+    return Text.assemble(*parts)
 
 
 def emit_json(value: Any) -> None:
@@ -27,7 +43,7 @@ def result(value: Any, as_json: bool, text: str) -> None:
     if as_json:
         emit_json(value)
     else:
-        out.print(text, markup=False)
+        out.print(text)
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
@@ -37,13 +53,13 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     for row in rows:
         t.add_row(*("" if v is None else str(v) for v in row))
     # Off a terminal (a pipe, a file) rows are never folded: one run, one line.
-    (out if out.is_terminal else Console(highlight=False, width=1000)).print(t)
+    (out if out.is_terminal else _console(width=1000)).print(t)
 
 
 def progress() -> Progress:
     """A progress display on stderr; disabled (prints nothing) off a terminal."""
     return Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # a description may be a server's status name
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from .. import catalog
 from ..broker import Broker
 from ..errors import ActionRequired, RunInterrupted, TaskqError
+from ..models import NOT_FINITE, dumps, not_finite_at
 from ..processor import OutputInvalid, Processor
 from ..record import RunRecord
 from .context import CurrentRun, _current
@@ -74,6 +75,9 @@ def is_retryable(proc: Processor, exc: BaseException) -> bool:
 def conclude(proc: Processor, record: RunRecord, value: Any, max_output_bytes: int) -> Outcome:
     """The outcome of a processor that returned `value`."""
     try:
+        # Before shaping: a return type's serialiser would turn some into null unasked.
+        if (where := not_finite_at(value, "output")) is not None:
+            raise OutputInvalid(f"{where}: {NOT_FINITE}")
         kind, content = proc.shape_output(value)
         schema = record.output_schema
         if schema and kind == "json":
@@ -81,7 +85,7 @@ def conclude(proc: Processor, record: RunRecord, value: Any, max_output_bytes: i
                 catalog.check(content, schema, "output")
             except TaskqError as exc:
                 raise OutputInvalid(f"output does not match the task's output_schema: {exc.message}") from exc
-        output = json.dumps(content)
+        output = _output_json(content)
         if len(output) > max_output_bytes:
             raise OutputInvalid(f"output is {len(output)} bytes, over the limit of {max_output_bytes}")
     except OutputInvalid as exc:
@@ -89,9 +93,17 @@ def conclude(proc: Processor, record: RunRecord, value: Any, max_output_bytes: i
     return Outcome("completed", {"output_type": kind, "output": output})
 
 
+def _output_json(content: Any) -> str:
+    """The output as stored: never NaN or an infinity (a serialiser may still make one)."""
+    try:
+        return dumps(content)
+    except ValueError as exc:
+        raise OutputInvalid(f"{not_finite_at(content, 'output') or 'output'}: {NOT_FINITE}") from exc
+
+
 def asked(exc: ActionRequired) -> Outcome:
     """The outcome of a processor that asked a person (action.py): the run waits."""
-    return Outcome("action_required", {"required_action": json.dumps(exc.required_action)})
+    return Outcome("action_required", {"required_action": dumps(exc.required_action)})
 
 
 def _context(record: RunRecord, broker: Broker) -> CurrentRun:

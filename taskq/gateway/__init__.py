@@ -115,10 +115,13 @@ def _authenticate() -> None:
     g.tenant = candidate
 
 
-def error_response(status: int, message: str, detail: Any = None, retry_after_s: int | None = None) -> Response:
+def error_response(
+    status: int, message: str, detail: Any = None, retry_after_s: int | None = None, ref_id: str | None = None
+) -> Response:
+    """The error envelope; `ref_id` is the one a log line already names, else a new one."""
     if detail is not None and not isinstance(detail, dict):
         detail = {"detail": detail}
-    body = ErrorResponse(error=ErrorObject(ref_id=secrets.token_hex(8), message=message, detail=detail))
+    body = ErrorResponse(error=ErrorObject(ref_id=ref_id or secrets.token_hex(8), message=message, detail=detail))
     response = jsonify(body.model_dump(exclude_none=True))
     response.status_code = status
     if retry_after_s is not None:
@@ -152,5 +155,6 @@ def _unexpected_error(exc: Exception) -> Response:
     if isinstance(exc, HTTPException):
         return _http_error(exc)
     ref = secrets.token_hex(8)
+    # One ref in the log line and in the answer, so a client's report finds the traceback.
     log.exception("unhandled error %s on %s %s", ref, request.method, request.path)
-    return error_response(500, f"internal error (ref {ref})")
+    return error_response(500, f"internal error (ref {ref})", ref_id=ref)

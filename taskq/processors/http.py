@@ -33,9 +33,10 @@ class UpstreamError(Exception):
 
 @task(name="http", queue="default", timeout=12 * 3600, retry_on=(UpstreamError, requests.ConnectionError, requests.Timeout))
 def call_upstream(req: HttpRequest) -> dict[str, Any]:
-    base = upstream.check_name(req.upstream, Settings.from_env().upstreams)
+    settings = Settings.from_env()
+    base = upstream.check_name(req.upstream, settings.upstreams)
     url = upstream.url(base, req.path, req.query)  # every path passes here: one check
-    headers = {k: v for k, v in req.headers.items() if k.strip().lower() not in upstream.DROPPED_HEADERS}
+    headers = upstream.forwarded_headers(req.headers.items(), settings.proxy_forward_headers)
     response = requests.request(req.method, url, headers=headers, data=req.body.encode(), timeout=(10, None), allow_redirects=False)
     if response.status_code >= 500:
         raise UpstreamError(f"upstream {req.upstream} answered {response.status_code}")

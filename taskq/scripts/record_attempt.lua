@@ -1,7 +1,8 @@
 -- record_attempt: records one delivery attempt and what comes next, in one step:
 -- 'pending' (try again at next_ms), 'delivered', 'gone' (410: never again) or 'dead'
--- (schedule exhausted: into the dead-letter set). Only the claim's holder may record;
--- a stale token (the claim timed out and was taken over) changes nothing.
+-- (schedule exhausted: into the dead-letter set, and the run's tenant's own index of
+-- it, trimmed to the retention and expiring with it). Only the claim's holder may
+-- record; a stale token (the claim timed out and was taken over) changes nothing.
 -- ARGV: delivery_id, token, now, attempt_json, state, next_ms, retention_s.
 -- Returns 1 when recorded, 0 for a stale claim.
 local did, token, now, state = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
@@ -23,6 +24,14 @@ else
   if state == 'dead' then
     redis.call('ZADD', dead, now, did)
     redis.call('HSET', key, 'dead_ms', now)
+    local run_id = redis.call('HGET', key, 'run_id')
+    local tenant = run_id and redis.call('HGET', P .. 'run:' .. run_id, 'tenant')
+    if tenant then
+      local mine = P .. 'tenant:' .. tenant .. ':dead'
+      redis.call('ZADD', mine, now, did)
+      redis.call('ZREMRANGEBYSCORE', mine, '-inf', now - tonumber(ARGV[7]) * 1000)
+      redis.call('EXPIRE', mine, ARGV[7])
+    end
   end
   redis.call('EXPIRE', key, ARGV[7])
   redis.call('EXPIRE', key .. ':attempts', ARGV[7])

@@ -1,4 +1,5 @@
--- redeliver: a dead-lettered (or 410-stopped) delivery starts a fresh schedule now.
+-- redeliver: a dead-lettered (or 410-stopped) delivery starts a fresh schedule now,
+-- out of the dead-letter set and its tenant's index of it.
 -- ARGV: delivery_id, now. Returns 'pending', or {'conflict', state} for one that is
 -- still being tried or was delivered, or {'missing'}.
 local did, now = ARGV[1], ARGV[2]
@@ -7,6 +8,8 @@ local state = redis.call('HGET', key, 'state')
 if not redis.call('HGET', key, 'run_id') then return {'missing'} end
 if state ~= 'dead' and state ~= 'gone' then return {'conflict', state or 'pending'} end
 redis.call('ZREM', P .. 'deliveries:dead', did)
+local tenant = redis.call('HGET', P .. 'run:' .. redis.call('HGET', key, 'run_id'), 'tenant')
+if tenant then redis.call('ZREM', P .. 'tenant:' .. tenant .. ':dead', did) end
 redis.call('ZADD', P .. 'deliveries:due', now, did)
 redis.call('HSET', key, 'state', 'pending', 'round', 0, 'next_ms', now)
 redis.call('HDEL', key, 'dead_ms')

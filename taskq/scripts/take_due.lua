@@ -50,6 +50,8 @@ local function host_of(hook)
 end
 
 local due, dead = P .. 'deliveries:due', P .. 'deliveries:dead'
+-- (Each tenant's own index of it is trimmed where record_attempt writes it: the
+-- tenant of a delivery this old has expired with it, so it cannot be found here.)
 redis.call('ZREMRANGEBYSCORE', dead, '-inf', now - tonumber(ARGV[5]) * 1000)
 local out, skipped, claimed = {'', 0, 0}, {}, 0
 for i, did in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit + max_skips)) do

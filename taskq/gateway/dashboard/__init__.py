@@ -2,12 +2,14 @@
 as the API, for the tenant whose API key signed in.
 
 Sign-in: a form takes an API key; the session (Flask's signed cookie: HttpOnly,
-SameSite=Lax, Path=/dashboard, Secure when configured) then holds the tenant's name,
-never the key. Every state-changing request (cancel, redeliver, sign out) is a POST
-carrying the session's CSRF token, and a POST whose Origin is another site is
-refused. The cookie is signed with TASKQ_SECRET_KEY or, when unset, a key derived
-from the API keys (so all gateways of one deployment agree, and changing the keys
-signs everyone out).
+SameSite=Lax, Path=/dashboard, Secure when configured) then holds the tenant's name
+and a session id, never the key. The id is open in Redis until sign-out or expiry
+(sessions.py), and every request checks it, so sign-out revokes the cookie. Every
+state-changing request (sign in, cancel, redeliver, sign out) is a POST; a POST from
+another site or from an opaque origin (`Origin: null`) is refused, and every one but
+sign-in carries the session's CSRF token. The cookie is signed with TASKQ_SECRET_KEY
+or, when unset, a key derived from the API keys (so all gateways of one deployment
+agree, and changing the keys signs everyone out).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ...run import tenant_of
 from ...settings import Settings
+from .. import broker
+from . import sessions
 
 PREFIX = "/dashboard"
 PUBLIC_ENDPOINTS = {"dashboard.login", "dashboard.static"}
@@ -85,8 +89,16 @@ def sign_in(api_key: str) -> bool:
     session.clear()
     session.permanent = True
     session["tenant"] = candidate
+    session["sid"] = sessions.open_session(broker(), candidate)
     session["csrf"] = secrets.token_urlsafe(24)
     return True
+
+
+def sign_out() -> None:
+    """Closes the session in Redis, so that its cookie, replayed, is refused."""
+    if isinstance(sid := session.get("sid"), str):
+        sessions.close(broker(), sid)
+    session.clear()
 
 
 @bp.before_request
@@ -95,8 +107,8 @@ def _signed_in() -> WerkzeugResponse | None:
     session go to the sign-in form, streams answer 401."""
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
-    tenant = session.get("tenant")
-    if not tenant or tenant not in current_app.extensions["taskq.tenants"]:
+    tenant, sid = session.get("tenant"), session.get("sid")
+    if not _still_signed_in(tenant, sid):
         session.clear()
         if request.method == "GET" and request.accept_mimetypes.accept_html:
             return redirect(url_for("dashboard.login", next=request.full_path if request.args else request.path))
@@ -107,10 +119,25 @@ def _signed_in() -> WerkzeugResponse | None:
     return None
 
 
+def _still_signed_in(tenant: object, sid: object) -> bool:
+    """The tenant's key is still accepted and the session was not signed out."""
+    if not isinstance(tenant, str) or tenant not in current_app.extensions["taskq.tenants"]:
+        return False
+    return isinstance(sid, str) and sessions.is_open(broker(), sid, tenant)
+
+
 def check_origin() -> None:
-    """A POST sent by a page of another site is refused (403)."""
+    """A POST sent by a page of another site is refused (403), and so is one from an
+    opaque origin (`Origin: null`: a sandboxed frame, a data: URL, a cross-site
+    redirect), which can be any site. Browsers send Origin with every POST; without
+    it, a Referer, when there is one, must be of this site. A POST with neither comes
+    from no browser, so from no page that could forge it for a visitor."""
     origin = request.headers.get("Origin")
-    if origin and origin != "null" and urlsplit(origin).netloc != request.host:
+    if origin is None:
+        origin = request.headers.get("Referer")
+        if origin is None:
+            return
+    if urlsplit(origin).netloc != request.host:
         abort(403)
 
 

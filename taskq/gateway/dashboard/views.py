@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Response, flash, redirect, render_template, request, session, url_for
+from flask import Response, flash, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
@@ -15,7 +15,7 @@ from ...overview import overview
 from .. import broker, tenant
 from ..groups import _sse as sse_response
 from ..runs import run_list_filter
-from . import PREFIX, bp, check_origin, sign_in
+from . import PREFIX, bp, check_origin, sign_in, sign_out
 
 GROUP_RUNS_SHOWN = 200
 
@@ -52,7 +52,7 @@ def login() -> str | WerkzeugResponse:
 
 @bp.post("/logout")
 def logout() -> WerkzeugResponse:
-    session.clear()
+    sign_out()
     return redirect(url_for("dashboard.login"))
 
 
