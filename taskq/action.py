@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from .engine.context import CurrentRun
 
 MAX_MESSAGE_CHARS = 2000
-MAX_SCHEMA_BYTES = 64 * 1024
 
 
 class ActionAnswer(Wire):
@@ -38,11 +37,12 @@ class ActionAnswer(Wire):
 
 def ask(current: CurrentRun, message: str, schema: dict[str, Any] | None = None) -> Any:
     """The answer to this run's next question, if one was given; otherwise ends the
-    attempt (raising errors.ActionRequired) with the run waiting for it."""
+    attempt (raising errors.ActionRequired) with the run waiting for it. A schema
+    taskq will not use (catalog.check_schema: the limits every client schema has, as
+    the answer is checked against it at the gateway) raises SchemaRefused, which fails
+    the run without a retry."""
     schema = {} if schema is None else schema
-    text = dumps(schema)  # ValueError for NaN or an infinity: not JSON
-    if len(text) > MAX_SCHEMA_BYTES:
-        raise ValueError(f"ask(): schema is {len(text)} bytes, over the limit of {MAX_SCHEMA_BYTES}")
+    dumps(schema)  # ValueError for NaN or an infinity: not JSON
     catalog.check_schema(schema, "ask(schema)")
     index = current.asked
     current.asked += 1

@@ -10,6 +10,9 @@
     ├── Gone                        410  the run (or an output URL) has expired
     ├── PayloadTooLarge             413  body over TASKQ_MAX_BODY_BYTES
     ├── ValidationFailed            422  input does not fit; says which field and why
+    │   └── SchemaRefused           422  a client JSON Schema taskq will not use, or whose
+    │                                    evaluation ran past its budget (catalog.py); the
+    │                                    same schema gets the same answer, so never retried
     ├── QueueFull                   429  the queue is at TASKQ_MAX_QUEUE_LENGTH, or the
     │                                    tenant at TASKQ_RATE_LIMIT_PER_S
     ├── TooManyStreams              429  the tenant holds TASKQ_MAX_STREAMS_PER_TENANT
@@ -82,6 +85,10 @@ class PayloadTooLarge(TaskqError):
 class ValidationFailed(TaskqError):
     status_code = 422
     message = "invalid input"
+
+
+class SchemaRefused(ValidationFailed):
+    message = "schema refused"
 
 
 class QueueFull(TaskqError):

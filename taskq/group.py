@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import errors, keys, run
+from . import catalog, errors, keys, run
 from .broker import Broker, now_ms, translated
 from .catalog import Catalog
 from .models import ACTIVE, MetadataIn, MetadataValue, RunInput, RunStatus, TaskSpec, Wire, parse, request_json
@@ -162,7 +162,8 @@ def add_runs(
         raise errors.ValidationFailed("inputs: at least one run is needed", {"field": "inputs"})
     # Fields of the request itself that taskq does not act on: named on each of its runs.
     shared = req.ignored()
-    new = [_prepare(broker, procs, tenant, i, item, req.default_task_spec, shared) for i, item in enumerate(req.inputs)]
+    with catalog.budget():  # one request, one budget of schema work, however many inputs
+        new = [_prepare(broker, procs, tenant, i, item, req.default_task_spec, shared) for i, item in enumerate(req.inputs)]
     with translated():
         # Read before the write: every event of the new runs comes after this id.
         last = broker.redis.xrevrange(keys.group_events(group_id), count=1)

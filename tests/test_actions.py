@@ -3,6 +3,7 @@ processes, a real webhook receiver; and the status sets defined once."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -12,6 +13,7 @@ from taskq.client import RunHandle, default_tenant
 from taskq.errors import Conflict, ValidationFailed
 from taskq.models import ACTIVE, NOTIFY, TERMINAL, RunStatus
 from tests.conftest import HEADERS, OTHER_KEY, wait_until
+from tests.test_schemas import doubling
 from tests.test_webhooks import receiver, tenant_secret, verify  # noqa: F401  (receiver is a fixture)
 
 APPROVAL = {"type": "object", "properties": {"approved": {"type": "boolean"}}, "required": ["approved"]}
@@ -178,6 +180,35 @@ def test_ask_with_a_schema_that_is_not_json_schema_fails_the_run(client, worker)
     got = client.get(f"/v1/tasks/runs/{run_id}/result?timeout=20", headers=HEADERS)
     assert got.status_code == 409
     assert "ask(schema) is not a valid JSON Schema" in got.json["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "schema, why",
+    [(doubling(30), "ask(schema): schema expands past 100,000 keywords"), ({"type": 1}, "ask(schema) is not a valid JSON Schema")],
+    ids=["exploding", "invalid"],
+)
+def test_ask_with_a_schema_taskq_refuses_fails_the_run_at_once(client, drain, schema, why):
+    # ask_badly has retries=3: a refused schema is refused again, so none is spent
+    run_id = submit(client, "ask_badly", {"schema": schema})
+    drain()
+    run = get(client, run_id)
+    assert run["status"] == "failed" and run["attempts"] == 1 and run["required_action"] is None, run
+    assert why in run["error"]["message"], run
+
+
+def test_an_answer_checked_against_an_exploding_schema_is_422_and_changes_nothing(broker, client, drain):
+    # Given a run waiting on a question whose schema the worker would have refused
+    run_id = submit(client, "spend", {})
+    drain()
+    question = json.loads(broker.redis.hget(keys.run(run_id), "required_action"))
+    broker.redis.hset(keys.run(run_id), "required_action", json.dumps({**question, "schema": doubling(30)}))
+    before = broker.redis.hgetall(keys.run(run_id))
+    # When it is answered, then the answer is refused and the run still waits
+    r = answer(client, run_id, {"approved": True})
+    assert r.status_code == 422 and r.json["error"]["detail"]["field"] == "input", r.json
+    assert "expands past 100,000 keywords" in r.json["error"]["message"]
+    assert broker.redis.hgetall(keys.run(run_id)) == before
+    assert broker.redis.zscore(keys.WAITING, run_id) is not None
 
 
 def test_each_status_set_is_defined_once_and_the_lua_steps_receive_it():

@@ -187,10 +187,11 @@ def render(inp: dict) -> dict:
     return {"urls": urls}
 
 
-@task(name="ask_badly", retries=0)
+@task(name="ask_badly", retries=3)
 def ask_badly(inp: dict) -> dict:
-    """Asks with a schema that is not JSON Schema: the run fails saying so."""
-    return current_run().ask("?", schema={"type": "no-such-type"})
+    """Asks with a schema taskq refuses (not JSON Schema, or `inp["schema"]`): the run
+    fails at once saying so, never retried."""
+    return current_run().ask("?", schema=inp.get("schema", {"type": "no-such-type"}))
 
 
 @task(name="aspend", retries=0)

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from .. import catalog
 from ..broker import Broker
-from ..errors import ActionRequired, RunInterrupted, TaskqError
+from ..errors import ActionRequired, RunInterrupted, SchemaRefused, TaskqError
 from ..models import NOT_FINITE, dumps, not_finite_at
 from ..processor import OutputInvalid, Processor
 from ..record import RunRecord
@@ -67,7 +67,9 @@ def timed_out(record: RunRecord, timeout_s: int) -> Outcome:
 
 
 def is_retryable(proc: Processor, exc: BaseException) -> bool:
-    if isinstance(exc, OutputInvalid | ValidationError):
+    # The same input, output or schema fails the same way again (SchemaRefused: an
+    # ask() whose schema taskq will not use).
+    if isinstance(exc, OutputInvalid | ValidationError | SchemaRefused):
         return False
     return proc.is_retryable(exc)
 
@@ -82,7 +84,9 @@ def conclude(proc: Processor, record: RunRecord, value: Any, max_output_bytes: i
         schema = record.output_schema
         if schema and kind == "json":
             try:
-                catalog.check(content, schema, "output")
+                catalog.check(content, schema, "output", max_bytes=max_output_bytes)
+            except SchemaRefused as exc:
+                raise OutputInvalid(f"the task's output_schema cannot be used: {exc.message}") from exc
             except TaskqError as exc:
                 raise OutputInvalid(f"output does not match the task's output_schema: {exc.message}") from exc
         output = _output_json(content)
