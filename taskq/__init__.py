@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from importlib import metadata
+
 from .engine.context import CurrentRun, current_run
 from .outputs import Output
 from .processor import Processor, task
+
+DISTRIBUTION = "taskq-server"  # the name on PyPI (`taskq` there is another project's)
+
+try:
+    __version__ = metadata.version(DISTRIBUTION)  # written once, in pyproject.toml
+except metadata.PackageNotFoundError:  # imported from a checkout that was never installed
+    __version__ = "0+unknown"
 
 __all__ = ["CurrentRun", "Output", "Processor", "current_run", "task"]

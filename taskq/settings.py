@@ -19,7 +19,7 @@ def _csv(value: str) -> tuple[str, ...]:
 class Settings:
     redis_url: str = "redis://localhost:6379/0"
     api_keys: tuple[str, ...] = ()
-    app: tuple[str, ...] = ("workers.app",)
+    app: tuple[str, ...] = ()  # modules with @task processors; a worker with none refuses to start
     webhook_allow_private: bool = False
     proxy_upstreams: tuple[str, ...] = ()  # "name=https://host" items
     # Request header names the async proxy forwards besides content-type, accept and

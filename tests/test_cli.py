@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 from werkzeug.serving import make_server
 
+from taskq import __version__ as taskq_version
 from taskq.cli import main
 from taskq.gateway import create_app
 from tests.conftest import API_KEY, HEADERS, free_port, settings_env, wait_until
@@ -295,3 +299,71 @@ def test_info_shows_queues_workers_and_runs_in_flight(gateway, broker, worker, c
     table = CliRunner().invoke(main, ["info"], env=env)
     assert "w-info" in table.stdout and "default" in table.stdout and "dead-lettered 0" in table.stdout
     w.kill()
+
+
+def test_info_says_which_redis_it_read_with_the_password_masked(broker, redis_server):
+    # Given a Redis user with a password, and taskq's data in database 0
+    broker.redis.execute_command("ACL", "SETUSER", "reader", "on", ">s3cret-pw", "~*", "&*", "+@all")
+    try:
+        url = f"redis://reader:s3cret-pw@127.0.0.1:{redis_server.port}/0"
+        env = {**settings_env(broker.settings), "REDIS_URL": url}
+        for args in (["info"], ["info", "--json"]):
+            r = CliRunner().invoke(main, args, env=env)
+            # Then the first thing said is which Redis, with the password masked
+            assert r.exit_code == 0, r.output
+            assert r.stderr.splitlines()[0] == f"Redis redis://reader:***@127.0.0.1:{redis_server.port}/0 (REDIS_URL)"
+            assert "s3cret-pw" not in r.output
+        # and another database is named as such, however the URL spells it
+        other = CliRunner().invoke(main, ["info"], env={**env, "REDIS_URL": f"redis://127.0.0.1:{redis_server.port}?db=3"})
+        assert other.stderr.splitlines()[0] == f"Redis redis://127.0.0.1:{redis_server.port}/3 (REDIS_URL)"
+    finally:
+        broker.redis.execute_command("ACL", "DELUSER", "reader")
+
+
+def test_info_fails_in_one_line_when_redis_cannot_be_reached(broker):
+    port = free_port()  # nothing listens there
+    for url, shown in [
+        (f"redis://:s3cret-pw@127.0.0.1:{port}/2", f"redis://:***@127.0.0.1:{port}/2"),
+        ("127.0.0.1:6379", None),  # no scheme: a REDIS_URL redis-py cannot parse
+    ]:
+        r = CliRunner().invoke(main, ["info"], env={**settings_env(broker.settings), "REDIS_URL": url})
+        assert r.exit_code != 0 and r.stdout == ""
+        (line,) = r.stderr.splitlines()
+        assert line.startswith("Error: ") and "REDIS_URL" in line and "s3cret-pw" not in line
+        assert shown is None or shown in line
+
+
+def run_worker(settings, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    """`taskq worker` that is expected to refuse to start: a worker that serves
+    instead never returns, and the timeout fails the test."""
+    return subprocess.run([sys.executable, "-m", "taskq.cli", "worker", *args], env=settings_env(settings), cwd=cwd,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def test_a_worker_with_no_app_says_so_and_exits(broker, tmp_path):
+    # Given no TASKQ_APP and no --app (the example app importable all the same)
+    done = run_worker(broker.settings.replace(app=()), tmp_path)
+    # Then it refuses in one line, and never registers
+    assert done.returncode != 0
+    (line,) = done.stderr.splitlines()
+    assert "TASKQ_APP" in line and "--app" in line
+    assert not broker.redis.smembers("rq:workers")
+
+
+def test_a_worker_names_an_app_module_it_cannot_import(broker, tmp_path):
+    for app in ("no_such_app", "workers.no_such_module"):
+        done = run_worker(broker.settings, tmp_path, "--app", f"workers.app,{app}")
+        assert done.returncode != 0
+        (line,) = done.stderr.splitlines()
+        assert repr(app) in line and str(tmp_path) in line and "PYTHONPATH" in line
+
+
+def test_a_worker_says_at_start_which_processors_it_serves(broker, worker, redis_server):
+    w = worker()
+    wait_until(lambda: "serving" in w.output())
+    (line,) = [x for x in w.output().splitlines() if "serving" in x]
+    served = line.split("serving ", 1)[1]
+    assert f"taskq {taskq_version} worker" in line and "app workers.app" in line
+    for name in ("echo", "research", "sleep", "shout"):
+        assert re.search(rf"\b{name}\b", served)
+    assert "(built in: http)" in served and f"Redis redis://127.0.0.1:{redis_server.port}/0" in line

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import click
 
+from .. import __version__
+
 
 @click.group()
+@click.version_option(__version__, "--version", "-V", prog_name="taskq", message="%(prog)s %(version)s")
 def main() -> None:
     """taskq: async task runs on Redis and RQ."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from ..broker import Broker
@@ -14,14 +16,21 @@ from . import main, show
 @click.option("--json", "as_json", is_flag=True, envvar="TASKQ_JSON", help="print JSON instead of tables")
 def info(as_json: bool) -> None:
     """Queues (depth, oldest run), workers (concurrency, runs in flight), retries
-    waiting, webhooks pending and dead-lettered. Reads REDIS_URL."""
-    broker = Broker.from_env()
+    waiting, webhooks pending and dead-lettered. Reads REDIS_URL, and says which
+    Redis it read (on stderr) before the tables."""
+    try:
+        broker = Broker.from_env()
+    except ValueError as exc:  # a REDIS_URL redis-py cannot parse
+        raise click.ClickException(f"REDIS_URL: {exc}") from None
+    where = show.redis_location(broker.settings.redis_url)
     try:
         view = overview(broker)
     except TaskqError as exc:
-        raise click.ClickException(exc.message) from None
+        reason = str(exc.__cause__ or exc.message)
+        raise click.ClickException(f"cannot read Redis at {where} ({_source()}): {reason}") from None
     finally:
         broker.close()
+    show.err.print(f"Redis {where} ({_source()})", markup=False)
     if as_json:
         show.emit_json(view.to_dict())
         return
@@ -41,3 +50,7 @@ def info(as_json: bool) -> None:
         f"running {view.running}   retry-waiting {view.retry_waiting}   "
         f"webhooks pending {view.webhooks_pending}   dead-lettered {view.webhooks_dead}"
     )
+
+
+def _source() -> str:
+    return "REDIS_URL" if os.environ.get("REDIS_URL") else "the default: REDIS_URL is not set"

@@ -8,8 +8,12 @@ import sys
 
 import click
 
+from .. import __version__
 from ..broker import Broker
-from . import main
+from ..processor import Processor, load_apps
+from . import main, show
+
+BUILT_IN = "taskq.processors"  # the package of the processors every worker serves
 
 
 def _logging(level: str) -> None:
@@ -41,9 +45,11 @@ def worker(
         sys.path.insert(0, os.getcwd())
     overrides = {"app": tuple(m.strip() for m in app.split(",") if m.strip())} if app else {}
     broker = Broker.from_env(**overrides)
+    processors = _load(broker.settings.app)
     queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     engine = worker_module.build(broker, queues=queue_list, name=name, concurrency=concurrency, pool=pool,
                                  max_runs_per_child=max_runs_per_child)  # fmt: skip
+    _log_start("worker", broker, f"app {', '.join(broker.settings.app)}; serving {_names(processors)}")
     engine.work(burst=burst)
     if engine.restart:
         # Too many threads were abandoned in C calls: start afresh, as the same command.
@@ -58,4 +64,38 @@ def dispatcher(log_level: str) -> None:
     from ..dispatcher import Dispatcher
 
     _logging(log_level)
-    Dispatcher(Broker.from_env()).run_forever()
+    broker = Broker.from_env()
+    _log_start("dispatcher", broker, "delivering webhooks")
+    Dispatcher(broker).run_forever()
+
+
+def _load(modules: tuple[str, ...]) -> dict[str, Processor]:
+    """The processors of the app modules, or a one-line error: a worker with no app
+    would serve only the built-in processors, which is never what was meant."""
+    if not modules:
+        raise click.ClickException(
+            "no app to serve: set TASKQ_APP (or --app) to the comma-separated modules whose @task processors "
+            "this worker runs, e.g. TASKQ_APP=myapp"
+        )
+    try:
+        return load_apps(modules)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if not any(m == missing or m.startswith(missing + ".") for m in modules):
+            raise  # a module the app itself imports: its traceback says where
+        raise click.ClickException(
+            f"cannot import the app module {missing!r} (TASKQ_APP / --app): it is looked for in the worker's "
+            f"working directory ({os.getcwd()}) and on PYTHONPATH"
+        ) from None
+
+
+def _names(processors: dict[str, Processor]) -> str:
+    built_in = sorted(n for n, p in processors.items() if p.func.__module__.startswith(BUILT_IN))
+    own = sorted(n for n in processors if n not in built_in)
+    return f"{', '.join(own) or 'no processors of its own'} (built in: {', '.join(built_in)})"
+
+
+def _log_start(what: str, broker: Broker, detail: str) -> None:
+    logging.getLogger(f"taskq.{what}").info(
+        "taskq %s %s: %s; Redis %s", __version__, what, detail, show.redis_location(broker.settings.redis_url)
+    )

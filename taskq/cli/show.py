@@ -9,9 +9,11 @@ Our own styling goes through `line()`, as (text, style) parts."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -78,3 +80,21 @@ def age(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f}m"
     return f"{seconds / 3600:.1f}h"
+
+
+def redis_location(url: str) -> str:
+    """REDIS_URL as it may be shown: any password masked, the port and database
+    spelled out (`redis://:***@host:6379/0`); query options left off, as they may
+    carry credentials too."""
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        userinfo = f"{user}:***@" if colon else "***@"  # `redis://secret@host`: a password alone
+    if parts.scheme not in ("redis", "rediss"):
+        return f"{parts.scheme}://{userinfo}{hosts}{parts.path}"  # unix://, redis+sentinel://: as written
+    hosts = hosts or "localhost"
+    if not re.search(r":\d+$", hosts):
+        hosts += ":6379"
+    db = parts.path.strip("/") or parse_qs(parts.query).get("db", ["0"])[0]
+    return f"{parts.scheme}://{userinfo}{hosts}/{db}"
