@@ -90,6 +90,11 @@ class Broker:
         """RQ wants bytes back, so it gets a client of its own."""
         return connect(self.settings.redis_url, decode_responses=False)
 
+    def now_ms(self) -> int:
+        """Redis's clock, the one every process shares (the scripts read it too)."""
+        seconds, micros = self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
     def reachable(self) -> bool:
         """Whether Redis answers now."""
         try:

@@ -87,7 +87,7 @@ class Due:
     """One take_due: the claims, and why there were not more."""
 
     claims: list[Claim]
-    next_due_ms: int | None  # when nothing is due now: when the next one is
+    next_due_in_ms: int | None  # when nothing is due now: how soon the next one is
     skipped: int  # due, but their receiver is at its cap
     deferred: int  # of those, moved back because they filled the head of the queue
 
@@ -116,7 +116,7 @@ def take_due(
     """Claims up to `limit` due deliveries, at most `per_host` in flight per receiver
     counting `in_flight` (0: no cap); see scripts/take_due.lua."""
     pairs = [x for host, n in (in_flight or {}).items() if n > 0 for x in (host, n)]
-    args = [now_ms(), int(visibility_s * 1000), limit, uuid.uuid4().hex, broker.settings.retention_s,
+    args = [int(visibility_s * 1000), limit, uuid.uuid4().hex, broker.settings.retention_s,
             per_host, max_skips, int(defer_s * 1000), len(RUN_FIELDS), *RUN_FIELDS, *pairs]  # fmt: skip
     with translated():
         reply = broker.scripts.take_due(args=args)
@@ -130,11 +130,12 @@ def _claim(c: list[Any]) -> Claim:
     return Claim(c[0], c[1], int(c[2]), int(c[3]), c[4], c[5], int(c[6]), c[7], c[8], run_fields)
 
 
-def record_attempt(broker: Broker, claim: Claim, attempt: dict[str, Any], state: str, next_ms: int = 0) -> bool:
-    """Records one attempt and what follows it; False when the claim had gone stale."""
+def record_attempt(broker: Broker, claim: Claim, attempt: dict[str, Any], state: str, delay_ms: int = 0) -> bool:
+    """Records one attempt and what follows it (`pending`: the next one `delay_ms` from
+    now, by Redis's clock); False when the claim had gone stale."""
     with translated():
         done = broker.scripts.record_attempt(
-            args=[claim.delivery_id, claim.token, now_ms(), json.dumps(attempt), state, next_ms, broker.settings.retention_s]
+            args=[claim.delivery_id, claim.token, json.dumps(attempt), state, delay_ms, broker.settings.retention_s]
         )
     return bool(done)
 
@@ -186,7 +187,7 @@ def redeliver(broker: Broker, tenant: str, run_id: str, delivery_id: str) -> Web
     if not re.fullmatch(re.escape(run_id) + r"\.[0-9]{1,9}", delivery_id):
         raise errors.NotFound(f"delivery {delivery_id} not found for run {run_id}")
     with translated():
-        reply = broker.scripts.redeliver(args=[delivery_id, now_ms()])
+        reply = broker.scripts.redeliver(args=[delivery_id])
     if isinstance(reply, list):
         if reply[0] == "missing":
             raise errors.NotFound(f"delivery {delivery_id} not found for run {run_id}")

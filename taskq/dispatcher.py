@@ -125,8 +125,8 @@ class Dispatcher:
         if len(due.claims) == free or due.deferred:
             return
         wait_s = self.settings.dispatcher_poll_s
-        if due.next_due_ms is not None:
-            wait_s = min(wait_s, max(0.0, (due.next_due_ms - now_ms()) / 1000))
+        if due.next_due_in_ms is not None:
+            wait_s = min(wait_s, due.next_due_in_ms / 1000)
         self._wait(wait_s)
 
     def _wait(self, timeout_s: float) -> None:
@@ -182,11 +182,11 @@ class Dispatcher:
             allow_private=self.settings.webhook_allow_private,
             pool=self.pool,
         )
-        state, next_ms = self._next(claim, response)
-        self._record(claim, started_ms, response, state, next_ms)
+        state, delay_ms = self._next(claim, response)
+        self._record(claim, started_ms, response, state, delay_ms)
 
-    def _record(self, claim: delivery.Claim, started_ms: int, response: transport.Response, state: str, next_ms: int = 0) -> None:
-        delivery.record_attempt(self.broker, claim, self._attempt(claim, started_ms, response, state), state, next_ms)
+    def _record(self, claim: delivery.Claim, started_ms: int, response: transport.Response, state: str, delay_ms: int = 0) -> None:
+        delivery.record_attempt(self.broker, claim, self._attempt(claim, started_ms, response, state), state, delay_ms)
         self.stats.count(state, response)
         if response.refused_address is not None:
             # The operator's log names the address; the tenant's attempt does not.
@@ -204,7 +204,7 @@ class Dispatcher:
         )
 
     def _next(self, claim: delivery.Claim, response: transport.Response) -> tuple[str, int]:
-        """What follows an attempt: delivered, gone (410), dead, or pending until when."""
+        """What follows an attempt: delivered, gone (410), dead, or pending for how long (ms)."""
         if response.ok:
             return "delivered", 0
         if response.status_code == 410:
@@ -216,7 +216,7 @@ class Dispatcher:
         if response.retry_after_s is not None:
             # Honoured, but never past the schedule's longest step.
             delay_s = min(max(delay_s, response.retry_after_s), max(schedule))
-        return "pending", now_ms() + int(delay_s * 1000)
+        return "pending", int(delay_s * 1000)
 
     @staticmethod
     def _attempt(claim: delivery.Claim, at_ms: int, response: transport.Response, outcome: str) -> dict[str, Any]:

@@ -239,7 +239,8 @@ def find(broker: Broker, run_id: str, key: str) -> dict[str, Any] | None:
 def sweep(broker: Broker) -> int:
     """Deletes the files of runs past their expiry (one process per run: whoever
     takes it out of the set). Returns how many runs' files were deleted."""
-    due = broker.redis.zrangebyscore(keys.OUTPUTS_EXPIRING, "-inf", now_ms(), start=0, num=SWEEP_BATCH)
+    now = broker.now_ms()  # the clock set_status dated the expiries with
+    due = broker.redis.zrangebyscore(keys.OUTPUTS_EXPIRING, "-inf", now, start=0, num=SWEEP_BATCH)
     done = 0
     for run_id in due:
         if not broker.redis.zrem(keys.OUTPUTS_EXPIRING, run_id):
@@ -249,5 +250,5 @@ def sweep(broker: Broker) -> int:
             done += 1
         except Exception:  # storage away: try again later
             log.warning("could not delete the output files of %s; will retry", run_id, exc_info=True)
-            broker.redis.zadd(keys.OUTPUTS_EXPIRING, {run_id: now_ms() + SWEEP_RETRY_MS})
+            broker.redis.zadd(keys.OUTPUTS_EXPIRING, {run_id: now + SWEEP_RETRY_MS})
     return done

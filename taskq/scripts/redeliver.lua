@@ -1,8 +1,8 @@
 -- redeliver: a dead-lettered (or 410-stopped) delivery starts a fresh schedule now,
 -- out of the dead-letter set and its tenant's index of it.
--- ARGV: delivery_id, now. Returns 'pending', or {'conflict', state} for one that is
+-- ARGV: delivery_id. Returns 'pending', or {'conflict', state} for one that is
 -- still being tried or was delivered, or {'missing'}.
-local did, now = ARGV[1], ARGV[2]
+local did, now = ARGV[1], now_ms()
 local key = P .. 'delivery:' .. did
 local state = redis.call('HGET', key, 'state')
 if not redis.call('HGET', key, 'run_id') then return {'missing'} end

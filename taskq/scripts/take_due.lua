@@ -12,22 +12,22 @@
 -- moved back by `defer_ms`, no attempt counted, so that a dead receiver's backlog
 -- cannot hide everybody else's deliveries behind it.
 --
--- ARGV: now, visibility_ms, limit, token_base, retention_s, per_host, max_skips,
+-- ARGV: visibility_ms, limit, token_base, retention_s, per_host, max_skips,
 --       defer_ms, n, the n run fields wanted, then (host, in_flight) pairs.
--- Returns {next_due_ms or '', skipped, deferred, claim, claim, ...}, next_due_ms only
+-- Returns {next_due_in_ms or '', skipped, deferred, claim, claim, ...}, next_due_in_ms only
 -- when nothing is due now; each claim is {did, token, round, attempts, run_id, status,
 -- created_ms, host, tenant_secret (only when the webhook has no secret of its own and
 -- the tenant's exists), {the run fields' values, in order}}.
-local now, vis, limit, base = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local per_host, max_skips, defer = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local n = tonumber(ARGV[9])
+local now, vis, limit, base = now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local per_host, max_skips, defer = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local n = tonumber(ARGV[8])
 local fields, webhook_at, tenant_at = {}, 0, 0
 for i = 1, n do
-  fields[i] = ARGV[9 + i]
+  fields[i] = ARGV[8 + i]
   if fields[i] == 'webhook' then webhook_at = i elseif fields[i] == 'tenant' then tenant_at = i end
 end
 local in_flight = {}
-for i = 10 + n, #ARGV, 2 do in_flight[ARGV[i]] = tonumber(ARGV[i + 1]) end
+for i = 9 + n, #ARGV, 2 do in_flight[ARGV[i]] = tonumber(ARGV[i + 1]) end
 
 local function decode(raw)
   if not raw then return nil end
@@ -52,7 +52,7 @@ end
 local due, dead = P .. 'deliveries:due', P .. 'deliveries:dead'
 -- (Each tenant's own index of it is trimmed where record_attempt writes it: the
 -- tenant of a delivery this old has expired with it, so it cannot be found here.)
-redis.call('ZREMRANGEBYSCORE', dead, '-inf', now - tonumber(ARGV[5]) * 1000)
+redis.call('ZREMRANGEBYSCORE', dead, '-inf', now - tonumber(ARGV[4]) * 1000)
 local out, skipped, claimed = {'', 0, 0}, {}, 0
 for i, did in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit + max_skips)) do
   if claimed >= limit or #skipped >= max_skips then break end
@@ -95,6 +95,6 @@ if claimed == 0 and #skipped >= max_skips then
 end
 if claimed == 0 and #skipped == 0 then
   local first = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
-  if first[2] then out[1] = first[2] end
+  if first[2] then out[1] = math.max(0, tonumber(first[2]) - now) end
 end
 return out
