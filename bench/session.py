@@ -11,6 +11,7 @@ import redis
 import rq
 
 from taskq import run
+from taskq.ids import tenant_of
 from taskq.broker import Broker
 from taskq.catalog import Catalog
 from taskq.models import RunInput, Webhook
@@ -68,7 +69,7 @@ class Session:
         self.rq_queue = rq.Queue(rqside.QUEUE, connection=self.rq_connection)
         self.spawner = Spawner(workdir)
         self.results = Results()
-        self.tenant = run.tenant_of(API_KEY)
+        self.tenant = tenant_of(API_KEY)
         self._gateway_url: str | None = None
         self.gateway_pid = 0
         self.figures: set[int] = set()  # the figures this run measures

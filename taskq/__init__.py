@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from .engine.context import CurrentRun, current_run
-from .outputs import Output
+from .context import CurrentRun, current_run
+from .outputs.output import Output
 from .processor import Processor, task
 
 DISTRIBUTION = "taskq-server"  # the name on PyPI (`taskq` there is another project's)

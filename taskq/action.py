@@ -15,24 +15,17 @@ Record fields while waiting: `required_action` (JSON: message, schema),
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import catalog, errors
+from . import catalog, errors, run
 from .broker import Broker, rq_job_data, rq_now, translated
-from .models import RunStatus, Wire, dumps, request_json
+from .models import dumps, request_json
+from .record import RunRecord
 
 if TYPE_CHECKING:
-    from .engine.context import CurrentRun
+    from .context import CurrentRun
 
 MAX_MESSAGE_CHARS = 2000
-
-
-class ActionAnswer(Wire):
-    """The body of POST /v1/tasks/runs/{id}/action."""
-
-    input: Any
 
 
 def ask(current: CurrentRun, message: str, schema: dict[str, Any] | None = None) -> Any:
@@ -51,32 +44,16 @@ def ask(current: CurrentRun, message: str, schema: dict[str, Any] | None = None)
     raise errors.ActionRequired({"message": str(message)[:MAX_MESSAGE_CHARS], "schema": schema})
 
 
-def required_action(record: Mapping[str, str]) -> dict[str, Any] | None:
-    """The question a waiting run shows as `required_action` (None when not waiting)."""
-    from .run import iso  # run imports this module
-
-    if record.get("status") != RunStatus.action_required.value or not record.get("required_action"):
-        return None
-    q = json.loads(record["required_action"])
-    return {
-        "message": q["message"],
-        "schema": q["schema"],
-        "asked_at": iso(record.get("asked_ms")),
-        "expires_at": iso(record.get("answer_deadline_ms")),
-    }
-
-
-def answer(broker: Broker, tenant: str, run_id: str, value: Any) -> dict[str, str]:
+def answer(broker: Broker, tenant: str, run_id: str, value: Any) -> RunRecord:
     """Gives the waiting run its answer: 422 (naming the field) when it does not fit
     the question's schema, 409 when the run is not waiting; returns the record."""
-    from . import run
-
     record = run.load(broker, tenant, run_id)
-    status = record["status"]
-    if status != RunStatus.action_required.value:
+    question = record.required_action
+    if question is None:
+        status = record.status.value
         raise errors.Conflict(f"run {run_id} is {status}, not waiting for an answer", {"status": status})
-    asked = record["required_action"]
-    catalog.check(value, json.loads(asked)["schema"], "input")
+    asked = record.raw["required_action"]
+    catalog.check(value, question["schema"], "input")
     settings = broker.settings
     with translated():
         reply = broker.scripts.answer(

@@ -5,12 +5,16 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from . import action, run
+from . import action, run, wire
 from .broker import Broker
 from .catalog import Catalog
+from .context import _current
+from .ids import tenant_of
 from .models import RunInput, TaskRun, TaskRunResult, parse
-from .engine.context import _current
-from .processor import REGISTRY
+
+# Specs of the processors this process has put runs of (they are known here without
+# asking Redis, so a run can be put before any worker has advertised them).
+_LOCAL_SPECS: dict[str, dict[str, Any]] = {}
 
 
 @functools.cache
@@ -19,17 +23,15 @@ def _default_broker() -> Broker:
 
 
 @functools.cache
-def _catalog(broker: Broker, registered: int) -> Catalog:
-    """Processors defined in this process are known without asking Redis (made anew
-    when more are registered)."""
-    return Catalog(broker, {name: proc.spec() for name, proc in REGISTRY.items()})
+def _catalog(broker: Broker) -> Catalog:
+    return Catalog(broker, _LOCAL_SPECS)
 
 
 def default_tenant(broker: Broker) -> str:
     """Python puts belong to the tenant of the first TASKQ_API_KEYS key, so the
     runs are visible over HTTP with that key."""
     keys = broker.settings.api_keys
-    return run.tenant_of(keys[0]) if keys else "local"
+    return tenant_of(keys[0]) if keys else "local"
 
 
 class RunHandle:
@@ -42,7 +44,7 @@ class RunHandle:
         return f"RunHandle({self.run_id!r})"
 
     def status(self) -> TaskRun:
-        return run.to_task_run(run.load(self.broker, self.tenant, self.run_id), self.broker)
+        return wire.to_task_run(run.load(self.broker, self.tenant, self.run_id), self.broker)
 
     def wait(self, timeout_s: float = 600) -> TaskRunResult:
         """The result once the run completes; ResultNotReady after `timeout_s`, Conflict
@@ -53,12 +55,12 @@ class RunHandle:
         return self.wait(timeout_s).output.content
 
     def cancel(self) -> TaskRun:
-        return run.to_task_run(run.cancel(self.broker, self.tenant, self.run_id), self.broker)
+        return wire.to_task_run(run.cancel(self.broker, self.tenant, self.run_id), self.broker)
 
     def answer(self, input: Any) -> TaskRun:
         """Answers the run's question (it must be in action_required): 422 when the
         answer does not fit the question's schema, 409 when the run is not waiting."""
-        return run.to_task_run(action.answer(self.broker, self.tenant, self.run_id, input), self.broker)
+        return wire.to_task_run(action.answer(self.broker, self.tenant, self.run_id, input), self.broker)
 
 
 def put(
@@ -69,12 +71,16 @@ def put(
     webhook: dict[str, Any] | None = None,
     broker: Broker | None = None,
     tenant: str | None = None,
+    spec: dict[str, Any] | None = None,
 ) -> RunHandle:
+    """Enqueues a run of `processor` (its `spec`, when this process defines it)."""
     if broker is None:  # inside a run, its worker's broker; else one from the environment
         running = _current.get()
         broker = running._broker if running is not None else _default_broker()
+    if spec is not None:
+        _LOCAL_SPECS[processor] = spec
     tenant = tenant or default_tenant(broker)
     req = parse(RunInput, {"input": input, "processor": processor, "metadata": metadata, "webhook": webhook})
-    new = run.prepare(broker, _catalog(broker, len(REGISTRY)), tenant, req)
+    new = run.prepare(broker, _catalog(broker), tenant, req)
     ids, _ = run.create(broker, [new], tenant=tenant)
     return RunHandle(broker, tenant, ids[0])

@@ -1,4 +1,5 @@
-"""taskq's exceptions, one root, each mapped to one HTTP status by the gateway.
+"""taskq's exceptions: every one of them, under one root. Those a request can meet
+map to one HTTP status each, in one handler (gateway/http.py).
 
     TaskqError                      500
     ├── BadRequest                  400  body is not JSON, or not an object
@@ -13,17 +14,36 @@
     │   └── SchemaRefused           422  a client JSON Schema taskq will not use, or whose
     │                                    evaluation ran past its budget (catalog.py); the
     │                                    same schema gets the same answer, so never retried
-    ├── QueueFull                   429  the queue is at TASKQ_MAX_QUEUE_LENGTH, or the
-    │                                    tenant at TASKQ_RATE_LIMIT_PER_S
+    ├── QueueFull                   429  the queue is at TASKQ_MAX_QUEUE_LENGTH
+    ├── RateLimitExceeded           429  the tenant is at TASKQ_RATE_LIMIT_PER_S
     ├── TooManyStreams              429  the tenant holds TASKQ_MAX_STREAMS_PER_TENANT
     │                                    open streams and long polls on this gateway
-    └── BrokerUnavailable           503  Redis cannot be reached
+    ├── BrokerUnavailable           503  Redis cannot be reached
+    │
+    │   Never an HTTP answer:
+    ├── ConfigurationError               the deployment or the app is declared wrongly: the
+    │   │                                process refuses to start, saying what to fix
+    │   └── LimitDeclarationError        a processor's flow control (limits.py)
+    ├── OutputInvalid                    the processor's return value does not fit its
+    │   │                                declared output: the run fails, not retried
+    │   └── OutputRejected               an output file was refused (name, type, a limit,
+    │                                    or the attempt lost its run): nothing kept
+    ├── ChildDied                        a processes-pool child exited under its run
+    ├── UpstreamError                    the `http` processor's upstream answered 5xx or
+    │                                    could not be reached: retried
+    ├── DeliveryBlocked                  a webhook's host resolved to an address taskq may
+    │                                    not call (checked on the address connected to)
+    ├── ConnectTimedOut                  a webhook receiver did not accept the connection
+    └── RateLimited                      raised by a processor (the API it calls said 429):
+                                         the run waits again, no retry spent, and the
+                                         limits it holds pause for `retry_after` seconds
 
-Worker-side signals that never reach HTTP:
+Signals raised *into* a running processor, BaseExceptions so that its own
+`except Exception:` cannot swallow them:
 
-    RunInterrupted (BaseException)  the run was cancelled, timed out, lost its lease, or its
+    RunInterrupted                  the run was cancelled, timed out, lost its lease, or its
                                     worker is shutting down (raised in the run's thread)
-    ActionRequired (BaseException)  the processor asked a person (`ask()`): the run waits
+    ActionRequired                  the processor asked a person (`ask()`): the run waits
 """
 
 from __future__ import annotations
@@ -96,6 +116,11 @@ class QueueFull(TaskqError):
     message = "queue is full"
 
 
+class RateLimitExceeded(TaskqError):
+    status_code = 429
+    message = "rate limit reached"
+
+
 class TooManyStreams(TaskqError):
     status_code = 429
     message = "too many open streams and long polls for this API key"
@@ -106,9 +131,57 @@ class BrokerUnavailable(TaskqError):
     message = "Redis is unreachable"
 
 
-class LimitDeclarationError(TaskqError, ValueError):
+class ConfigurationError(TaskqError, ValueError):
+    """The deployment or the app is declared wrongly: the process refuses to start."""
+
+
+class LimitDeclarationError(ConfigurationError):
     """A processor's flow control is declared wrongly (a malformed rate_limit, an
-    unknown key path, one Limit name with two budgets): the worker refuses to start."""
+    unknown key path, one Limit name with two budgets)."""
+
+
+class OutputInvalid(TaskqError):
+    """The processor's return value does not fit its declared output."""
+
+
+class OutputRejected(OutputInvalid):
+    """An output file was refused (bad name or type, over a limit, or the attempt lost
+    its run): the run fails saying so, and nothing of the file is kept."""
+
+
+class ChildDied(TaskqError):
+    """The child process running a run exited (killed to stop the run, or crashed)."""
+
+
+class UpstreamError(TaskqError):
+    """The `http` processor's upstream answered 5xx or could not be reached: worth a retry."""
+
+
+class DeliveryBlocked(TaskqError):
+    """A webhook URL's host resolved to an address taskq may not call. The message is
+    what the tenant reads in the attempt and never names the address; `address` is for
+    the operator's log."""
+
+    def __init__(self, message: str, address: str | None = None) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class ConnectTimedOut(TaskqError):
+    """A webhook receiver did not accept the connection in time."""
+
+
+class RateLimited(TaskqError):
+    """Raised by a processor when what it calls says "too many requests": the run goes
+    back to waiting without spending a retry, and every limit it holds pauses for
+    `retry_after` seconds, for every worker."""
+
+    def __init__(self, retry_after: float = 30.0, message: str = "") -> None:
+        self.retry_after = max(0.0, float(retry_after))
+        super().__init__(message or f"rate limited; retry after {self.retry_after:g} s")
+
+    def __reduce__(self) -> tuple[object, ...]:  # pickles (a processes-pool child sends it)
+        return (RateLimited, (self.retry_after, self.message))
 
 
 class RunInterrupted(BaseException):

@@ -18,9 +18,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import errors, group, keys, run
+from . import errors, group, keys, run, wire
 from .broker import MAX_BLOCK_MS, Broker, translated
-from .models import RunStatus
+from .clock import iso
+from .models import RunStatus, TaskGroupStatus
+from .record import GroupRecord, RunRecord, load_groups, load_runs
 
 HEARTBEAT = ": ping\n\n"
 MAX_STREAM_S = 3600.0
@@ -143,14 +145,23 @@ def _group_events(broker: Broker, group_id: str, after: str, timeout_s: float) -
         if batch is None:
             yield HEARTBEAT
             continue
-        records = _run_records(broker, [f["run_id"] for _id, f in batch if f.get("type") == "task_run.state"])
+        run_ids = [f["run_id"] for _id, f in batch if f.get("type") == "task_run.state"]
+        with translated():
+            records = dict(zip(run_ids, load_runs(broker.redis, run_ids), strict=True))
         for event_id, fields in batch:
             if fields.get("type") == "task_group_status":
-                shaped = _group_as_of(broker, group_id, event_id, fields).model_dump(mode="json")
+                shaped = _group_status_as_of(broker, group_id, event_id, fields).model_dump(mode="json")
                 yield sse({"type": "task_group_status", "event_id": event_id, "status": shaped}, event_id)
-            elif fields.get("type") == "task_run.state" and records.get(fields["run_id"]):
-                task_run = _as_of(records[fields["run_id"]], event_id, fields, broker)
+            elif fields.get("type") == "task_run.state" and (record := records.get(fields["run_id"])):
+                task_run = _task_run(wire.as_of(record, event_ms(event_id), fields), broker)
                 yield sse({"type": "task_run.state", "event_id": event_id, "run": task_run}, event_id)
+
+
+def _group_status_as_of(broker: Broker, group_id: str, event_id: str, fields: dict[str, str]) -> TaskGroupStatus:
+    if "counts" not in fields:  # written by an older version: the group as it is now
+        with translated():
+            return wire.group_status(load_groups(broker.redis, [group_id])[0] or GroupRecord({}))
+    return wire.group_status(wire.group_as_of(event_ms(event_id), fields))
 
 
 # -- GET /v1/tasks/groups/{id}/runs
@@ -169,7 +180,7 @@ def group_runs(
     """One task_run.state event per run of the group, in the order they were added,
     each with the run as it is now; `event_id` is the run's position in the group."""
     group.load(broker, tenant, group_id)
-    wanted = group.parse_status_filter(status)
+    wanted = RunStatus.from_arg(status)
     if last_event_id in (None, ""):
         start = 0
     elif re.fullmatch(r"[0-9]{1,18}", last_event_id):  # a position; ASCII only, within LRANGE's range
@@ -183,14 +194,14 @@ def _group_runs(
     broker: Broker, group_id: str, start: int, wanted: RunStatus | None, include_input: bool, include_output: bool
 ) -> Iterator[str]:
     for position, record in group.run_records(broker, group_id, start):
-        if wanted is not None and record.get("status") != wanted.value:
+        if wanted is not None and record.status is not wanted:
             continue
         event_id = str(position)
         event: dict[str, Any] = {"type": "task_run.state", "event_id": event_id, "run": _task_run(record, broker)}
         if include_input:
-            event["input"] = run.to_input(record)
-        if include_output and record.get("status") == RunStatus.completed.value:
-            event["output"] = run.to_result(record, broker).output.model_dump(mode="json")
+            event["input"] = wire.to_input(record)
+        if include_output and record.status is RunStatus.completed:
+            event["output"] = wire.to_result(record, broker).output.model_dump(mode="json")
         yield sse(event, event_id)
 
 
@@ -215,68 +226,22 @@ def _run_events(broker: Broker, tenant: str, run_id: str, after: str, timeout_s:
         if batch is None:
             yield HEARTBEAT
             continue
-        record: dict[str, str] | None = None
+        record: RunRecord | None = None
         for event_id, fields in batch:
             if fields.get("type") == "task_run.progress":
                 message = {"type": "task_run.progress_msg.exec_status", "message": fields.get("message", "")}
-                yield sse({**message, "timestamp": run.iso(event_ms(event_id))}, event_id)
+                yield sse({**message, "timestamp": iso(event_ms(event_id))}, event_id)
             elif fields.get("type") == "task_run.state":
                 if record is None:
                     record = run.load(broker, tenant, run_id)
-                as_of = _as_of(record, event_id, fields, broker)
+                as_of = _task_run(wire.as_of(record, event_ms(event_id), fields), broker)
                 yield sse({"type": "task_run.state", "event_id": event_id, "run": as_of}, event_id)
 
 
-def _run_records(broker: Broker, run_ids: list[str]) -> dict[str, dict[str, str]]:
-    if not run_ids:
-        return {}
-    with translated():
-        pipe = broker.redis.pipeline(transaction=False)
-        for run_id in run_ids:
-            pipe.hgetall(keys.run(run_id))
-        return dict(zip(run_ids, pipe.execute(), strict=True))
-
-
-def _task_run(record: dict[str, str], broker: Broker | None = None) -> dict[str, Any]:
-    return run.to_task_run(record, broker).model_dump(mode="json")
+def _task_run(record: RunRecord, broker: Broker | None = None) -> dict[str, Any]:
+    return wire.to_task_run(record, broker).model_dump(mode="json")
 
 
 def event_ms(event_id: str) -> int:
     """When an event happened: a stream id is Redis's clock in ms, then a sequence."""
     return int(event_id.split("-", 1)[0])
-
-
-# What set_status writes with each state event: the run's fields that change over its
-# life, as they were then (see scripts/_lib.lua).
-_AS_OF = {"a": "attempts", "s": "started_ms", "n": "next_attempt_ms"}
-_CHANGING = ("attempts", "started_ms", "next_attempt_ms", "finished_ms", "error", "errors", "required_action")
-
-
-def _as_of(record: dict[str, str], event_id: str, fields: dict[str, str], broker: Broker | None = None) -> dict[str, Any]:
-    """The run as it was when the event was written: its status, attempts, times and
-    errors then; what never changes (input, metadata, ...) and its files as now."""
-    status = RunStatus(fields.get("status") or record["status"])
-    at = str(event_ms(event_id))
-    as_of = {k: v for k, v in record.items() if k not in _CHANGING}
-    as_of.update({"status": status.value, "modified_ms": at})
-    as_of.update({name: fields[short] for short, name in _AS_OF.items() if fields.get(short)})
-    if status.is_terminal:
-        as_of["finished_ms"] = at
-    history = json.loads(record["errors"]) if record.get("errors") else []
-    seen = history[: int(fields.get("e") or 0)]
-    if seen:
-        as_of["errors"] = json.dumps(seen)
-        if status is not RunStatus.completed:
-            as_of["error"] = json.dumps(seen[-1])
-    if status is RunStatus.action_required and record.get("required_action"):
-        as_of.update({k: record[k] for k in ("required_action", "asked_ms", "answer_deadline_ms") if k in record})
-    return _task_run(as_of, broker)
-
-
-def _group_as_of(broker: Broker, group_id: str, event_id: str, fields: dict[str, str]) -> group.TaskGroupStatus:
-    """The group's status as of the event: its counters then (set_status writes them)."""
-    if "counts" not in fields:  # written by an older version: the group as it is now
-        with translated():
-            return group.status(broker.redis.hgetall(keys.group(group_id)))
-    counts = dict(pair.split("=", 1) for pair in fields["counts"].split(",") if "=" in pair)
-    return group.status({**counts, "modified_ms": str(event_ms(event_id))})

@@ -1,75 +1,34 @@
-"""A task group's life: create, read its status, add runs, cancel.
+"""A task group's life: create, read, add runs, cancel.
 
-The record is the hash `taskq:group:{id}`. Its fields:
-
-    id, tenant       the group and who owns it
-    metadata         JSON object, absent when empty
-    created_ms, modified_ms   epoch ms; modified_ms moves with every run's status change
-    num_task_runs    runs added so far (create.lua counts them)
-    c:<status>       how many of its runs are in each status (set_status in _lib.lua
-                     keeps them, in the same atomic step that changes the run)
-
+Its record is `GroupRecord` (record.py): the hash `taskq:group:{id}` with its
+per-status counters, kept by set_status in the same atomic step that changes a run.
 The group's runs are the list `taskq:group:{id}:runs`, in the order they were added;
-its events are the stream `taskq:group:{id}:events`.
+its events are the stream `taskq:group:{id}:events`. How it looks on the wire:
+wire.group_status and wire.to_task_group.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
-from pydantic import BaseModel
-
 from . import catalog, errors, keys, run
-from .broker import Broker, now_ms, translated
+from .broker import Broker, translated
 from .catalog import Catalog
-from .models import ACTIVE, MetadataIn, MetadataValue, RunInput, RunStatus, TaskSpec, Wire, parse, request_json
+from .clock import now_ms
+from .ids import GROUP_ID, new_group_id
+from .models import (
+    ACTIVE, RunInput, RunStatus, TaskGroupCreate, TaskGroupRunRequest, TaskGroupRunResponse, TaskSpec, parse,
+    request_json,
+)  # fmt: skip
+from .record import COUNT_PREFIX, GroupRecord, RunRecord, load_groups, load_runs
+from .wire import group_status
 
-GROUP_PREFIX = "tgrp_"
-GROUP_ID = re.compile(r"tgrp_[0-9a-f]{32}")
 MAX_INPUTS = 1000
 _CANCEL_BATCH = 500
 
 
-class TaskGroupCreate(Wire):
-    metadata: MetadataIn | None = None
-
-
-class TaskGroupRunRequest(Wire):
-    default_task_spec: TaskSpec | None = None
-    inputs: list[Any]
-
-
-class TaskGroupStatus(BaseModel):
-    num_task_runs: int
-    task_run_status_counts: dict[str, int]
-    is_active: bool
-    status_message: str | None = None
-    modified_at: str | None = None
-
-
-class TaskGroup(BaseModel):
-    taskgroup_id: str
-    status: TaskGroupStatus
-    metadata: dict[str, MetadataValue] | None = None
-    created_at: str | None = None
-
-
-class TaskGroupRunResponse(BaseModel):
-    status: TaskGroupStatus
-    run_ids: list[str]
-    run_cursor: str | None = None
-    event_cursor: str | None = None
-
-
-def new_group_id() -> str:
-    return f"{GROUP_PREFIX}{now_ms():012x}{secrets.token_hex(10)}"
-
-
-def create(broker: Broker, tenant: str, req: TaskGroupCreate) -> dict[str, str]:
+def create(broker: Broker, tenant: str, req: TaskGroupCreate) -> GroupRecord:
     """Makes an empty group; returns its record."""
     ms = now_ms()
     record = {"id": new_group_id(), "tenant": tenant, "created_ms": str(ms), "modified_ms": str(ms)}
@@ -84,67 +43,35 @@ def create(broker: Broker, tenant: str, req: TaskGroupCreate) -> dict[str, str]:
         # The tenant's groups, newest first by id (the dashboard lists them).
         pipe.zadd(keys.tenant_groups(tenant), {record["id"]: 0})
         pipe.execute()
-    return record
+    return GroupRecord(record)
 
 
-def load(broker: Broker, tenant: str, group_id: str) -> dict[str, str]:
+def load(broker: Broker, tenant: str, group_id: str) -> GroupRecord:
     """The group's record; NotFound for an unknown id or another tenant's group."""
     with translated():
-        record = broker.redis.hgetall(keys.group(group_id)) if GROUP_ID.fullmatch(group_id) else {}
-    if not record or record.get("tenant") != tenant:
+        found = load_groups(broker.redis, [group_id])[0] if GROUP_ID.fullmatch(group_id) else None
+    if found is None or found.tenant != tenant:
         raise errors.NotFound(f"task group {group_id} not found")
-    return record
+    return found
 
 
-def status(record: dict[str, str]) -> TaskGroupStatus:
-    """The group's status from its counters alone: O(1) however many runs it holds."""
-    counts = {name[2:]: int(value) for name, value in record.items() if name.startswith("c:") and int(value) > 0}
-    total = int(record.get("num_task_runs") or 0)
-    active = sum(counts.get(s.value, 0) for s in ACTIVE)
-    if total == 0:
-        message = "no runs yet"
-    elif active:
-        message = f"{total - active} of {total} runs finished"
-    else:
-        message = f"all {total} runs finished"
-    return TaskGroupStatus(
-        num_task_runs=total,
-        task_run_status_counts=counts,
-        is_active=active > 0,
-        status_message=message,
-        modified_at=run.iso(record.get("modified_ms") or record.get("created_ms")),
-    )
-
-
-def recent(broker: Broker, tenant: str, limit: int = 50) -> list[dict[str, str]]:
+def recent(broker: Broker, tenant: str, limit: int = 50) -> list[GroupRecord]:
     """The tenant's newest groups still kept, newest first (their ids sort by creation
     time); ids whose group has expired are dropped from the index as they are met."""
     index = keys.tenant_groups(tenant)
     with translated():
         ids = broker.redis.zrange(index, "+", "-", desc=True, bylex=True, offset=0, num=limit)
-        pipe = broker.redis.pipeline(transaction=False)
-        for gid in ids:
-            pipe.hgetall(keys.group(gid))
-        records = pipe.execute()
-        gone = [gid for gid, rec in zip(ids, records) if not rec]
+        records = load_groups(broker.redis, ids)
+        gone = [gid for gid, rec in zip(ids, records) if rec is None]
         if gone:
             broker.redis.zrem(index, *gone)
-    return [rec for rec in records if rec and rec.get("tenant") == tenant]
+    return [rec for rec in records if rec is not None and rec.tenant == tenant]
 
 
 def is_active(broker: Broker, group_id: str) -> bool:
     with translated():
-        counts = broker.redis.hmget(keys.group(group_id), [f"c:{s.value}" for s in ACTIVE])
+        counts = broker.redis.hmget(keys.group(group_id), [COUNT_PREFIX + s.value for s in ACTIVE])
     return any(int(c or 0) > 0 for c in counts)
-
-
-def to_task_group(record: dict[str, str]) -> TaskGroup:
-    return TaskGroup(
-        taskgroup_id=record["id"],
-        status=status(record),
-        metadata=json.loads(record["metadata"]) if record.get("metadata") else None,
-        created_at=run.iso(record.get("created_ms")),
-    )
 
 
 def add_runs(
@@ -174,7 +101,7 @@ def add_runs(
         pipe.hgetall(keys.group(group_id))
         *_, first_index, record = pipe.execute()
     return TaskGroupRunResponse(
-        status=status(record),
+        status=group_status(GroupRecord(record)),
         run_ids=ids,
         run_cursor=str(first_index - 1) if first_index else None,
         event_cursor=last[0][0] if last else None,
@@ -202,11 +129,11 @@ def _prepare(
         raise errors.ValidationFailed(f"{field}: {exc.message}", {**detail, "field": field, "index": index}) from None
 
 
-def run_of(broker: Broker, tenant: str, group_id: str, run_id: str) -> dict[str, str]:
+def run_of(broker: Broker, tenant: str, group_id: str, run_id: str) -> RunRecord:
     """One run of the group; NotFound when the run is not in it."""
     load(broker, tenant, group_id)
     record = run.load(broker, tenant, run_id)
-    if record.get("taskgroup_id") != group_id:
+    if record.taskgroup_id != group_id:
         raise errors.NotFound(f"run {run_id} is not in task group {group_id}")
     return record
 
@@ -223,23 +150,18 @@ def _run_id_batches(broker: Broker, group_id: str, start: int, batch: int) -> It
         position += len(ids)
 
 
-def run_records(
-    broker: Broker, group_id: str, start: int = 0, batch: int = 500
-) -> Iterator[tuple[int, dict[str, str]]]:
+def run_records(broker: Broker, group_id: str, start: int = 0, batch: int = 500) -> Iterator[tuple[int, RunRecord]]:
     """(position, record) of each run of the group from `start`, in the order added;
     runs whose record has expired are skipped."""
     for position, ids in _run_id_batches(broker, group_id, start, batch):
         with translated():
-            pipe = broker.redis.pipeline(transaction=False)
-            for run_id in ids:
-                pipe.hgetall(keys.run(run_id))
-            records = pipe.execute()
+            records = load_runs(broker.redis, ids)
         for offset, record in enumerate(records):
-            if record:
+            if record is not None:
                 yield position + offset, record
 
 
-def cancel(broker: Broker, tenant: str, group_id: str) -> dict[str, str]:
+def cancel(broker: Broker, tenant: str, group_id: str) -> GroupRecord:
     """Cancels every active run of the group (queued ones at once, running ones once
     their worker stops them); returns the group's record afterwards."""
     load(broker, tenant, group_id)
@@ -252,14 +174,3 @@ def cancel(broker: Broker, tenant: str, group_id: str) -> dict[str, str]:
                 broker.scripts.cancel(args=[run_id, retention_s], client=pipe)
             pipe.execute()
     return load(broker, tenant, group_id)
-
-
-def parse_status_filter(value: str | None) -> RunStatus | None:
-    if value is None or value == "":
-        return None
-    try:
-        return RunStatus(value)
-    except ValueError:
-        allowed = ", ".join(s.value for s in RunStatus)
-        raise errors.ValidationFailed(f"status: must be one of {allowed}", {"field": "status"}) from None
-

@@ -10,6 +10,16 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 MAX_HEADER_VALUE_CHARS = 4096
 
+# The headers of a webhook delivery that make it a signed, well-formed request: a
+# webhook's own `headers` may add to them, never replace them.
+SIGNATURE_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature"})
+RESERVED_HEADERS = SIGNATURE_HEADERS | {
+    "content-type", "content-length", "host", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
+    "upgrade", "proxy-connection", "user-agent",
+}  # fmt: skip
+
+
+
 # RFC 9110 §8.3.1 / §5.6.6: type "/" subtype *( OWS ";" OWS [ parameter ] ), each
 # parameter a token "=" (token / quoted-string). Printable ASCII and spaces only: the
 # grammar also allows tabs and obs-text, which no media type needs.
@@ -32,8 +42,6 @@ def check_headers(headers: dict[str, str]) -> dict[str, str]:
     """A webhook's own headers, if every name is an RFC 9110 token, no value carries a
     control character, and none is reserved (compared trimmed and lower-cased);
     raises ValueError naming the first that is not."""
-    from .webhook import RESERVED_HEADERS
-
     for name, value in headers.items():
         if not _TOKEN.fullmatch(name):
             raise ValueError(f"header name {name!r} is not an RFC 9110 token")

@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import LimitDeclarationError, ValidationFailed
+from .errors import LimitDeclarationError, RateLimited, ValidationFailed
 
 _RATE = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]*)\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*")
 _PERIOD_S = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
@@ -126,16 +126,6 @@ def budget(what: str, rate_limit: str | None, concurrency: int | None, burst: in
     if rate is None and concurrency is None:
         raise LimitDeclarationError(f"{what}: a limit needs a rate_limit, a concurrency, or both")
     return Budget(concurrency or 0, rate, burst)
-
-
-class RateLimited(Exception):
-    """Raised by a processor when what it calls says "too many requests": the run goes
-    back to waiting without spending a retry, and every limit it holds pauses for
-    `retry_after` seconds, for every worker."""
-
-    def __init__(self, retry_after: float = 30.0, message: str = "") -> None:
-        super().__init__(message or f"rate limited; retry after {retry_after:g} s")
-        self.retry_after = max(0.0, float(retry_after))
 
 
 def check_path(path: str, what: str) -> str:

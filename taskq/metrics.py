@@ -27,11 +27,12 @@ from prometheus_client.registry import Collector
 
 from . import keys
 from .broker import Broker
-from .models import TERMINAL
+from .models import LEASED, TERMINAL
 
 RUN_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 18000, 36000)  # fmt: skip
 WEBHOOK_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15)
 _TERMINAL = {s.value for s in TERMINAL}
+_LEASED = {s.value for s in LEASED}
 # What followed a webhook attempt (record_attempt.lua's state), as an outcome label.
 _WEBHOOK_OUTCOME = {"delivered": "delivered", "pending": "failed", "gone": "gone", "dead": "dead"}
 
@@ -145,7 +146,7 @@ def _from_fields(fields: dict[str, str]) -> Iterator[Metric]:
                 finished[(processor, new)] += n
             if old == "queued" and new == "running":
                 wait.add((processor,), ms, n)
-            if old in ("running", "cancelling") and new != "cancelling":
+            if old in _LEASED and new not in _LEASED:
                 outcome = "retried" if new == "queued" else new
                 attempts[(processor, outcome)] += n
                 duration.add((processor, outcome), ms, n)

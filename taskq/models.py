@@ -44,6 +44,18 @@ class RunStatus(str, Enum):
     def is_terminal(self) -> bool:
         return self in TERMINAL
 
+    @classmethod
+    def from_arg(cls, value: str | None, field: str = "status") -> RunStatus | None:
+        """A status given as a filter (a query argument): None for none; a 422 naming
+        `field` for a word that is not a status."""
+        if value is None or value == "":
+            return None
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(s.value for s in cls)
+            raise ValidationFailed(f"{field}: must be one of {allowed}", {"field": field}) from None
+
 
 # The one definition of each status set. The Lua steps receive these as tables
 # (scripts.py writes them into the prelude of every script), so a new status is
@@ -53,7 +65,25 @@ TERMINAL = frozenset({RunStatus.completed, RunStatus.failed, RunStatus.cancelled
 # Statuses a webhook is sent for without asking for every change: a run's end, and a
 # run that waits for someone to act.
 NOTIFY = TERMINAL | {RunStatus.action_required}
-assert ACTIVE | TERMINAL == set(RunStatus) and not ACTIVE & TERMINAL
+# Statuses in which an attempt holds the run under a lease (`taskq:running`): leaving
+# them gives the lease (and any limit it holds) back.
+LEASED = frozenset({RunStatus.running, RunStatus.cancelling})
+assert ACTIVE | TERMINAL == set(RunStatus) and not ACTIVE & TERMINAL and LEASED <= ACTIVE
+
+_S = RunStatus
+# Every change of status a run may make (None: made). set_status refuses any other.
+TRANSITIONS: dict[RunStatus | None, frozenset[RunStatus]] = {
+    None: frozenset({_S.queued}),
+    _S.queued: frozenset({_S.running, _S.cancelled}),
+    # a retry, a shutdown, a rate limit -> queued; a question -> action_required
+    _S.running: frozenset({_S.completed, _S.failed, _S.queued, _S.cancelling, _S.cancelled, _S.action_required}),
+    _S.cancelling: frozenset({_S.cancelled, _S.completed}),
+    _S.action_required: frozenset({_S.queued, _S.cancelled, _S.failed}),
+    _S.completed: frozenset(),
+    _S.failed: frozenset(),
+    _S.cancelled: frozenset(),
+}
+assert all(not TRANSITIONS[s] for s in TERMINAL) and set(TRANSITIONS) == {None, *RunStatus}
 
 MetadataValue = str | int | float | bool
 # What a request may send: keys of at most 64 characters, strings of at most 512.
@@ -150,14 +180,14 @@ class Webhook(Wire):
     @field_validator("headers")
     @classmethod
     def _headers_are_rfc9110(cls, value: dict[str, str]) -> dict[str, str]:
-        from .webhook import check_headers  # raises ValueError naming the bad header
+        from .headers import check_headers  # raises ValueError naming the bad header
 
         return check_headers(value)
 
     @field_validator("secret")
     @classmethod
     def _secret_is_usable(cls, value: str | None) -> str | None:
-        from .webhook import secret_key  # raises ValueError for a secret verifiers refuse
+        from .webhooks.signing import secret_key  # raises ValueError for a secret verifiers refuse
 
         if value is not None:
             secret_key(value)
@@ -263,6 +293,74 @@ class TaskRunOutput(BaseModel):
 class TaskRunResult(BaseModel):
     run: TaskRun
     output: TaskRunOutput
+
+
+class TaskRunList(BaseModel):
+    runs: list[TaskRun]
+    next_cursor: str | None = None
+
+
+# -- task groups
+
+
+class TaskGroupCreate(Wire):
+    metadata: MetadataIn | None = None
+
+
+class TaskGroupRunRequest(Wire):
+    default_task_spec: TaskSpec | None = None
+    inputs: list[Any]
+
+
+class TaskGroupStatus(BaseModel):
+    num_task_runs: int
+    task_run_status_counts: dict[str, int]
+    is_active: bool
+    status_message: str | None = None
+    modified_at: str | None = None
+
+
+class TaskGroup(BaseModel):
+    taskgroup_id: str
+    status: TaskGroupStatus
+    metadata: dict[str, MetadataValue] | None = None
+    created_at: str | None = None
+
+
+class TaskGroupRunResponse(BaseModel):
+    status: TaskGroupStatus
+    run_ids: list[str]
+    run_cursor: str | None = None
+    event_cursor: str | None = None
+
+
+# -- a person's answer, webhook deliveries
+
+
+class ActionAnswer(Wire):
+    """The body of POST /v1/tasks/runs/{id}/action."""
+
+    input: Any
+
+
+class WebhookAttempt(BaseModel):
+    attempt: int
+    attempted_at: str
+    status_code: int | None = None
+    latency_ms: int
+    error: str | None = None
+    outcome: str
+
+
+class WebhookDelivery(BaseModel):
+    delivery_id: str
+    run_id: str
+    event_status: RunStatus
+    state: str
+    created_at: str
+    next_attempt_at: str | None = None
+    dead_at: str | None = None
+    attempts: list[WebhookAttempt]
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -16,11 +16,10 @@ from apispec import APISpec
 from flask import Flask
 from pydantic import BaseModel
 
-from .action import ActionAnswer
-from .delivery import WebhookDelivery
-from .group import TaskGroup, TaskGroupCreate, TaskGroupRunRequest, TaskGroupRunResponse
-from .models import ErrorResponse, OutputFileList, RunInput, RunStatus, TaskRun, TaskRunResult
-from .run_list import TaskRunList
+from .models import (
+    ActionAnswer, ErrorResponse, OutputFileList, RunInput, RunStatus, TaskGroup, TaskGroupCreate, TaskGroupRunRequest,
+    TaskGroupRunResponse, TaskRun, TaskRunList, TaskRunResult, WebhookDelivery,
+)  # fmt: skip
 
 MODELS: tuple[type[BaseModel], ...] = (
     TaskRun, TaskRunResult, RunInput, ErrorResponse, TaskGroup, TaskGroupCreate, TaskGroupRunRequest,

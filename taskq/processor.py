@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from . import keys
+from . import client, keys
+from .errors import OutputInvalid
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -31,10 +32,6 @@ if TYPE_CHECKING:
     from .client import RunHandle
 
 REGISTRY: dict[str, Processor] = {}
-
-
-class OutputInvalid(Exception):
-    """The processor's return value does not fit its declared output."""
 
 
 @dataclass
@@ -109,11 +106,9 @@ class Processor:
     ) -> RunHandle:
         """Enqueues a run straight from Python: the same record, statuses and webhooks
         as a run made over HTTP. Returns a handle that can wait for the result."""
-        from .client import put
-
         if isinstance(input, BaseModel):
             input = input.model_dump(mode="json")
-        return put(self.name, input, metadata=metadata, webhook=webhook, broker=broker)
+        return client.put(self.name, input, metadata=metadata, webhook=webhook, broker=broker, spec=self.spec())
 
 
 def task(

@@ -1,13 +1,51 @@
-"""The run record, parsed once at the edge: `RunRecord.from_hash()` turns the hash
-`taskq:run:{id}` (see run.py for its fields) into typed values, so no module
-re-parses `int(record.get(...) or 0)` on its own."""
+"""The stored records, parsed once at the edge: every load returns a typed record,
+never a dict, and the field list of each is written here once. Other modules take
+named projections of it (`WIRE`, `DELIVERY`, the Lua side's `LINKS`).
+
+A run is the hash `taskq:run:{id}`; its fields (absent when empty):
+
+    id, tenant, processor, queue, timeout_s, max_retries
+    input            JSON of the input (an object, or a string for text input)
+    metadata         JSON object
+    output_schema    JSON Schema the output must meet (from task_spec)
+    webhook          JSON of the webhook; webhook_all = '1' for every status change
+    webhook_body     'upstream_response' (set by the async proxy only, never by a
+                     client): a completed run's webhook carries the upstream's answer
+    status           a RunStatus; changed only by the scripts in scripts/
+    created_ms, modified_ms, started_ms, finished_ms, next_attempt_ms   epoch ms,
+                     Redis's clock
+    attempts         attempts started; interruptions: those cut short without spending
+                     a retry (a shutdown, a question)
+    token            the lease holder of the current attempt
+    error, errors, errors_n   the last error, every attempt's (JSON), and how many
+    output_type, output   the result: 'json' or 'text', and its JSON
+    outputs_count, outputs_bytes, outputs_seq   its output files: how many, their total
+                     size, saves made (listed beside the record, outputs/record.py);
+                     has_outputs = '1' once it has any (`outputs`: a JSON list of them,
+                     in records of earlier versions)
+    warnings         JSON list of WarningObjects: request fields not acted on
+    required_action  its question while waiting (JSON: message, schema), asked at
+                     asked_ms, due by answer_deadline_ms; answers: those given (action.py)
+    taskgroup_id, delivery_seq, pushes
+
+A group is the hash `taskq:group:{id}`: id, tenant, metadata, created_ms, modified_ms,
+num_task_runs, and `c:<status>`, how many of its runs are in each status (kept by
+set_status in the same atomic step as the run's change).
+
+A webhook delivery is the hash `taskq:delivery:{id}` (webhooks/delivery.py).
+"""
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from redis import Redis
+
+from . import keys
+from .models import RunStatus
 
 
 def _int(value: str | None) -> int:
@@ -18,73 +56,304 @@ def _json(value: str | None) -> Any:
     return json.loads(value) if value else None
 
 
-@dataclass(frozen=True)
 class RunRecord:
-    """One run as stored. Times are epoch ms (0 when not set); JSON fields are
-    decoded on first use."""
+    """One run as stored: typed fields over the raw hash. JSON fields are decoded on
+    first use, once."""
 
-    id: str
-    status: str
-    processor: str
-    queue: str = "default"
-    tenant: str = ""
-    input_json: str = "null"
-    attempts: int = 0
-    interruptions: int = 0
-    max_retries: int = 0
-    timeout_s: int = 0
-    token: str = ""
-    taskgroup_id: str | None = None
-    created_ms: int = 0
-    modified_ms: int = 0
-    started_ms: int = 0
-    finished_ms: int = 0
-    next_attempt_ms: int = 0
-    raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    def __init__(self, raw: Mapping[str, str]) -> None:
+        self.raw = raw
 
     @classmethod
     def from_hash(cls, data: Mapping[str, str] | Sequence[str]) -> RunRecord:
-        """From HGETALL's reply (a mapping), or a flat field/value list as the
-        scripts return it (a later value of a field wins)."""
+        """From HGETALL's reply (a mapping), or a flat field/value list as the scripts
+        return it (a later value of a field wins)."""
         if not isinstance(data, Mapping):
             data = dict(zip(data[::2], data[1::2]))
-        return cls(
-            id=data["id"],
-            status=data.get("status", ""),
-            processor=data.get("processor", ""),
-            queue=data.get("queue") or "default",
-            tenant=data.get("tenant", ""),
-            input_json=data.get("input") or "null",
-            attempts=_int(data.get("attempts")),
-            interruptions=_int(data.get("interruptions")),
-            max_retries=_int(data.get("max_retries")),
-            timeout_s=_int(data.get("timeout_s")),
-            token=data.get("token", ""),
-            taskgroup_id=data.get("taskgroup_id") or None,
-            created_ms=_int(data.get("created_ms")),
-            modified_ms=_int(data.get("modified_ms")),
-            started_ms=_int(data.get("started_ms")),
-            finished_ms=_int(data.get("finished_ms")),
-            next_attempt_ms=_int(data.get("next_attempt_ms")),
-            raw=data,
-        )
+        return cls(data)
+
+    def __repr__(self) -> str:
+        return f"RunRecord({self.id!r}, {self.raw.get('status')!r})"
+
+    def get(self, name: str) -> str | None:
+        """A stored field as text (None when absent): for what has no typed view."""
+        return self.raw.get(name)
+
+    def with_fields(self, **fields: str | int | None) -> RunRecord:
+        """A copy with some fields replaced (None: removed), as a view of the run at
+        another moment (events.py) or before it was read back (a run just made)."""
+        raw = dict(self.raw)
+        for name, value in fields.items():
+            if value is None:
+                raw.pop(name, None)
+            else:
+                raw[name] = str(value)
+        return RunRecord(raw)
+
+    # -- what the run is
+    @property
+    def id(self) -> str:
+        return self.raw["id"]
 
     @property
+    def tenant(self) -> str:
+        return self.raw.get("tenant", "")
+
+    @property
+    def processor(self) -> str:
+        return self.raw.get("processor", "")
+
+    @property
+    def queue(self) -> str:
+        return self.raw.get("queue") or "default"
+
+    @property
+    def timeout_s(self) -> int:
+        return _int(self.raw.get("timeout_s"))
+
+    @property
+    def max_retries(self) -> int:
+        return _int(self.raw.get("max_retries"))
+
+    @property
+    def taskgroup_id(self) -> str | None:
+        return self.raw.get("taskgroup_id") or None
+
+    @functools.cached_property
     def input(self) -> Any:
-        return json.loads(self.input_json)
+        return json.loads(self.raw.get("input") or "null")
+
+    @functools.cached_property
+    def metadata(self) -> dict[str, Any] | None:
+        return _json(self.raw.get("metadata"))
+
+    @functools.cached_property
+    def output_schema(self) -> dict[str, Any] | None:
+        return _json(self.raw.get("output_schema"))
+
+    @functools.cached_property
+    def webhook(self) -> dict[str, Any] | None:
+        return _json(self.raw.get("webhook"))
+
+    @functools.cached_property
+    def warnings(self) -> list[dict[str, Any]] | None:
+        return _json(self.raw.get("warnings"))
+
+    # -- where it stands
+    @property
+    def status(self) -> RunStatus:
+        return RunStatus(self.raw["status"])
+
+    @property
+    def attempts(self) -> int:
+        return _int(self.raw.get("attempts"))
+
+    @property
+    def interruptions(self) -> int:
+        return _int(self.raw.get("interruptions"))
+
+    @property
+    def token(self) -> str:
+        return self.raw.get("token", "")
+
+    @property
+    def created_ms(self) -> int:
+        return _int(self.raw.get("created_ms"))
+
+    @property
+    def modified_ms(self) -> int:
+        return _int(self.raw.get("modified_ms")) or self.created_ms
+
+    @property
+    def started_ms(self) -> int:
+        return _int(self.raw.get("started_ms"))
+
+    @property
+    def finished_ms(self) -> int:
+        return _int(self.raw.get("finished_ms"))
+
+    @property
+    def next_attempt_ms(self) -> int:
+        return _int(self.raw.get("next_attempt_ms"))
+
+    @functools.cached_property
+    def error(self) -> dict[str, Any] | None:
+        return _json(self.raw.get("error"))
+
+    @functools.cached_property
+    def errors(self) -> list[dict[str, Any]]:
+        return _json(self.raw.get("errors")) or []
+
+    # -- what it made
+    @property
+    def output_type(self) -> str:
+        return self.raw.get("output_type", "json")
+
+    @property
+    def output_json(self) -> str:
+        return self.raw.get("output") or "null"
+
+    @functools.cached_property
+    def output(self) -> Any:
+        return json.loads(self.output_json)
+
+    @property
+    def outputs_count(self) -> int:
+        if self.raw.get("outputs"):  # recorded by an earlier version: one JSON list
+            return len(json.loads(self.raw["outputs"]))
+        return _int(self.raw.get("outputs_count"))
+
+    # -- a person's part (action.py)
+    @functools.cached_property
+    def required_action(self) -> dict[str, Any] | None:
+        """The question it waits on ({message, schema}), only while it waits."""
+        if self.raw.get("status") != RunStatus.action_required.value:
+            return None
+        return _json(self.raw.get("required_action"))
+
+    @property
+    def asked_ms(self) -> int:
+        return _int(self.raw.get("asked_ms"))
+
+    @property
+    def answer_deadline_ms(self) -> int:
+        return _int(self.raw.get("answer_deadline_ms"))
+
+    @functools.cached_property
+    def answers(self) -> list[Any]:
+        return _json(self.raw.get("answers")) or []
+
+
+class GroupRecord:
+    """One task group as stored, with its per-status counters."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: Mapping[str, str]) -> None:
+        self.raw = raw
+
+    @property
+    def id(self) -> str:
+        return self.raw["id"]
+
+    @property
+    def tenant(self) -> str:
+        return self.raw.get("tenant", "")
 
     @property
     def metadata(self) -> dict[str, Any] | None:
         return _json(self.raw.get("metadata"))
 
     @property
-    def output_schema(self) -> dict[str, Any] | None:
-        return _json(self.raw.get("output_schema"))
+    def created_ms(self) -> int:
+        return _int(self.raw.get("created_ms"))
 
     @property
-    def error(self) -> dict[str, Any] | None:
-        return _json(self.raw.get("error"))
+    def modified_ms(self) -> int:
+        return _int(self.raw.get("modified_ms")) or self.created_ms
 
     @property
-    def errors(self) -> list[dict[str, Any]]:
-        return _json(self.raw.get("errors")) or []
+    def num_task_runs(self) -> int:
+        return _int(self.raw.get("num_task_runs"))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many of its runs are in each status (statuses with none left out)."""
+        return {k[2:]: int(v) for k, v in self.raw.items() if k.startswith(COUNT_PREFIX) and int(v) > 0}
+
+
+class DeliveryRecord:
+    """One webhook delivery as stored (webhooks/delivery.py lists its fields)."""
+
+    __slots__ = ("id", "raw", "attempts")
+
+    def __init__(self, delivery_id: str, raw: Mapping[str, str], attempts: list[str]) -> None:
+        self.id = delivery_id
+        self.raw = raw
+        self.attempts = [json.loads(a) for a in attempts]  # each attempt, oldest first
+
+    @property
+    def run_id(self) -> str:
+        return self.raw["run_id"]
+
+    @property
+    def status(self) -> RunStatus:
+        """The status of the run this delivery reports."""
+        return RunStatus(self.raw["status"])
+
+    @property
+    def state(self) -> str:
+        return self.raw.get("state") or "pending"
+
+    @property
+    def created_ms(self) -> int:
+        return _int(self.raw.get("created_ms"))
+
+    @property
+    def next_ms(self) -> int:
+        return _int(self.raw.get("next_ms"))
+
+    @property
+    def dead_ms(self) -> int:
+        return _int(self.raw.get("dead_ms"))
+
+
+COUNT_PREFIX = "c:"  # a group's `c:<status>` counters
+
+# What the wire shape of a run reads (wire.to_task_run): never the input or output.
+WIRE = (
+    "id", "tenant", "status", "processor", "metadata", "taskgroup_id", "created_ms", "modified_ms", "error", "errors",
+    "attempts", "max_retries", "started_ms", "finished_ms", "next_attempt_ms", "warnings", "outputs_count", "outputs",
+    "required_action", "asked_ms", "answer_deadline_ms",
+)  # fmt: skip
+# What a webhook delivery's payload and signature need (webhooks/delivery.py).
+DELIVERY = (*WIRE, "webhook", "output", "output_type", "webhook_body")
+# What set_status (scripts/_lib.lua) reads of a run besides what changes: its links to
+# the group, webhook and files, and what its events and metrics carry. Written into
+# the scripts' prelude (scripts.py).
+LINKS = (
+    "taskgroup_id", "webhook", "webhook_all", "has_outputs", "processor", "started_ms", "next_attempt_ms",
+    "created_ms", "attempts", "errors_n",
+)  # fmt: skip
+
+
+def load_runs(redis: Redis, run_ids: Iterable[str], fields: Sequence[str] | None = None) -> list[RunRecord | None]:
+    """The records of `run_ids`, in order, in one round trip (None where a run has
+    expired); `fields`: only those (a projection above), else all."""
+    ids = list(run_ids)
+    if not ids:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for run_id in ids:
+        if fields is None:
+            pipe.hgetall(keys.run(run_id))
+        else:
+            pipe.hmget(keys.run(run_id), fields)
+    out: list[RunRecord | None] = []
+    for reply in pipe.execute():
+        if fields is not None:
+            reply = {name: value for name, value in zip(fields, reply) if value is not None}
+        out.append(RunRecord(reply) if reply else None)
+    return out
+
+
+def load_groups(redis: Redis, group_ids: Iterable[str]) -> list[GroupRecord | None]:
+    """The records of `group_ids`, in order, in one round trip (None where expired)."""
+    ids = list(group_ids)
+    if not ids:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for group_id in ids:
+        pipe.hgetall(keys.group(group_id))
+    return [GroupRecord(reply) if reply else None for reply in pipe.execute()]
+
+
+def load_deliveries(redis: Redis, delivery_ids: Iterable[str]) -> list[DeliveryRecord]:
+    """The deliveries of `delivery_ids` with their attempts, in order, in one round
+    trip; those that have expired are left out."""
+    ids = list(delivery_ids)
+    pipe = redis.pipeline(transaction=False)
+    for did in ids:
+        pipe.hgetall(keys.delivery(did))
+        pipe.lrange(keys.delivery_attempts(did), 0, -1)
+    replies = pipe.execute() if ids else []
+    return [DeliveryRecord(did, replies[2 * i], replies[2 * i + 1]) for i, did in enumerate(ids) if replies[2 * i]]

@@ -23,28 +23,15 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import BaseModel
-
-from . import errors, keys, run
+from . import errors, keys, wire
 from .broker import Broker, translated
-from .models import RunStatus, TaskRun
+from .ids import RUN_ID, RUN_PREFIX
+from .models import RunStatus, TaskRun, TaskRunList
+from .record import WIRE, RunRecord, load_runs
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 MAX_SCANNED = 1000
-
-# What to_task_run needs of a record (not the input or output, which may be large).
-_FIELDS = (
-    "id", "tenant", "status", "processor", "metadata", "taskgroup_id", "created_ms", "modified_ms", "error",
-    "attempts", "max_retries", "started_ms", "finished_ms", "next_attempt_ms", "errors", "warnings",
-    "outputs_count",
-)  # fmt: skip
-
-
-class TaskRunList(BaseModel):
-    runs: list[TaskRun]
-    next_cursor: str | None = None
-
 
 @dataclass(frozen=True)
 class RunFilter:
@@ -54,13 +41,13 @@ class RunFilter:
     created_before_ms: int | None = None
     metadata: tuple[tuple[str, str], ...] = ()  # (key, value as text): all must match
 
-    def matches(self, record: dict[str, str]) -> bool:
-        if self.status is not None and record.get("status") != self.status.value:
+    def matches(self, record: RunRecord) -> bool:
+        if self.status is not None and record.status is not self.status:
             return False
-        if self.processor is not None and record.get("processor") != self.processor:
+        if self.processor is not None and record.processor != self.processor:
             return False
         if self.metadata:
-            meta = json.loads(record["metadata"]) if record.get("metadata") else {}
+            meta = record.metadata or {}
             return all(k in meta and _as_text(meta[k]) == v for k, v in self.metadata)
         return True
 
@@ -79,11 +66,11 @@ def list_runs(
         raise errors.ValidationFailed(f"limit: must be between 1 and {MAX_LIMIT}", {"field": "limit"})
     upper = "+"
     if flt.created_before_ms is not None:
-        upper = f"({run.RUN_PREFIX}{flt.created_before_ms:012x}"
+        upper = f"({RUN_PREFIX}{flt.created_before_ms:012x}"
     if cursor:
         after = decode_cursor(cursor)
         upper = f"({after}" if upper == "+" else f"({min(after, upper[1:])}"
-    lower = f"[{run.RUN_PREFIX}{flt.created_after_ms:012x}" if flt.created_after_ms is not None else "-"
+    lower = f"[{RUN_PREFIX}{flt.created_after_ms:012x}" if flt.created_after_ms is not None else "-"
     index = keys.tenant_runs(tenant)
     found: list[TaskRun] = []
     scanned = 0
@@ -92,14 +79,10 @@ def list_runs(
         batch = min(MAX_SCANNED - scanned, max(want, 50) if _filtered(flt) else want)
         with translated():
             ids = broker.redis.zrange(index, upper, lower, desc=True, bylex=True, offset=0, num=batch)
-            pipe = broker.redis.pipeline(transaction=False)
-            for run_id in ids:
-                pipe.hmget(keys.run(run_id), _FIELDS)
-            rows = pipe.execute()
-        for i, (run_id, row) in enumerate(zip(ids, rows)):
-            record = {k: v for k, v in zip(_FIELDS, row) if v is not None}
-            if record.get("tenant") == tenant and flt.matches(record):
-                found.append(run.to_task_run(record))
+            records = load_runs(broker.redis, ids, WIRE)
+        for i, (run_id, record) in enumerate(zip(ids, records)):
+            if record is not None and record.tenant == tenant and flt.matches(record):
+                found.append(wire.to_task_run(record))
             if len(found) == limit:
                 more = i + 1 < len(ids) or _older_exists(broker, index, run_id, lower)
                 return TaskRunList(runs=found, next_cursor=encode_cursor(run_id) if more else None)
@@ -129,13 +112,9 @@ def decode_cursor(cursor: str) -> str:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raw = ""
-    if not raw.startswith(run.RUN_PREFIX) or len(raw) != len(run.RUN_PREFIX) + 32 or not _hex(raw[5:]):
+    if not RUN_ID.fullmatch(raw):
         raise errors.ValidationFailed("cursor: not a cursor this endpoint returned", {"field": "cursor"})
     return raw
-
-
-def _hex(text: str) -> bool:
-    return all(c in "0123456789abcdef" for c in text)
 
 
 def parse_time(name: str, value: str | None) -> int | None:

@@ -9,7 +9,7 @@ import re
 import flask
 import pytest
 
-from taskq.gateway.dashboard import secret_key
+from taskq.gateway.dashboard.auth import secret_key
 from tests.conftest import API_KEY, HEADERS, OTHER_KEY
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from taskq import keys, sync
 from taskq.broker import Broker
-from taskq.dispatcher import Dispatcher
+from taskq.webhooks.dispatcher import Dispatcher
 from taskq.engine.engine import Engine
 from taskq.engine.processes import Children
 from taskq.gateway import create_app

@@ -16,7 +16,9 @@ import pydantic_core
 import pytest
 import redis as redis_lib
 
-from taskq import errors, keys, webhook
+from taskq import errors, keys
+from taskq.processor import Processor
+from taskq.webhooks import address, signing
 from taskq.gateway import create_app
 from tests.conftest import HEADERS
 
@@ -159,7 +161,7 @@ def test_a_webhook_header_that_is_not_rfc_9110_or_is_reserved_is_422(client, bro
 
 
 def test_reserved_headers_are_dropped_on_the_wire_even_if_stored():
-    sent = webhook.request_headers(b"k", "id", 1, b"{}", {"HOST ": "x", " Webhook-Signature": "v1,x", "X-Ok": "1"})
+    sent = signing.request_headers(b"k", "id", 1, b"{}", {"HOST ": "x", " Webhook-Signature": "v1,x", "X-Ok": "1"})
     assert sent["webhook-signature"] != "v1,x" and "X-Ok" in sent
     assert not any(name.strip().lower() == "host" for name in sent)
 
@@ -291,23 +293,21 @@ def test_python_callers_get_a_422_naming_the_field_for_a_non_finite_number(broke
 
 
 @pytest.fixture
-def non_finite_output() -> Iterator[str]:
+def non_finite_output() -> Iterator[Processor]:
     """A processor (of this test process only) whose output holds NaN and an infinity."""
     from taskq.processor import REGISTRY, task
 
     def overflow(inp: dict) -> dict:
         return {"ratio": float("inf"), "values": [1.0, float("nan")]}
 
-    task(name="test_non_finite_output", retries=0)(overflow)
-    yield "test_non_finite_output"
+    yield task(name="test_non_finite_output", retries=0)(overflow)
     REGISTRY.pop("test_non_finite_output")
 
 
 def test_an_output_with_a_non_finite_number_fails_the_run_and_is_not_stored(broker, client, drain, non_finite_output):
     from workers.app import echo  # noqa: F401  (the example app, as every worker has it)
-    from taskq.client import put
 
-    handle = put(non_finite_output, {}, broker=broker)
+    handle = non_finite_output.put({}, broker=broker)
     drain()
     r = client.get(f"/v1/tasks/runs/{handle.run_id}", headers=HEADERS)
     run = json.loads(r.data)  # strict: the answer is JSON
@@ -370,9 +370,9 @@ ADDRESSES = [
 ]
 
 
-@pytest.mark.parametrize(("address", "public", "what"), ADDRESSES, ids=[a for a, _, _ in ADDRESSES])
-def test_only_global_unicast_addresses_are_public(address, public, what):
-    assert webhook.is_public(address) is public, what
+@pytest.mark.parametrize(("ip", "public", "what"), ADDRESSES, ids=[a for a, _, _ in ADDRESSES])
+def test_only_global_unicast_addresses_are_public(ip, public, what):
+    assert address.is_public(ip) is public, what
 
 
 def test_the_422_for_a_private_webhook_does_not_echo_the_address(broker):

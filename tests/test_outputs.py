@@ -17,9 +17,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from taskq import Output, delivery, keys, outputs
+from taskq import Output, keys, outputs
+from taskq.webhooks import delivery
 from taskq.outputs import signing
-from taskq.outputs.record import OutputRejected, _secret
+from taskq.errors import OutputRejected
+from taskq.outputs.record import _secret
+from taskq.record import RunRecord
 from tests.conftest import API_KEY, HEADERS, OTHER_KEY, ROOT, free_port, wait_until
 
 
@@ -82,7 +85,7 @@ def test_saved_files_are_listed_and_served_at_signed_urls_without_an_api_key(bro
     assert gone.status_code == 410 and "expired" in gone.json()["error"]["message"]
 
     # Webhook payloads and group streams carry the same list, with URLs made then
-    record = broker.redis.hgetall(keys.run(run_id))
+    record = RunRecord(broker.redis.hgetall(keys.run(run_id)))
     payload = json.loads(delivery.payload(record, "completed", 0, broker))
     assert {o["name"] for o in payload["data"]["outputs"]} == {"table.csv", "result.txt"}
     assert requests.get(base + payload["data"]["outputs"][0]["url"]).status_code == 200
@@ -308,7 +311,7 @@ def test_a_content_type_that_is_not_a_media_type_fails_the_save_and_keeps_nothin
     assert "\r" not in run["error"]["message"] and "\n" not in run["error"]["message"]
     assert run["outputs"] == [] and run["outputs_count"] == 0
     assert files_of(out_dir, run_id) == []
-    assert outputs.count(broker.redis.hgetall(keys.run(run_id))) == 0
+    assert RunRecord(broker.redis.hgetall(keys.run(run_id))).outputs_count == 0
 
 
 def test_the_save_itself_refuses_a_bad_content_type(broker, client, out_dir):

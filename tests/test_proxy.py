@@ -70,8 +70,8 @@ def test_an_unknown_upstream_is_404_and_arbitrary_urls_are_impossible(broker, up
 def test_webhook_endpoint_receives_the_upstream_response_body_signed(broker, worker, spawn, upstream):
     from standardwebhooks import Webhook
 
-    from taskq import delivery
-    from taskq.run import tenant_of
+    from taskq.webhooks import delivery
+    from taskq.ids import tenant_of
     from tests.conftest import wait_until
     from tests.test_webhooks import serving
 

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook as Verifier
 
-from taskq import keys, transport
+from taskq import errors, keys
+from taskq.webhooks import transport
 from taskq.broker import Broker
 from taskq.gateway import create_app
 from tests.conftest import HEADERS, OTHER_KEY, free_port, wait_until
@@ -471,7 +472,7 @@ def test_neither_refusal_names_the_address_it_refused():
         assert not any(ip in sent.error for ip in LOOPBACK)
         # At connect time: DNS answered a public address, the connection landed on a private one
         conn = transport._PinnedHTTP("localhost", port, address="127.0.0.1", allow_private=False, timeout=2)
-        with pytest.raises(transport.Blocked) as refused:
+        with pytest.raises(errors.DeliveryBlocked) as refused:
             conn.connect()
         assert refused.value.address == "127.0.0.1" and "127.0.0.1" not in str(refused.value)
 
@@ -504,7 +505,7 @@ DEAD_ATTEMPT = {"attempt": 1, "at_ms": 0, "status_code": 500, "latency_ms": 1, "
 def dead_letter_all_due(broker: Broker) -> int:
     """Claims every due delivery and gives each up through record_attempt, as a
     dispatcher does when a schedule runs out; returns how many."""
-    from taskq import delivery
+    from taskq.webhooks import delivery
 
     due = delivery.take_due(broker, 10_000, 60, max_skips=1)
     for claim in due.claims:
@@ -554,7 +555,7 @@ def test_a_tenants_dead_letters_are_shown_however_many_other_tenants_died_since(
 
 def test_the_tenants_dead_letter_index_keeps_to_the_retention(client, broker: Broker):
     from taskq.broker import now_ms
-    from taskq.run import tenant_of
+    from taskq.ids import tenant_of
 
     index = keys.tenant_dead(tenant_of(HEADERS["x-api-key"]))
     stale = now_ms() - broker.settings.retention_s * 1000 - 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from . import group, info, runs, server
 
 
 @click.group()
@@ -16,7 +17,7 @@ def main() -> None:
     """taskq: async task runs on Redis and RQ."""
 
 
-from . import server  # noqa: E402,F401  (registers the server commands on `main`)
-from . import group, info, runs  # noqa: E402,F401  (the client commands)
+for command in (server.worker, server.dispatcher, runs.run_command, runs.runs_group, group.group_group, info.info):
+    main.add_command(command)
 
 __all__ = ["main"]

@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from . import main, show
+from . import show
 from .client import Api, ApiError, api_options
 from .runs import parse_metadata
 
@@ -31,7 +31,7 @@ MAX_BATCH = 1000
 REFRESH_S = 0.25  # `watch` reads the group's counts at most this often
 
 
-@main.group("group")
+@click.group("group")
 def group_group() -> None:
     """Create task groups, add runs from a file, watch them, fetch their results."""
 

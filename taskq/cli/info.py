@@ -9,10 +9,10 @@ import click
 from ..broker import Broker
 from ..errors import TaskqError
 from ..overview import overview
-from . import main, show
+from . import show
 
 
-@main.command("info")
+@click.command("info")
 @click.option("--json", "as_json", is_flag=True, envvar="TASKQ_JSON", help="print JSON instead of tables")
 def info(as_json: bool) -> None:
     """Queues (depth, oldest run), workers (concurrency, runs in flight), retries

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from . import main, show
+from . import show
 from .client import Api, ApiError, api_options
 
 RESULT_POLL_S = 600  # one long poll of /result; repeated while the run is still going
@@ -45,7 +45,7 @@ def parse_metadata(pairs: tuple[str, ...]) -> dict[str, Any] | None:
     return meta
 
 
-@main.command("run")
+@click.command("run")
 @click.argument("processor")
 @click.option("--input", "input_", required=True, help="the input: JSON, @file.json, or text")
 @click.option("--metadata", multiple=True, help="key=value, repeatable")
@@ -117,7 +117,7 @@ def _print_result(api: Api, run_id: str, as_json: bool) -> int:
         return 0
 
 
-@main.group("runs")
+@click.group("runs")
 def runs_group() -> None:
     """Read, wait for, cancel and list runs."""
 

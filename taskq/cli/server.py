@@ -11,7 +11,7 @@ import click
 from .. import __version__
 from ..broker import Broker
 from ..processor import Processor, load_apps
-from . import main, show
+from . import show
 
 BUILT_IN = "taskq.processors"  # the package of the processors every worker serves
 
@@ -20,7 +20,7 @@ def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
 
 
-@main.command()
+@click.command()
 @click.option("--app", envvar="TASKQ_APP", default=None, help="comma-separated modules whose @task processors to serve")
 @click.option("--queues", envvar="TASKQ_QUEUES", default=None, help="comma-separated queues (default: the processors')")
 @click.option("--concurrency", "-c", envvar="TASKQ_CONCURRENCY", type=click.IntRange(min=0), default=None,
@@ -57,11 +57,11 @@ def worker(
         os.execv(sys.executable, [sys.executable, "-m", "taskq.cli", *sys.argv[1:]])
 
 
-@main.command()
+@click.command()
 @click.option("--log-level", envvar="TASKQ_LOG_LEVEL", default="info")
 def dispatcher(log_level: str) -> None:
     """Deliver webhooks: sign, send, retry, record every attempt."""
-    from ..dispatcher import Dispatcher
+    from ..webhooks.dispatcher import Dispatcher
 
     _logging(log_level)
     broker = Broker.from_env()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from .context import CurrentRun, current_run
 from .engine import Engine
 
 
@@ -12,4 +11,4 @@ def execute() -> None:
     raise RuntimeError("taskq runs are served by `taskq worker`, not by `rq worker`")
 
 
-__all__ = ["CurrentRun", "Engine", "current_run", "execute"]
+__all__ = ["Engine", "execute"]

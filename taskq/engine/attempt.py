@@ -20,11 +20,11 @@ from pydantic import ValidationError
 
 from .. import catalog
 from ..broker import Broker
-from ..errors import ActionRequired, RunInterrupted, SchemaRefused, TaskqError
+from ..errors import ActionRequired, OutputInvalid, RunInterrupted, SchemaRefused, TaskqError
 from ..models import NOT_FINITE, dumps, not_finite_at
-from ..processor import OutputInvalid, Processor
+from ..processor import Processor
 from ..record import RunRecord
-from .context import CurrentRun, _current
+from ..context import CurrentRun, _current
 
 log = logging.getLogger("taskq.worker")
 

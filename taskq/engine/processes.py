@@ -22,6 +22,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ..broker import Broker
+from ..errors import ChildDied
 from ..processor import REGISTRY, load_apps
 from ..record import RunRecord
 from ..settings import Settings
@@ -30,10 +31,6 @@ from .attempt import Outcome
 from .slot import Slot
 
 log = logging.getLogger("taskq.worker")
-
-
-class ChildDied(Exception):
-    """The child running a run exited (killed to stop the run, or crashed)."""
 
 
 class Child:

@@ -7,10 +7,11 @@ from typing import Any
 
 from flask import Blueprint
 
-from .. import delivery
-from . import broker, tenant
+from .. import paths
+from ..webhooks import delivery
+from .http import broker, tenant
 
-runs_bp = Blueprint("webhook_deliveries", __name__, url_prefix="/v1/tasks/runs")
+runs_bp = Blueprint("webhook_deliveries", __name__, url_prefix=paths.RUNS)
 secret_bp = Blueprint("webhook_secret", __name__, url_prefix="/v1")
 
 

@@ -5,25 +5,22 @@ the /v1 paths."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, request
 
-from .. import events, group, run
-from ..models import parse
-from . import body, broker, catalog, slots, tenant
-from .runs import _seconds
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+from .. import events, group, paths, wire
+from ..models import TaskGroupCreate, TaskGroupRunRequest, parse
+from ..record import GroupRecord
+from .http import body, broker, catalog, flag, last_event_id, seconds_arg, sse_response, tenant
 
 
 def blueprints() -> list[Blueprint]:
     return [
-        _groups("groups", "/v1/tasks/groups"),
-        _groups("groups_beta", "/v1beta/tasks/groups"),
-        _run_events("run_events", "/v1/tasks/runs"),
-        _run_events("run_events_beta", "/v1beta/tasks/runs"),
+        _groups("groups", paths.GROUPS),
+        _groups("groups_beta", paths.BETA_GROUPS),
+        _run_events("run_events", paths.RUNS),
+        _run_events("run_events_beta", paths.BETA_RUNS),
     ]
 
 
@@ -32,7 +29,7 @@ def _groups(name: str, prefix: str) -> Blueprint:
 
     @bp.post("")
     def create() -> tuple[dict[str, Any], int]:
-        req = parse(group.TaskGroupCreate, body())
+        req = parse(TaskGroupCreate, body())
         return _shape(group.create(broker(), tenant(), req)), 200
 
     @bp.get("/<group_id>")
@@ -41,7 +38,7 @@ def _groups(name: str, prefix: str) -> Blueprint:
 
     @bp.post("/<group_id>/runs")
     def add_runs(group_id: str) -> dict[str, Any]:
-        req = parse(group.TaskGroupRunRequest, body())
+        req = parse(TaskGroupRunRequest, body())
         added = group.add_runs(broker(), catalog(), tenant(), group_id, req)
         return added.model_dump(mode="json")
 
@@ -51,21 +48,21 @@ def _groups(name: str, prefix: str) -> Blueprint:
             broker(),
             tenant(),
             group_id,
-            last_event_id=_last_event_id(),
+            last_event_id=last_event_id(),
             status=request.args.get("status"),
-            include_input=_flag("include_input"),
-            include_output=_flag("include_output"),
+            include_input=flag("include_input"),
+            include_output=flag("include_output"),
         )
-        return _sse(stream)
+        return sse_response(stream)
 
     @bp.get("/<group_id>/runs/<run_id>")
     def retrieve_run(group_id: str, run_id: str) -> dict[str, Any]:
-        return run.to_task_run(group.run_of(broker(), tenant(), group_id, run_id), broker()).model_dump(mode="json")
+        return wire.to_task_run(group.run_of(broker(), tenant(), group_id, run_id), broker()).model_dump(mode="json")
 
     @bp.get("/<group_id>/events")
     def group_events(group_id: str) -> Response:
-        timeout_s = _seconds("timeout", events.MAX_STREAM_S, events.MAX_STREAM_S)
-        return _sse(events.group_events(broker(), tenant(), group_id, _last_event_id(), timeout_s))
+        timeout_s = seconds_arg("timeout", events.MAX_STREAM_S, events.MAX_STREAM_S)
+        return sse_response(events.group_events(broker(), tenant(), group_id, last_event_id(), timeout_s))
 
     @bp.post("/<group_id>/cancel")
     def cancel(group_id: str) -> dict[str, Any]:
@@ -79,25 +76,11 @@ def _run_events(name: str, prefix: str) -> Blueprint:
 
     @bp.get("/<run_id>/events")
     def run_events(run_id: str) -> Response:
-        timeout_s = _seconds("timeout", events.MAX_STREAM_S, events.MAX_STREAM_S)
-        return _sse(events.run_events(broker(), tenant(), run_id, _last_event_id(), timeout_s))
+        timeout_s = seconds_arg("timeout", events.MAX_STREAM_S, events.MAX_STREAM_S)
+        return sse_response(events.run_events(broker(), tenant(), run_id, last_event_id(), timeout_s))
 
     return bp
 
 
-def _shape(record: dict[str, str]) -> dict[str, Any]:
-    return group.to_task_group(record).model_dump(mode="json")
-
-
-def _sse(stream: Iterator[str]) -> Response:
-    """The stream as an SSE response holding one of the tenant's slots until it closes."""
-    return Response(slots().stream(tenant(), stream), mimetype="text/event-stream", headers=SSE_HEADERS)
-
-
-def _last_event_id() -> str | None:
-    # EventSource resends the id it saw last as a header when it reconnects.
-    return request.args.get("last_event_id") or request.headers.get("Last-Event-ID")
-
-
-def _flag(name: str) -> bool:
-    return request.args.get(name, "").lower() in {"1", "true", "yes"}
+def _shape(record: GroupRecord) -> dict[str, Any]:
+    return wire.to_task_group(record).model_dump(mode="json")

@@ -9,7 +9,7 @@ import flask_swagger_ui
 from flask import Blueprint, Response, current_app, send_from_directory
 
 from .. import metrics, openapi
-from . import broker, error_response
+from .http import broker, error_response
 
 bp = Blueprint("health", __name__)
 

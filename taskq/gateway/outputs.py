@@ -14,23 +14,22 @@ page), page by page, with fresh URLs.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 from urllib.parse import quote
 
 from flask import Blueprint, Response, request, send_file
 
-from .. import errors, outputs, run
+from .. import errors, outputs, paths, run
 from ..broker import translated
 from ..models import OutputFile, OutputFileList
-from ..outputs.directory import URL_PREFIX, DirectoryStorage
+from ..outputs.directory import DirectoryStorage
+from ..outputs.names import NAME
 from ..outputs.signing import verify
-from . import broker, tenant
+from .http import broker, tenant
 
-bp = Blueprint("outputs", __name__, url_prefix=URL_PREFIX.rstrip("/"))
-runs_bp = Blueprint("run_outputs", __name__, url_prefix="/v1/tasks/runs")
+bp = Blueprint("outputs", __name__, url_prefix=paths.OUTPUT_FILES.rstrip("/"))
+runs_bp = Blueprint("run_outputs", __name__, url_prefix=paths.RUNS)
 
-PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 
 
 def blueprints() -> list[Blueprint]:
@@ -42,10 +41,10 @@ def download(run_id: str, uid: str, name: str) -> Response:
     store = outputs.record.storage(broker())
     if not isinstance(store, DirectoryStorage):
         raise errors.NotFound("output files are served by their object store, not here")
-    if not all(PART.fullmatch(p) for p in (run_id, uid, name)):
+    if not all(NAME.fullmatch(p) for p in (run_id, uid, name)):
         raise errors.NotFound("no such output file")
     key = f"{run_id}/{uid}/{name}"
-    verify(store.secret, URL_PREFIX + quote(key), request.args.get("expires"), request.args.get("sig"))
+    verify(store.secret, paths.OUTPUT_FILES + quote(key), request.args.get("expires"), request.args.get("sig"))
     with translated():
         entry = outputs.record.find(broker(), run_id, key)
     path = store.path(key)

@@ -19,13 +19,13 @@ from urllib.parse import parse_qsl, urlencode
 
 from flask import Blueprint, request
 
-from .. import errors, run
+from .. import errors, paths, run
 from ..upstream import forwarded_headers
 from ..models import RunInput, parse
-from . import body as read_body
-from . import broker, catalog, tenant
+from .http import body as read_body
+from .http import broker, catalog, tenant
 
-bp = Blueprint("proxy", __name__, url_prefix="/v1/async")
+bp = Blueprint("proxy", __name__, url_prefix=paths.ASYNC)
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 # Query parameters that are taskq's, never the upstream's.

@@ -17,10 +17,10 @@ one place, serving.py.
 
 from __future__ import annotations
 
-from .output import Output
-from .record import OutputRejected, Page, count, page, save, sweep
+# `Output`, the processor's side, is output.py (taskq.Output): it needs the run being
+# served (context.py), which nothing here does.
+from .record import Page, page, save, sweep
 from .serving import Serving, serving
 from .storage import Storage, storage_for
 
-__all__ = ["Output", "OutputRejected", "Page", "Serving", "Storage", "count", "page", "save", "serving", "storage_for",
-           "sweep"]  # fmt: skip
+__all__ = ["Page", "Serving", "Storage", "page", "save", "serving", "storage_for", "sweep"]

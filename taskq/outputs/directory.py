@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote
 
+from .. import paths
 from . import signing
 
-URL_PREFIX = "/v1/outputs/"
 CHUNK_BYTES = 1 << 20
 
 
@@ -49,7 +49,7 @@ class DirectoryStorage:
             raise
 
     def url(self, key: str, content_type: str, expires_s: int) -> str:
-        return self.base + signing.sign(self.secret, URL_PREFIX + quote(key), expires_s)
+        return self.base + signing.sign(self.secret, paths.OUTPUT_FILES + quote(key), expires_s)
 
     def delete_run(self, run_id: str) -> None:
         shutil.rmtree(self.path(run_id), ignore_errors=True)

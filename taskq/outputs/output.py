@@ -15,12 +15,10 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import record
+from ..context import current_run
+from . import names, record
 
-
-class NoFile(ValueError):
-    def __init__(self) -> None:
-        super().__init__("this Output has no file: give a path, or use Output.from_bytes(name, data)")
+NO_FILE = "this Output has no file: give a path, or use Output.from_bytes(name, data)"
 
 
 class Output:
@@ -32,8 +30,8 @@ class Output:
         if path is None and name is None:
             raise ValueError("Output needs a path (or use Output.from_bytes(name, data))")
         self.path = Path(path) if path is not None else None
-        self.name = record.check_name(name or Path(str(path)).name)
-        self.content_type = record.check_content_type(
+        self.name = names.check_name(name or Path(str(path)).name)
+        self.content_type = names.check_content_type(
             self.name, content_type or mimetypes.guess_type(self.name)[0] or "application/octet-stream"
         )
         self._data: bytes | None = None
@@ -50,7 +48,7 @@ class Output:
         if self._data is not None:
             return len(self._data)
         if self.path is None:
-            raise NoFile()
+            raise ValueError(NO_FILE)
         return self.path.stat().st_size
 
     def save(self) -> Output:
@@ -58,8 +56,8 @@ class Output:
         replaced). Raises OutputRejected, keeping nothing, when it is over a limit or
         its content type is not a media type."""
         if self._data is None and self.path is None:
-            raise NoFile()
-        current = _current()
+            raise ValueError(NO_FILE)
+        current = current_run()
         source: BinaryIO
         if self._data is not None:
             source = io.BytesIO(self._data)
@@ -76,10 +74,4 @@ class Output:
         """A URL for the saved file, good for `expires` seconds."""
         if self._entry is None:
             raise RuntimeError("save() the output before asking for its URL")
-        return record.url(_current()._broker, self._entry, int(expires))
-
-
-def _current() -> Any:
-    from ..engine.context import current_run  # the attempt's hook: run id, lease token, broker
-
-    return current_run()
+        return record.url(current_run()._broker, self._entry, int(expires))

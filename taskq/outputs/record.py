@@ -16,46 +16,23 @@ import logging
 import re
 import secrets
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from .. import errors, keys
-from ..broker import Broker, now_ms, translated
-from ..headers import MAX_MEDIA_TYPE_CHARS, is_media_type
-from ..processor import OutputInvalid
+from ..errors import OutputRejected
+from ..broker import Broker, translated
+from ..clock import iso, now_ms
+from ..record import RunRecord
+from .names import check_content_type, check_name
 from .storage import Storage, storage_for
 
 log = logging.getLogger("taskq.outputs")
 
-NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 SWEEP_BATCH = 100
 SWEEP_RETRY_MS = 60_000
 TASK_RUN_PAGE = 100  # files a TaskRun lists; all of them are at GET /v1/tasks/runs/{id}/outputs
 MAX_PAGE = 1000  # files one page of that listing may ask for
-
-
-class OutputRejected(OutputInvalid):
-    """An output file was refused (bad name or content type, over a limit, or the
-    attempt lost its run): the run fails saying so, and nothing of the file is kept."""
-
-
-def check_name(name: str) -> str:
-    if not NAME.fullmatch(name):
-        raise OutputRejected(
-            f"output name {name!r}: use 1-200 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
-        )
-    return name
-
-
-def check_content_type(name: str, content_type: str) -> str:
-    if not is_media_type(content_type):
-        shown = content_type if len(content_type) <= 80 else content_type[:80] + "…"
-        raise OutputRejected(
-            f"output {name!r}: content type {shown!r} is not a media type: use type/subtype[; name=value]..., "
-            f"printable ASCII, at most {MAX_MEDIA_TYPE_CHARS} characters"
-        )
-    return content_type
 
 
 @functools.lru_cache(maxsize=16)
@@ -150,13 +127,6 @@ def url(broker: Broker, entry: dict[str, Any], expires_s: int) -> str:
     return storage(broker).url(entry["key"], entry["content_type"], expires_s)
 
 
-def count(record: Mapping[str, str]) -> int:
-    """How many output files the run (its record, or part of it) lists."""
-    if record.get("outputs"):  # recorded by an earlier version: one JSON list
-        return len(json.loads(record["outputs"]))
-    return int(record.get("outputs_count") or 0)
-
-
 @dataclass(frozen=True)
 class Page:
     """Some of a run's output files, in the order saved, each with a URL made now;
@@ -166,23 +136,16 @@ class Page:
     next_cursor: str | None = None
 
 
-def listing_path(run_id: str, cursor: str | None = None) -> str:
-    """Where every file of the run is listed, from `cursor` on."""
-    return f"/v1/tasks/runs/{run_id}/outputs" + (f"?cursor={cursor}" if cursor else "")
-
-
-def page(broker: Broker, record: Mapping[str, str], limit: int = TASK_RUN_PAGE, cursor: str | None = None) -> Page:
+def page(broker: Broker, record: RunRecord, limit: int = TASK_RUN_PAGE, cursor: str | None = None) -> Page:
     """The run's output files after `cursor` (a `next_cursor` given before), at most
     `limit` of them, each with a URL good for `output_url_expires_s`. Costs the page,
     not the run's files. A file saved again while a client pages moves to the end."""
     if not 1 <= limit <= MAX_PAGE:
         raise errors.ValidationFailed(f"limit: must be between 1 and {MAX_PAGE}", {"field": "limit"})
     after = _after(cursor)
-    if not count(record):
+    if not record.outputs_count:
         return Page([])
     entries, more = _entries(broker, record, after, limit)
-    from ..run import iso  # run imports this module
-
     expires_s = broker.settings.output_url_expires_s
     expires_at = iso(now_ms() + expires_s * 1000)
     files = [
@@ -201,14 +164,15 @@ def _after(cursor: str | None) -> int:
     return int(cursor)
 
 
-def _entries(broker: Broker, record: Mapping[str, str], after: int, limit: int) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
+def _entries(broker: Broker, record: RunRecord, after: int, limit: int) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
     """(position, entry) of the files after position `after`, at most `limit`, and
     whether more follow."""
-    if record.get("outputs"):  # recorded by an earlier version: one JSON list
-        rest = [(i, e) for i, e in enumerate(json.loads(record["outputs"]), 1) if i > after]
+    legacy = record.get("outputs")
+    if legacy:  # recorded by an earlier version: one JSON list
+        rest = [(i, e) for i, e in enumerate(json.loads(legacy), 1) if i > after]
         return rest[:limit], len(rest) > limit
-    files, order = keys.run_outputs(record["id"]), keys.run_outputs_order(record["id"])
-    small = count(record) <= limit  # all of them fit in a page: read them in the same round trip
+    files, order = keys.run_outputs(record.id), keys.run_outputs_order(record.id)
+    small = record.outputs_count <= limit  # all of them fit in a page: read them in the same round trip
     with translated():
         pipe = broker.redis.pipeline(transaction=False)
         pipe.zrangebyscore(order, f"({after}", "+inf", start=0, num=limit + 1, withscores=True)

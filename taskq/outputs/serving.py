@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..headers import is_media_type
-from .record import NAME
+from .names import NAME
 
 # Types a browser shows without running anything in them.
 INERT = frozenset({

@@ -12,6 +12,7 @@ import requests
 from pydantic import BaseModel, Field
 
 from .. import upstream
+from ..errors import UpstreamError
 from ..processor import task
 from ..settings import Settings
 
@@ -25,10 +26,6 @@ class HttpRequest(BaseModel):
     query: str = ""
     headers: dict[str, str] = Field(default_factory=dict)
     body: str = ""
-
-
-class UpstreamError(Exception):
-    """The upstream answered 5xx or could not be reached; worth a retry."""
 
 
 @task(name="http", queue="default", timeout=12 * 3600, retry_on=(UpstreamError, requests.ConnectionError, requests.Timeout))

@@ -1,5 +1,6 @@
 -- Shared by every script (scripts.py puts it in front of each, after the generated
--- prelude that defines the status sets TERMINAL, ACTIVE, NOTIFY and ACTIVE_LIST).
+-- prelude that defines TERMINAL, ACTIVE, NOTIFY, LEASED, ACTIVE_LIST, ALLOWED, LINKS
+-- and COUNT from the Python definitions).
 -- Times are epoch milliseconds from Redis's own clock (`now_ms`), never a caller's:
 -- workers on many machines share no clock, and leases, due times, deadlines and
 -- retention must not depend on theirs agreeing. RQ's own timestamps are its ISO strings.
@@ -61,7 +62,7 @@ end
 -- The one step every status change goes through: the record (with `fields`, more
 -- field/value pairs written in the same HSET), the run's event, the group's
 -- counters and events, the webhook outbox and the metrics change together. `links`
--- is the LINKS fields of the run, in that order, when the caller has read them
+-- is the LINKS fields of the run (record.py), in that order, when the caller has read them
 -- already (`links_of`, or an HMGET of LINKS); `fields` then says what changed. A run
 -- leaving action_required leaves the waiting set and drops its question; a run ending
 -- starts the clock on its output files and their listing (if it has any).
@@ -69,8 +70,6 @@ end
 -- Each state event carries the run as of that change, so that a replay shows it as it
 -- was (events.py): a = attempts, e = how many errors it had (the last is its error),
 -- s = started_ms, n = next_attempt_ms (while queued). Its time is the event's id.
-local LINKS = {'taskgroup_id', 'webhook', 'webhook_all', 'has_outputs', 'processor', 'started_ms', 'next_attempt_ms',
-  'created_ms', 'attempts', 'errors_n'}
 local LINK = {}  -- a LINKS name -> its position, so positions are never spelled twice
 for i, name in ipairs(LINKS) do LINK[name] = i end
 local function links_of(rec)
@@ -97,13 +96,16 @@ local function count_transition(old, new, now, r)
   local started = r[LINK.started_ms]
   if old == 'queued' and new == 'running' then
     ms = ceil2(tonumber(now) - tonumber(r[LINK.next_attempt_ms] or r[LINK.created_ms] or now))
-  elseif (old == 'running' or old == 'cancelling') and new ~= 'cancelling' and started then
+  elseif LEASED[old] and not LEASED[new] and started then
     ms = ceil2(tonumber(now) - tonumber(started))
   end
   redis.call('HINCRBY', P .. 'metrics', 'run|' .. (old or '') .. '|' .. new .. '|' .. ms .. '|' .. (r[LINK.processor] or ''), 1)
 end
 
 local function set_status(id, old, new, now, retention_s, fields, links)
+  if not ALLOWED[old or ''][new] then
+    error('taskq: illegal status change ' .. (old or 'new') .. ' -> ' .. new .. ' for ' .. id)
+  end
   local key = run_key(id)
   local pairs_ = append({}, 'status', new, 'modified_ms', now)
   if TERMINAL[new] then append(pairs_, 'finished_ms', now) end
@@ -127,22 +129,22 @@ local function set_status(id, old, new, now, retention_s, fields, links)
   count_transition(old, new, now, r)
   if gid then
     local gkey = P .. 'group:' .. gid
-    if old then redis.call('HINCRBY', gkey, 'c:' .. old, -1) end
-    redis.call('HINCRBY', gkey, 'c:' .. new, 1)
+    if old then redis.call('HINCRBY', gkey, COUNT .. old, -1) end
+    redis.call('HINCRBY', gkey, COUNT .. new, 1)
     redis.call('HSET', gkey, 'modified_ms', now)
     if NOTIFY[new] then
       redis.call('XADD', gkey .. ':events', '*', 'type', 'task_run.state', 'run_id', id, unpack(state))
     end
     if TERMINAL[new] then
       local fields_ = {}
-      for i, s in ipairs(ACTIVE_LIST) do fields_[i] = 'c:' .. s end
+      for i, s in ipairs(ACTIVE_LIST) do fields_[i] = COUNT .. s end
       local active = 0
       for _, c in ipairs(redis.call('HMGET', gkey, unpack(fields_))) do active = active + (tonumber(c) or 0) end
       if active == 0 then
         -- The group as of now: its counters, so a replay shows the counts it had then.
         local counts = {}
         for k, v in pairs(as_table(redis.call('HGETALL', gkey))) do
-          if string.sub(k, 1, 2) == 'c:' or k == 'num_task_runs' then table.insert(counts, k .. '=' .. v) end
+          if string.sub(k, 1, #COUNT) == COUNT or k == 'num_task_runs' then table.insert(counts, k .. '=' .. v) end
         end
         redis.call('XADD', gkey .. ':events', '*', 'type', 'task_group_status', 'counts', table.concat(counts, ','))
         -- A finished group expires with its runs; adding runs again persists it.
@@ -160,7 +162,7 @@ local function set_status(id, old, new, now, retention_s, fields, links)
     redis.call('ZADD', P .. 'deliveries:due', now, did)
   end
   if TERMINAL[new] then
-    if old == 'running' or old == 'cancelling' then drop_lease(id) end
+    if LEASED[old] then drop_lease(id) end
     if old == 'queued' then redis.call('ZREM', P .. 'delayed', id) end
     redis.call('EXPIRE', key, retention_s)
     redis.call('EXPIRE', key .. ':events', retention_s)
@@ -181,6 +183,12 @@ local function error_fields(id, err_json)
   return {'error', err_json, 'errors', cjson.encode(list), 'errors_n', #list}
 end
 
+-- The one backoff curve: the n-th wait (n >= 1) is base * 2^(n-1) ms, at most cap,
+-- times jitter (in [0.5, 1], chosen by the caller; 1 for none).
+local function backoff_ms(n, base, cap, jitter)
+  return math.floor(math.min(cap, base * 2 ^ (math.max(n, 1) - 1)) * (jitter or 1))
+end
+
 -- The one retry rule, for every way an attempt can fail (the processor raised, it
 -- timed out, its worker was lost): retried after a backoff while the failures (the
 -- attempts, less those a shutdown or a hand-back cut short) are within max_retries
@@ -191,8 +199,7 @@ local function retry_or_fail(id, cur, err_json, retryable, now, retention_s, pol
   fields = append(fields or {}, unpack(error_fields(id, err_json)))
   local failures = (tonumber(cur.attempts) or 0) - (tonumber(cur.interruptions) or 0)
   if retryable and failures <= (tonumber(cur.max_retries) or 0) then
-    local delay = math.min(policy[2], policy[1] * 2 ^ (math.max(failures, 1) - 1)) * policy[3]
-    local due = now + math.floor(delay)
+    local due = now + backoff_ms(failures, policy[1], policy[2], policy[3])
     append(fields, 'next_attempt_ms', due)
     drop_lease(id)
     redis.call('ZADD', P .. 'delayed', due, id)

@@ -32,7 +32,7 @@ while i <= #ARGV do
   local r = redis.call('HMGET', key, 'status', 'token', 'attempts', 'interruptions', 'max_retries', 'error',
     'started_ms', unpack(LINKS))
   local status = r[1]
-  if (status ~= 'running' and status ~= 'cancelling') or r[2] ~= token then
+  if not LEASED[status] or r[2] ~= token then
     table.insert(ended, '')
   else
     local cur = {status = status, attempts = r[3], interruptions = r[4], max_retries = r[5]}
@@ -49,7 +49,7 @@ while i <= #ARGV do
     elseif what == 'shutdown' or what == 'handback' then
       local handed = (tonumber(r[4]) or 0) + 1
       local due = now
-      if what == 'handback' then due = now + math.floor(math.min(cap, base * 2 ^ (handed - 1))) end
+      if what == 'handback' then due = now + backoff_ms(handed, base, cap) end
       append(fields, 'interruptions', handed, 'next_attempt_ms', due)
       drop_lease(id)
       redis.call('ZADD', P .. 'delayed', due, id)

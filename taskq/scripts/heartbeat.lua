@@ -6,7 +6,7 @@ local states, held = {}, {}
 local deadline = now_ms() + tonumber(ARGV[1])
 for i = 2, #ARGV, 2 do
   local cur = redis.call('HMGET', run_key(ARGV[i]), 'status', 'token')
-  if cur[2] ~= ARGV[i + 1] or (cur[1] ~= 'running' and cur[1] ~= 'cancelling') then
+  if cur[2] ~= ARGV[i + 1] or not LEASED[cur[1]] then
     table.insert(states, 'lost')
   else
     table.insert(states, cur[1])

@@ -10,7 +10,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'running', '-inf', now, 'LI
   local key = run_key(id)
   local r = redis.call('HMGET', key, 'status', 'attempts', 'interruptions', 'max_retries')
   redis.call('ZREM', P .. 'running', id)
-  if r[1] == 'running' or r[1] == 'cancelling' then
+  if LEASED[r[1]] then
     if r[1] == 'cancelling' then
       set_status(id, r[1], 'cancelled', now, retention, {'token', ''})
     else

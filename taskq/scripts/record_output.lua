@@ -12,7 +12,7 @@
 local run, files, order, expiring = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, token, name, entry, size = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local cur = redis.call('HMGET', run, 'status', 'token', 'outputs')
-if (cur[1] ~= 'running' and cur[1] ~= 'cancelling') or cur[2] ~= token then return {'lost'} end
+if not LEASED[cur[1]] or cur[2] ~= token then return {'lost'} end
 
 -- A run recorded by an earlier version keeps its files as one JSON list in its
 -- `outputs` field (names unique): moved here once, on its first save since.

@@ -9,13 +9,12 @@ from flask import Response, flash, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from ... import delivery, errors, events, group, run, run_list
+from ... import errors, events, group, run, run_list, wire
 from ...models import RunStatus
 from ...overview import overview
-from .. import broker, tenant
-from ..groups import _sse as sse_response
-from ..runs import run_list_filter
-from . import PREFIX, bp, check_origin, sign_in, sign_out
+from ...webhooks import delivery
+from ..http import broker, run_filter, sse_response, tenant
+from .auth import PREFIX, bp, check_origin, sign_in, sign_out
 
 GROUP_RUNS_SHOWN = 200
 
@@ -71,7 +70,7 @@ def runs() -> str:
     key, sep, value = args.get("meta", "").partition("=")
     if sep and key.strip():
         args[f"metadata.{key.strip()}"] = value.strip()
-    flt = run_list_filter(args)
+    flt = run_filter(args)
     try:
         limit = int(args.get("limit") or 25)
     except ValueError:
@@ -84,12 +83,12 @@ def runs() -> str:
 @bp.get("/runs/<run_id>")
 def run_page(run_id: str) -> str:
     record = run.load(broker(), tenant(), run_id)
-    task_run = run.to_task_run(record, broker())
-    result = run.to_result(record).output if task_run.status is RunStatus.completed else None
+    task_run = wire.to_task_run(record, broker())
+    result = wire.to_result(record).output if task_run.status is RunStatus.completed else None
     return render_template(
         "dashboard/run.html",
         run=task_run,
-        input=run.to_input(record)["input"],
+        input=record.input,
         output=result,
         deliveries=delivery.for_run(broker(), tenant(), run_id),
     )
@@ -106,7 +105,7 @@ def run_events(run_id: str) -> Response:
 def cancel(run_id: str) -> WerkzeugResponse:
     try:
         record = run.cancel(broker(), tenant(), run_id)
-        flash(f"run {record['status']}")
+        flash(f"run {record.status.value}")
     except errors.Conflict as exc:
         flash(exc.message)
     return redirect(url_for("dashboard.run_page", run_id=run_id))
@@ -125,7 +124,7 @@ def redeliver(run_id: str, delivery_id: str) -> WerkzeugResponse:
 
 @bp.get("/groups")
 def groups() -> str:
-    shown = [group.to_task_group(rec) for rec in group.recent(broker(), tenant())]
+    shown = [wire.to_task_group(rec) for rec in group.recent(broker(), tenant())]
     return render_template("dashboard/groups.html", groups=shown)
 
 
@@ -134,15 +133,15 @@ def group_page(group_id: str) -> str:
     record = group.load(broker(), tenant(), group_id)
     members = []
     for _position, rec in group.run_records(broker(), group_id):
-        members.append(run.to_task_run(rec))
+        members.append(wire.to_task_run(rec))
         if len(members) == GROUP_RUNS_SHOWN:
             break
-    return render_template("dashboard/group.html", group=group.to_task_group(record), runs=members, shown=GROUP_RUNS_SHOWN)
+    return render_template("dashboard/group.html", group=wire.to_task_group(record), runs=members, shown=GROUP_RUNS_SHOWN)
 
 
 @bp.get("/groups/<group_id>/status")
 def group_status(group_id: str) -> dict[str, Any]:
-    return group.status(group.load(broker(), tenant(), group_id)).model_dump(mode="json")
+    return wire.group_status(group.load(broker(), tenant(), group_id)).model_dump(mode="json")
 
 
 @bp.get("/groups/<group_id>/events")

@@ -23,9 +23,10 @@ from typing import Any
 
 import redis
 
-from . import delivery, errors, sync, transport, webhook
-from .broker import Broker, now_ms
-from .models import Webhook
+from .. import errors, sync
+from . import delivery, signing, transport
+from ..broker import Broker, now_ms
+from ..models import Webhook
 
 log = logging.getLogger("taskq.dispatcher")
 
@@ -159,21 +160,21 @@ class Dispatcher:
         """Makes one attempt at one claimed delivery and records it."""
         started_ms = now_ms()
         record = claim.run
-        if not record or not record.get("webhook"):
+        if record is None or not record.get("webhook"):
             self._record(claim, started_ms, transport.Response(None, 0, "the run has expired"), "dead")
             return
         try:
             # A pydantic ValidationError is a ValueError: a stored webhook that today's
             # rules refuse (headers, say) is dead, not retried forever.
-            hook = Webhook.model_validate_json(record["webhook"])
-            secret = hook.secret or claim.tenant_secret or delivery.tenant_secret(self.broker, record["tenant"])
-            key = webhook.secret_key(secret)
+            hook = Webhook.model_validate_json(record.get("webhook") or "")
+            secret = hook.secret or claim.tenant_secret or delivery.tenant_secret(self.broker, record.tenant)
+            key = signing.secret_key(secret)
             # So is a run stored before non-finite numbers were refused: no JSON body.
             body = delivery.payload(record, claim.status, claim.created_ms, self.broker)
         except ValueError as exc:
             self._record(claim, started_ms, transport.Response(None, 0, str(exc)), "dead")
             return
-        headers = webhook.request_headers(key, claim.delivery_id, int(time.time()), body, hook.headers)
+        headers = signing.request_headers(key, claim.delivery_id, int(time.time()), body, hook.headers)
         response = transport.send(
             hook.url,
             body,

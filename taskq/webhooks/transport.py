@@ -1,5 +1,5 @@
 """The pinned HTTP(S) transport that sends one webhook attempt: the host is resolved
-and checked (webhook.is_public) at send time and the connection made to that very
+and checked (address.is_public) at send time and the connection made to that very
 address; kept-alive connections are pooled per origin, each still pinned to the
 address checked when it was opened."""
 
@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .webhook import is_public
+from ..errors import ConnectTimedOut, DeliveryBlocked
+from .address import is_public
 
 
 @dataclass
@@ -35,18 +36,6 @@ class Response:
         return self.status_code is not None and 200 <= self.status_code < 300 and self.error is None
 
 
-class Blocked(Exception):
-    """The URL's host resolved to an address taskq may not call. The message is what
-    the tenant reads in the attempt and never names the address; `address` is for
-    the operator's log."""
-
-    def __init__(self, message: str, address: str | None = None) -> None:
-        super().__init__(message)
-        self.address = address
-
-
-class ConnectTimeout(Exception):
-    """The receiver did not accept the connection within CONNECT_TIMEOUT_S."""
 
 
 # A receiver that does not even accept the connection gets this long, not the whole
@@ -68,7 +57,7 @@ def send(
     parts = urlsplit(url)
     try:
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise Blocked("not an http or https URL")
+            raise DeliveryBlocked("not an http or https URL")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         key = (parts.scheme, parts.hostname, port, allow_private)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -85,9 +74,9 @@ def send(
         cls = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
         conn = cls(parts.hostname, port, address=address, allow_private=allow_private, timeout=remaining)
         return _exchange(conn, path, body, headers, start, timeout_s, pool, key)
-    except Blocked as exc:
+    except DeliveryBlocked as exc:
         return Response(None, _ms(start), f"refused: {exc}", refused_address=exc.address)
-    except ConnectTimeout:
+    except ConnectTimedOut:
         return Response(None, _ms(start), f"timed out connecting after {min(timeout_s, CONNECT_TIMEOUT_S):g} s")
     except TimeoutError:
         return Response(None, _ms(start), f"timed out after {timeout_s:g} s")
@@ -244,7 +233,7 @@ def _resolve(host: str, port: int, allow_private: bool) -> str:
         raise OSError(f"host {host!r} does not resolve") from exc
     address = str(infos[0][4][0])
     if not allow_private and not is_public(address):
-        raise Blocked(f"host {host!r} resolves to a non-public address", address)
+        raise DeliveryBlocked(f"host {host!r} resolves to a non-public address", address)
     return address
 
 
@@ -261,14 +250,14 @@ class _PinnedHTTP(http.client.HTTPConnection):
             connect_s = CONNECT_TIMEOUT_S if self.timeout is None else min(self.timeout, CONNECT_TIMEOUT_S)
             sock = socket.create_connection((self.address, self.port), connect_s)
         except TimeoutError as exc:
-            raise ConnectTimeout() from exc
+            raise ConnectTimedOut() from exc
         sock.settimeout(self.timeout)
         # As http.client does: a kept-alive connection must not wait on Nagle's algorithm.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = str(sock.getpeername()[0])
         if not self.allow_private and not is_public(peer):
             sock.close()
-            raise Blocked(f"host {self.host!r}: the address connected to is not public", peer)
+            raise DeliveryBlocked(f"host {self.host!r}: the address connected to is not public", peer)
         return sock
 
     def connect(self) -> None:

@@ -1,28 +1,20 @@
-"""Webhooks on the wire: which URLs taskq may call (SSRF rules) and how a delivery is
-signed (Standard Webhooks); `transport.py` sends one attempt.
+"""Which URLs a webhook may call (SSRF rules).
 
 A URL must be http or https, and its host must resolve only to public addresses:
 never loopback, private, link-local (cloud metadata lives there), multicast,
 reserved or unspecified; for IPv6, global unicast only (see `is_public`) — unless
-TASKQ_WEBHOOK_ALLOW_PRIVATE=1. The check runs when
-a run is created and again, on the address actually connected to, at send time.
+TASKQ_WEBHOOK_ALLOW_PRIVATE=1. The check runs when a run is created and again, on
+the address actually connected to, at send time (transport.py).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import ipaddress
-import secrets
 import socket
 from urllib.parse import urlsplit
 
-from . import errors
-from . import headers as headers_rules
-from .headers import check_headers  # noqa: F401  (the Webhook model's rule)
-from .settings import Settings
+from .. import errors
+from ..settings import Settings
 
 
 # IPv6: only global unicast (2000::/3, and global by the IANA registry) is public;
@@ -81,59 +73,3 @@ def check_url(url: str, settings: Settings, *, field: str = "webhook.url") -> No
         raise errors.ValidationFailed(
             f"{field}: host {parts.hostname!r} resolves to a non-public address", {"field": field}
         )
-
-
-# --- secrets and signatures (Standard Webhooks) ---------------------------------
-
-SECRET_PREFIX = "whsec_"
-SIGNATURE_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature"})
-# The user's headers may add to a request but never replace what makes it a signed,
-# well-formed delivery.
-RESERVED_HEADERS = SIGNATURE_HEADERS | {
-    "content-type", "content-length", "host", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
-    "upgrade", "proxy-connection", "user-agent",
-}  # fmt: skip
-
-
-def new_secret() -> str:
-    """A fresh `whsec_` secret: 24 random bytes, base64."""
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
-
-
-def secret_key(secret: str) -> bytes:
-    """The HMAC key of a secret, read exactly as the standardwebhooks libraries read
-    it: an optional `whsec_` prefix, then base64. Raises ValueError for a secret they
-    would refuse, so whatever string the client gave, `Webhook(that_string)` verifies."""
-    body = secret[len(SECRET_PREFIX) :] if secret.startswith(SECRET_PREFIX) else secret
-    try:
-        key = base64.b64decode(body + "==")
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("webhook secret must be base64, optionally after a 'whsec_' prefix") from exc
-    if not key:
-        raise ValueError("webhook secret must not be empty")
-    return key
-
-
-def sign(key: bytes, msg_id: str, timestamp_s: int, body: bytes) -> str:
-    digest = hmac.new(key, f"{msg_id}.{timestamp_s}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
-
-
-def request_headers(key: bytes, msg_id: str, timestamp_s: int, body: bytes, extra: dict[str, str]) -> dict[str, str]:
-    """The delivery's headers: the user's own first, then the signature, which they
-    cannot override."""
-    headers = {
-        name.strip(): value
-        for name, value in extra.items()
-        if headers_rules.is_valid(name.strip(), value) and name.strip().lower() not in RESERVED_HEADERS
-    }
-    headers.update(
-        {
-            "content-type": "application/json",
-            "user-agent": "taskq-webhooks/1",
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(timestamp_s),
-            "webhook-signature": sign(key, msg_id, timestamp_s, body),
-        }
-    )
-    return headers

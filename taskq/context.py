@@ -6,8 +6,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import keys
-from ..broker import Broker
+from . import action, keys
+from .broker import Broker
 
 PROGRESS_MAXLEN = 1000
 
@@ -30,8 +30,6 @@ class CurrentRun:
         """Asks a person (see taskq/action.py): returns the answer once given; until
         then the run waits in `action_required`, holding no worker, and runs again
         from the start when answered."""
-        from .. import action
-
         return action.ask(self, message, schema)
 
     def progress(self, message: str) -> None:

@@ -23,45 +23,16 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
-
-from . import errors, keys, run, webhook
-from .broker import Broker, now_ms, translated
-from .models import RunStatus, TaskRunOutput, dumps
+from .. import errors, keys, paths, run, wire
+from ..clock import iso, now_ms
+from ..record import DELIVERY, DeliveryRecord, RunRecord, load_deliveries
+from ..broker import Broker, translated
+from ..models import RunStatus, TaskRunOutput, WebhookAttempt, WebhookDelivery, dumps
+from . import signing
 
 # A completed run's output rides in the payload up to this size; past it the payload
 # carries `result_url` only and the receiver fetches the result with its API key.
 MAX_INLINE_OUTPUT_BYTES = 64 * 1024
-
-
-class WebhookAttempt(BaseModel):
-    attempt: int
-    attempted_at: str
-    status_code: int | None = None
-    latency_ms: int
-    error: str | None = None
-    outcome: str
-
-
-class WebhookDelivery(BaseModel):
-    delivery_id: str
-    run_id: str
-    event_status: RunStatus
-    state: str
-    created_at: str
-    next_attempt_at: str | None = None
-    dead_at: str | None = None
-    attempts: list[WebhookAttempt]
-
-
-# What a delivery's payload and signature need of its run, read by take_due: keep in
-# step with run.to_task_run and payload() below.
-RUN_FIELDS = (
-    "id", "tenant", "webhook", "processor", "metadata", "taskgroup_id", "created_ms", "modified_ms", "error",
-    "attempts", "max_retries", "started_ms", "finished_ms", "next_attempt_ms", "errors", "output", "output_type",
-    "outputs", "outputs_count", "required_action", "asked_ms", "answer_deadline_ms", "warnings",
-    "webhook_body",
-)  # fmt: skip
 
 
 @dataclass
@@ -79,7 +50,7 @@ class Claim:
     created_ms: int
     host: str  # the receiver, `host:port`: the unit of the per-host cap
     tenant_secret: str | None = field(default=None, repr=False)
-    run: dict[str, str] = field(default_factory=dict, repr=False)
+    run: RunRecord | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -98,7 +69,7 @@ def tenant_secret(broker: Broker, tenant: str) -> str:
     with translated():
         existing = broker.redis.get(key)
         if existing is None:
-            broker.redis.set(key, webhook.new_secret(), nx=True)
+            broker.redis.set(key, signing.new_secret(), nx=True)
             existing = broker.redis.get(key)
     return str(existing)
 
@@ -117,7 +88,7 @@ def take_due(
     counting `in_flight` (0: no cap); see scripts/take_due.lua."""
     pairs = [x for host, n in (in_flight or {}).items() if n > 0 for x in (host, n)]
     args = [int(visibility_s * 1000), limit, uuid.uuid4().hex, broker.settings.retention_s,
-            per_host, max_skips, int(defer_s * 1000), len(RUN_FIELDS), *RUN_FIELDS, *pairs]  # fmt: skip
+            per_host, max_skips, int(defer_s * 1000), len(DELIVERY), *DELIVERY, *pairs]  # fmt: skip
     with translated():
         reply = broker.scripts.take_due(args=args)
     claims = [_claim(c) for c in reply[3:]]
@@ -126,8 +97,9 @@ def take_due(
 
 
 def _claim(c: list[Any]) -> Claim:
-    run_fields = {name: value for name, value in zip(RUN_FIELDS, c[9]) if value is not None}
-    return Claim(c[0], c[1], int(c[2]), int(c[3]), c[4], c[5], int(c[6]), c[7], c[8], run_fields)
+    run_fields = {name: value for name, value in zip(DELIVERY, c[9]) if value is not None}
+    record = RunRecord(run_fields) if run_fields.get("id") else None
+    return Claim(c[0], c[1], int(c[2]), int(c[3]), c[4], c[5], int(c[6]), c[7], c[8], record)
 
 
 def record_attempt(broker: Broker, claim: Claim, attempt: dict[str, Any], state: str, delay_ms: int = 0) -> bool:
@@ -140,26 +112,26 @@ def record_attempt(broker: Broker, claim: Claim, attempt: dict[str, Any], state:
     return bool(done)
 
 
-def payload(record: dict[str, str], status: str, created_ms: int, broker: Broker | None = None) -> bytes:
+def payload(record: RunRecord, status: str, created_ms: int, broker: Broker | None = None) -> bytes:
     """The body of a delivery: the run as it is now, but with the status the event
     reports; for a completed run its output (or, when large, only where to get it)."""
-    if status == RunStatus.completed.value and record.get("webhook_body") == "upstream_response":
+    completed = status == RunStatus.completed.value
+    if completed and record.get("webhook_body") == "upstream_response":
         return _upstream_body(record)
-    task_run = run.to_task_run({**record, "status": status}, broker)
+    task_run = wire.to_task_run(record.with_fields(status=status), broker)
     data: dict[str, Any] = task_run.model_dump(mode="json")
-    if status == RunStatus.completed.value:
-        data["result_url"] = f"/v1/tasks/runs/{record['id']}/result"
-        raw = record.get("output", "null")
-        if len(raw) <= MAX_INLINE_OUTPUT_BYTES:
-            output = TaskRunOutput(type=record.get("output_type", "json"), content=json.loads(raw))  # type: ignore[arg-type]
+    if completed:
+        data["result_url"] = paths.run_result(record.id)
+        if len(record.output_json) <= MAX_INLINE_OUTPUT_BYTES:
+            output = TaskRunOutput(type=record.output_type, content=record.output)  # type: ignore[arg-type]
             data["output"] = output.model_dump(mode="json")
-    body = {"type": "task_run.status", "timestamp": run.iso(created_ms), "data": data}
+    body = {"type": "task_run.status", "timestamp": iso(created_ms), "data": data}
     return dumps(body, separators=(",", ":")).encode()
 
 
-def _upstream_body(record: dict[str, str]) -> bytes:
+def _upstream_body(record: RunRecord) -> bytes:
     """What the async proxy's caller asked for: the upstream's response body as is."""
-    body = json.loads(record.get("output", "null") or "null").get("body")
+    body = (record.output or {}).get("body")
     return body.encode() if isinstance(body, str) else dumps(body, separators=(",", ":")).encode()
 
 
@@ -168,17 +140,7 @@ def for_run(broker: Broker, tenant: str, run_id: str) -> list[WebhookDelivery]:
     run.load(broker, tenant, run_id)
     with translated():
         ids = broker.redis.lrange(keys.run_deliveries(run_id), 0, -1)
-        pipe = broker.redis.pipeline(transaction=False)
-        for did in ids:
-            pipe.hgetall(keys.delivery(did))
-            pipe.lrange(keys.delivery_attempts(did), 0, -1)
-        replies = pipe.execute()
-    out = []
-    for i, did in enumerate(ids):
-        record, attempts = replies[2 * i], replies[2 * i + 1]
-        if record:
-            out.append(_shape(did, record, attempts))
-    return out
+        return [_shape(d) for d in load_deliveries(broker.redis, ids)]
 
 
 def redeliver(broker: Broker, tenant: str, run_id: str, delivery_id: str) -> WebhookDelivery:
@@ -197,29 +159,27 @@ def redeliver(broker: Broker, tenant: str, run_id: str, delivery_id: str) -> Web
     return next(d for d in for_run(broker, tenant, run_id) if d.delivery_id == delivery_id)
 
 
-def _shape(did: str, record: dict[str, str], attempts: list[str]) -> WebhookDelivery:
-    shaped = []
-    for raw in attempts:
-        a = json.loads(raw)
-        shaped.append(
-            WebhookAttempt(
-                attempt=a["attempt"],
-                attempted_at=run.iso(a["at_ms"]) or "",
-                status_code=a.get("status_code"),
-                latency_ms=a["latency_ms"],
-                error=a.get("error"),
-                outcome=a["outcome"],
-            )
+def _shape(d: DeliveryRecord) -> WebhookDelivery:
+    attempts = [
+        WebhookAttempt(
+            attempt=a["attempt"],
+            attempted_at=iso(a["at_ms"]) or "",
+            status_code=a.get("status_code"),
+            latency_ms=a["latency_ms"],
+            error=a.get("error"),
+            outcome=a["outcome"],
         )
+        for a in d.attempts
+    ]
     return WebhookDelivery(
-        delivery_id=did,
-        run_id=record["run_id"],
-        event_status=RunStatus(record["status"]),
-        state=record.get("state") or "pending",
-        created_at=run.iso(record["created_ms"]) or "",
-        next_attempt_at=run.iso(record.get("next_ms")),
-        dead_at=run.iso(record.get("dead_ms")),
-        attempts=shaped,
+        delivery_id=d.id,
+        run_id=d.run_id,
+        event_status=d.status,
+        state=d.state,
+        created_at=iso(d.created_ms) or "",
+        next_attempt_at=iso(d.next_ms),
+        dead_at=iso(d.dead_ms),
+        attempts=attempts,
     )
 
 
@@ -230,9 +190,4 @@ def dead_for_tenant(broker: Broker, tenant: str, limit: int = 100) -> list[Webho
     since_ms = now_ms() - broker.settings.retention_s * 1000
     with translated():
         mine = broker.redis.zrevrangebyscore(keys.tenant_dead(tenant), "+inf", since_ms, start=0, num=limit)
-        pipe = broker.redis.pipeline(transaction=False)
-        for did in mine:
-            pipe.hgetall(keys.delivery(did))
-            pipe.lrange(keys.delivery_attempts(did), 0, -1)
-        replies = pipe.execute()
-    return [_shape(did, replies[2 * i], replies[2 * i + 1]) for i, did in enumerate(mine) if replies[2 * i]]
+        return [_shape(d) for d in load_deliveries(broker.redis, mine)]

@@ -1,0 +1,47 @@
+"""The id scheme: runs `trun_…`, groups `tgrp_…`, tenants.
+
+An id is its prefix and 32 hex digits: the creation time (12 hex digits, epoch ms)
+first, so ids sort by creation and an id older than the retention whose record is
+gone can be told apart (410) from one that never was (404); then 20 random ones.
+Anything else is not an id and never reaches a Redis key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+
+from .clock import now_ms
+
+RUN_PREFIX = "trun_"
+GROUP_PREFIX = "tgrp_"
+RUN_ID = re.compile(r"trun_[0-9a-f]{32}")
+GROUP_ID = re.compile(r"tgrp_[0-9a-f]{32}")
+
+
+def new_run_id() -> str:
+    return f"{RUN_PREFIX}{now_ms():012x}{secrets.token_hex(10)}"
+
+
+def new_group_id() -> str:
+    return f"{GROUP_PREFIX}{now_ms():012x}{secrets.token_hex(10)}"
+
+
+def created_ms(any_id: str) -> int | None:
+    """When the run or group named by `any_id` was made, read off the id."""
+    try:
+        return int(any_id[5:17], 16) if len(any_id) == 37 else None
+    except ValueError:
+        return None
+
+
+def older_than(any_id: str, seconds: int) -> bool:
+    """Whether the id was made more than `seconds` ago (so its record may have expired)."""
+    made = created_ms(any_id)
+    return made is not None and made < now_ms() - seconds * 1000
+
+
+def tenant_of(api_key: str) -> str:
+    """A tenant is named by a digest of its key; the key itself is never stored."""
+    return hashlib.sha256(api_key.encode()).hexdigest()[:16]
