@@ -77,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     results = session.results
     print()
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"taskq vs bare RQ ({mode.name} mode, {time.monotonic() - started:.0f} s, load average at the end {load}); "
-          "ratio = taskq / RQ")
+    print(
+        f"taskq vs bare RQ ({mode.name} mode, {time.monotonic() - started:.0f} s, load average at the end {load}); "
+        "ratio = taskq / RQ"
+    )
     print(table(results))
     if args.json:
         write_json(results, args.json)

@@ -19,8 +19,11 @@ from celery import Celery
 
 QUEUE = "bench_celery"
 
-app = Celery("bench", broker=os.environ.get("BENCH_CELERY_URL", "redis://127.0.0.1:6379/0"),
-             backend=os.environ.get("BENCH_CELERY_URL", "redis://127.0.0.1:6379/0"))  # fmt: skip
+app = Celery(
+    "bench",
+    broker=os.environ.get("BENCH_CELERY_URL", "redis://127.0.0.1:6379/0"),
+    backend=os.environ.get("BENCH_CELERY_URL", "redis://127.0.0.1:6379/0"),
+)
 app.conf.update(
     task_acks_late=True,
     task_default_queue=QUEUE,
@@ -68,5 +71,21 @@ def spans(client: Any, ids: list[str]) -> list[tuple[float, float]]:
 
 
 def worker_args(pool: str, concurrency: int) -> list[str]:
-    return ["-m", "celery", "-A", "bench.celeryside", "worker", "--pool", pool, "--concurrency", str(concurrency),
-            "-Q", QUEUE, "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "WARNING"]  # fmt: skip
+    return [
+        "-m",
+        "celery",
+        "-A",
+        "bench.celeryside",
+        "worker",
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency),
+        "-Q",
+        QUEUE,
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--loglevel",
+        "WARNING",
+    ]

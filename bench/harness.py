@@ -184,11 +184,20 @@ class Spawner:
         answers, and its process."""
         port = free_port()
         args = [
-            sys.executable, "-m", "gunicorn", "--worker-class", "gevent", "--workers", str(workers),
-            "--worker-connections", str(connections), "--bind", f"127.0.0.1:{port}",
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--worker-class",
+            "gevent",
+            "--workers",
+            str(workers),
+            "--worker-connections",
+            str(connections),
+            "--bind",
+            f"127.0.0.1:{port}",
             *(["--access-logfile", "-"] if os.environ.get("TASKQ_ACCESS_LOG") else []),
             "taskq.gateway:create_app()",
-        ]  # fmt: skip
+        ]
         proc = self.start("gunicorn", args, settings_env(settings))
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _http_ok(url + "/healthz") or not proc.running(), 30, "gunicorn start")

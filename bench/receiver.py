@@ -31,7 +31,7 @@ COUNTS = Counts()
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
         if self.path.startswith("/hang"):
@@ -46,7 +46,7 @@ class Handler(BaseHTTPRequestHandler):
                 COUNTS.last = now
         self._answer(b"ok")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         with COUNTS.lock:
             body = json.dumps({"fast": COUNTS.fast, "hang": COUNTS.hang, "first": COUNTS.first, "last": COUNTS.last})
             if "reset=1" in self.path:

@@ -62,7 +62,9 @@ def table(results: Results) -> str:
         met = {True: "yes", False: "NO", None: "-"}[row.met]
         ratio = "-" if row.ratio is None else f"{row.ratio:.2f}"
         vs = "-" if row.vs_celery is None else f"{row.vs_celery:.2f}"
-        lines.append((row.figure, _num(row.taskq), _num(row.rq), _num(row.celery), row.unit, ratio, vs, row.target, met))
+        lines.append(
+            (row.figure, _num(row.taskq), _num(row.rq), _num(row.celery), row.unit, ratio, vs, row.target, met)
+        )
     widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(len(header))]
     right = {1, 2, 3, 5, 6}
 
@@ -96,7 +98,9 @@ def plot(results: Results, path: Path) -> None:
         system, worker_class = label.split()
         by_count = {int(k): v for k, v in points.items()}
         xs = sorted(by_count)
-        ax.plot(xs, [by_count[x] for x in xs], styles.get(system, "-"), color=colours.get(system), marker="o", label=label)
+        ax.plot(
+            xs, [by_count[x] for x in xs], styles.get(system, "-"), color=colours.get(system), marker="o", label=label
+        )
     ax.set_xlabel("worker processes")
     ax.set_ylabel("no-op runs / s")
     ax.set_xticks(sorted({int(k) for p in series.values() for k in p}))

@@ -11,9 +11,9 @@ import redis
 import rq
 
 from taskq import run
-from taskq.ids import tenant_of
 from taskq.broker import Broker
 from taskq.catalog import Catalog
+from taskq.ids import tenant_of
 from taskq.models import RunInput, Webhook
 from taskq.processor import advertise, load_apps
 
@@ -48,13 +48,30 @@ class Mode:
 
 
 MODES = {
-    "full": Mode("full", 10_000, (1, 16, 64), 20, 10, 3_000, (1, 2), 3_200, 10_000, 200, 200,
-                 1_000, 5_000, 20, 5_000, (1_000, 100_000), 500),
-    "quick": Mode("quick", 2_000, (16,), 8, 6, 600, (1, 2), 960, 3_000, 60, 50,
-                  200, 500, 4, 1_000, (1_000, 10_000), 200),
-    "smoke": Mode("smoke", 200, (4,), 4, 1, 40, (1,), 64, 256, 10, 10,
-                  20, 100, 2, 100, (100, 1_000), 20, rounds=1),
-}  # fmt: skip
+    "full": Mode(
+        "full",
+        10_000,
+        (1, 16, 64),
+        20,
+        10,
+        3_000,
+        (1, 2),
+        3_200,
+        10_000,
+        200,
+        200,
+        1_000,
+        5_000,
+        20,
+        5_000,
+        (1_000, 100_000),
+        500,
+    ),
+    "quick": Mode(
+        "quick", 2_000, (16,), 8, 6, 600, (1, 2), 960, 3_000, 60, 50, 200, 500, 4, 1_000, (1_000, 10_000), 200
+    ),
+    "smoke": Mode("smoke", 200, (4,), 4, 1, 40, (1,), 64, 256, 10, 10, 20, 100, 2, 100, (100, 1_000), 20, rounds=1),
+}
 
 
 class Session:
@@ -99,20 +116,28 @@ class Session:
         self.r.config_resetstat()
 
     def fill_taskq(
-        self, n: int, batch: int = 500, group_id: str | None = None, webhook: Callable[[int], str] | None = None,
+        self,
+        n: int,
+        batch: int = 500,
+        group_id: str | None = None,
+        webhook: Callable[[int], str] | None = None,
         processor: str = "noop",
-    ) -> list[str]:  # fmt: skip
+    ) -> list[str]:
         """n no-op runs made through taskq's own Python API, `batch` per create script;
         run i gets a webhook to `webhook(i)` when that is given."""
         ids: list[str] = []
         plain = RunInput(input={}, processor=processor)
 
         def req(i: int) -> RunInput:
-            return plain if webhook is None else RunInput(input={}, processor=processor, webhook=Webhook(url=webhook(i)))
+            return (
+                plain if webhook is None else RunInput(input={}, processor=processor, webhook=Webhook(url=webhook(i)))
+            )
 
         while len(ids) < n:
-            news = [run.prepare(self.broker, self._catalog, self.tenant, req(len(ids) + i))
-                    for i in range(min(batch, n - len(ids)))]  # fmt: skip
+            news = [
+                run.prepare(self.broker, self._catalog, self.tenant, req(len(ids) + i))
+                for i in range(min(batch, n - len(ids)))
+            ]
             made, _ = run.create(self.broker, news, tenant=self.tenant, group_id=group_id)
             ids += made
         return ids

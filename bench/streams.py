@@ -35,7 +35,12 @@ def post_latencies_ms(url: str, count: int) -> list[float]:
     with requests.Session() as session:
         for _ in range(count):
             start = time.perf_counter()
-            r = session.post(f"{url}/v1/tasks/runs", json={"input": {}, "processor": "noop"}, headers={"x-api-key": OTHER}, timeout=30)
+            r = session.post(
+                f"{url}/v1/tasks/runs",
+                json={"input": {}, "processor": "noop"},
+                headers={"x-api-key": OTHER},
+                timeout=30,
+            )
             out.append((time.perf_counter() - start) * 1000)
             assert r.status_code == 202, r.text
     return out
@@ -55,9 +60,15 @@ def main() -> None:
         spawner = Spawner(Path(tmp))
         try:
             url, _proc = spawner.gunicorn(settings, workers=2)
-            gid = requests.post(f"{url}/v1/tasks/groups", json={}, headers={"x-api-key": HOLDER}, timeout=10).json()["taskgroup_id"]
-            added = requests.post(f"{url}/v1/tasks/groups/{gid}/runs", json={"inputs": [{"input": {}, "processor": "noop"}]},
-                                  headers={"x-api-key": HOLDER}, timeout=10)  # fmt: skip
+            gid = requests.post(f"{url}/v1/tasks/groups", json={}, headers={"x-api-key": HOLDER}, timeout=10).json()[
+                "taskgroup_id"
+            ]
+            added = requests.post(
+                f"{url}/v1/tasks/groups/{gid}/runs",
+                json={"inputs": [{"input": {}, "processor": "noop"}]},
+                headers={"x-api-key": HOLDER},
+                timeout=10,
+            )
             assert added.status_code == 200, added.text
             post_latencies_ms(url, 30)  # warm up
             before = post_latencies_ms(url, args.posts)
@@ -69,7 +80,9 @@ def main() -> None:
         finally:
             spawner.stop_all()
             redis_server.stop()
-    print(f"streams asked by one tenant: {args.streams}; open: {statuses.count(200)}; refused 429: {statuses.count(429)}")
+    print(
+        f"streams asked by one tenant: {args.streams}; open: {statuses.count(200)}; refused 429: {statuses.count(429)}"
+    )
     print(f"cap: {settings.max_streams_per_tenant} per tenant per gateway process (2 processes)")
     print("another tenant's POST /v1/tasks/runs, ms      p50     p99     max")
     for name, values in (("no streams open", before), ("while they are open", during)):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -18,7 +20,6 @@ from rq.utils import utcformat
 from . import errors
 from .scripts import Scripts
 from .settings import Settings
-
 
 # A blocking read (XREAD BLOCK) waits at most MAX_BLOCK_MS per call, safely inside the
 # socket timeout that catches a Redis that went silent.
@@ -67,9 +68,9 @@ def rq_job_data() -> bytes:
 
 
 def rq_now() -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return utcformat(datetime.now(timezone.utc))
+    return utcformat(datetime.now(UTC))
 
 
 def now_ms() -> int:
@@ -79,7 +80,11 @@ def now_ms() -> int:
 class Broker:
     def __init__(self, settings: Settings, client: Redis | None = None) -> None:
         self.settings = settings
-        self.redis = client if client is not None else connect(settings.redis_url, max_connections=settings.redis_max_connections)
+        self.redis = (
+            client
+            if client is not None
+            else connect(settings.redis_url, max_connections=settings.redis_max_connections)
+        )
         self.scripts = Scripts(self.redis)
 
     @classmethod
@@ -106,14 +111,53 @@ class Broker:
         self.redis.close()
 
 
+# Replies that mean "not now": a Redis loading its data, a replica without its master,
+# a cluster moving slots or electing a master.
+_BUSY_REPLIES = ("LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says that Redis cannot serve now (down, restarting, loading, in a
+    failover), as opposed to a command it refused: the one test every caller uses."""
+    if isinstance(exc, errors.BrokerUnavailable | redis.ConnectionError | redis.TimeoutError | redis.BusyLoadingError):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(_BUSY_REPLIES)
+
+
 @contextmanager
 def translated() -> Iterator[None]:
-    """Turns Redis being unreachable into BrokerUnavailable at the boundary."""
+    """Turns Redis being unavailable into BrokerUnavailable (503) at the boundary."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
-        raise errors.BrokerUnavailable("Redis is unreachable; try again shortly") from exc
-    except redis.ResponseError as exc:
-        if "LOADING" in str(exc) or "MASTERDOWN" in str(exc):
-            raise errors.BrokerUnavailable("Redis is loading its data; try again shortly") from exc
+    except redis.RedisError as exc:
+        if unavailable(exc):
+            raise errors.BrokerUnavailable("Redis is unreachable; try again shortly", retry_after_s=1) from exc
         raise
+
+
+class Outage:
+    """How a loop that talks to Redis reports its failures: Redis being unavailable is
+    one WARNING line when it starts (again at most every `every_s` while it lasts) and
+    one INFO line when it is back, never a traceback; any other error is a bug, logged
+    with its traceback. The loop itself goes on either way."""
+
+    def __init__(self, log: logging.Logger, what: str, every_s: float = 30.0) -> None:
+        self.log, self.what, self.every_s = log, what, every_s
+        self._since: float | None = None  # monotonic, when Redis went away
+        self._said = 0.0
+
+    def failed(self, exc: BaseException) -> None:
+        if not unavailable(exc):
+            self.log.error("%s failed", self.what, exc_info=exc)
+            return
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        if now - self._said >= self.every_s:
+            self._said = now
+            self.log.warning("%s: Redis unavailable for %.0f s (%s); retrying", self.what, now - self._since, exc)
+
+    def ok(self) -> None:
+        if self._since is not None:
+            self.log.info("%s: Redis is back after %.0f s", self.what, time.monotonic() - self._since)
+            self._since, self._said = None, 0.0

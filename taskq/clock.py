@@ -8,7 +8,7 @@ clock only names ids and measures its own waits.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def now_ms() -> int:
@@ -21,7 +21,7 @@ def iso(ms: str | int | None) -> str | None:
     for no time."""
     if ms in (None, "", 0):
         return None
-    dt = datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc)
+    dt = datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
     return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

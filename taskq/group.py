@@ -18,9 +18,15 @@ from .catalog import Catalog
 from .clock import now_ms
 from .ids import GROUP_ID, new_group_id
 from .models import (
-    ACTIVE, RunInput, RunStatus, TaskGroupCreate, TaskGroupRunRequest, TaskGroupRunResponse, TaskSpec, parse,
+    ACTIVE,
+    RunInput,
+    TaskGroupCreate,
+    TaskGroupRunRequest,
+    TaskGroupRunResponse,
+    TaskSpec,
+    parse,
     request_json,
-)  # fmt: skip
+)
 from .record import COUNT_PREFIX, GroupRecord, RunRecord, load_groups, load_runs
 from .wire import group_status
 
@@ -62,7 +68,7 @@ def recent(broker: Broker, tenant: str, limit: int = 50) -> list[GroupRecord]:
     with translated():
         ids = broker.redis.zrange(index, "+", "-", desc=True, bylex=True, offset=0, num=limit)
         records = load_groups(broker.redis, ids)
-        gone = [gid for gid, rec in zip(ids, records) if rec is None]
+        gone = [gid for gid, rec in zip(ids, records, strict=True) if rec is None]
         if gone:
             broker.redis.zrem(index, *gone)
     return [rec for rec in records if rec is not None and rec.tenant == tenant]
@@ -90,7 +96,9 @@ def add_runs(
     # Fields of the request itself that taskq does not act on: named on each of its runs.
     shared = req.ignored()
     with catalog.budget():  # one request, one budget of schema work, however many inputs
-        new = [_prepare(broker, procs, tenant, i, item, req.default_task_spec, shared) for i, item in enumerate(req.inputs)]
+        new = [
+            _prepare(broker, procs, tenant, i, item, req.default_task_spec, shared) for i, item in enumerate(req.inputs)
+        ]
     with translated():
         # Read before the write: every event of the new runs comes after this id.
         last = broker.redis.xrevrange(keys.group_events(group_id), count=1)

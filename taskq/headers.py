@@ -14,17 +14,27 @@ MAX_HEADER_VALUE_CHARS = 4096
 # webhook's own `headers` may add to them, never replace them.
 SIGNATURE_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature"})
 RESERVED_HEADERS = SIGNATURE_HEADERS | {
-    "content-type", "content-length", "host", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
-    "upgrade", "proxy-connection", "user-agent",
-}  # fmt: skip
-
+    "content-type",
+    "content-length",
+    "host",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "user-agent",
+}
 
 
 # RFC 9110 §8.3.1 / §5.6.6: type "/" subtype *( OWS ";" OWS [ parameter ] ), each
 # parameter a token "=" (token / quoted-string). Printable ASCII and spaces only: the
 # grammar also allows tabs and obs-text, which no media type needs.
 _QUOTED = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"'
-_MEDIA_TYPE = re.compile(rf"{_TOKEN.pattern}/{_TOKEN.pattern}(?: *; *(?:{_TOKEN.pattern}=(?:{_TOKEN.pattern}|{_QUOTED}))?)*")
+_MEDIA_TYPE = re.compile(
+    rf"{_TOKEN.pattern}/{_TOKEN.pattern}(?: *; *(?:{_TOKEN.pattern}=(?:{_TOKEN.pattern}|{_QUOTED}))?)*"
+)
 MAX_MEDIA_TYPE_CHARS = 255
 
 

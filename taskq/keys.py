@@ -135,7 +135,6 @@ def rq_worker(name: str) -> str:
     return f"rq:worker:{name}"
 
 
-
 def rq_queue(name: str) -> str:
     return RQ_QUEUE_PREFIX + name
 

@@ -30,11 +30,21 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import LimitDeclarationError, RateLimited, ValidationFailed
+from .errors import LimitDeclarationError, ValidationFailed
 
 _RATE = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]*)\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*")
-_PERIOD_S = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
-             "d": 86400, "day": 86400}  # fmt: skip
+_PERIOD_S = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "h": 3600,
+    "hour": 3600,
+    "d": 86400,
+    "day": 86400,
+}
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 # Where a key or a cost is read from: the run's input or its metadata, a dotted path.
 _PATH = re.compile(r"(input|metadata)(\.[A-Za-z0-9_-]+)+|input")

@@ -29,7 +29,29 @@ from . import keys
 from .broker import Broker
 from .models import LEASED, TERMINAL
 
-RUN_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 18000, 36000)  # fmt: skip
+RUN_BUCKETS_S = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1800,
+    3600,
+    7200,
+    18000,
+    36000,
+)
 WEBHOOK_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15)
 _TERMINAL = {s.value for s in TERMINAL}
 _LEASED = {s.value for s in LEASED}
@@ -108,7 +130,7 @@ class RedisCollector(Collector):
 
 def _gauges(queues: list[str], counts: list[int]) -> Iterator[Metric]:
     depth = GaugeMetricFamily("taskq_queue_depth", "runs waiting on an RQ queue", labels=["queue"])
-    for q, n in zip(queues, counts):
+    for q, n in zip(queues, counts[: len(queues)], strict=True):
         depth.add_metric([q], n)
     yield depth
     running, delayed, due, dead = counts[len(queues) :]
@@ -124,7 +146,7 @@ def _abandoned(workers: list[str], values: list[str | None]) -> Metric:
         "threads whose run was ended without them (stuck in a C call past a timeout or cancel), per worker",
         labels=["worker"],
     )
-    for w, n in zip(workers, values):
+    for w, n in zip(workers, values, strict=True):
         gauge.add_metric([w.removeprefix("rq:worker:")], int(n or 0))
     return gauge
 

@@ -68,7 +68,7 @@ NOTIFY = TERMINAL | {RunStatus.action_required}
 # Statuses in which an attempt holds the run under a lease (`taskq:running`): leaving
 # them gives the lease (and any limit it holds) back.
 LEASED = frozenset({RunStatus.running, RunStatus.cancelling})
-assert ACTIVE | TERMINAL == set(RunStatus) and not ACTIVE & TERMINAL and LEASED <= ACTIVE
+assert set(RunStatus) == ACTIVE | TERMINAL and not ACTIVE & TERMINAL and LEASED <= ACTIVE
 
 _S = RunStatus
 # Every change of status a run may make (None: made). set_status refuses any other.
@@ -97,9 +97,15 @@ MetadataIn = dict[
 # on. A run names each one it was given, and any field taskq does not know at all, in
 # its `warnings`. A field that becomes a feature moves to RunInput and off this list.
 NOT_ACTED_ON = (
-    "source_policy", "mcp_servers", "previous_interaction_id", "enable_events", "advanced_settings",
-    "memory_scope_key", "priority", "run_at",
-)  # fmt: skip
+    "source_policy",
+    "mcp_servers",
+    "previous_interaction_id",
+    "enable_events",
+    "advanced_settings",
+    "memory_scope_key",
+    "priority",
+    "run_at",
+)
 
 
 class Wire(BaseModel):
@@ -377,7 +383,9 @@ def parse(model: type[M], data: Any, where: str = "") -> M:
         if first["type"] == "model_type" and not first["loc"]:
             raise BadRequest("request body must be a JSON object") from None
         path = where + ".".join(str(p) for p in first["loc"])
-        problems = [{"field": where + ".".join(str(p) for p in e["loc"]), "reason": e["msg"]} for e in exc.errors()[:20]]
+        problems = [
+            {"field": where + ".".join(str(p) for p in e["loc"]), "reason": e["msg"]} for e in exc.errors()[:20]
+        ]
         raise ValidationFailed(f"{path or 'body'}: {first['msg']}", {"errors": problems}) from None
 
 

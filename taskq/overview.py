@@ -11,7 +11,7 @@ it; otherwise it holds one run at a time.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from . import keys
@@ -79,7 +79,7 @@ def overview(broker: Broker) -> Overview:
         enqueued = oldest[i]
         age = (now - enqueued) / 1000 if enqueued is not None else None
         out.queues.append(QueueInfo(q, queue_replies[2 * i], age))
-    for w, rec in zip(worker_names, worker_records):
+    for w, rec in zip(worker_names, worker_records, strict=True):
         if not rec:
             continue  # registered, but its key has expired: a dead worker RQ will clean up
         name = w.removeprefix("rq:worker:")
@@ -129,5 +129,5 @@ def _rq_time_ms(value: str | None) -> int | None:
     except ValueError:
         return None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1000)

@@ -68,7 +68,7 @@ class RunRecord:
         """From HGETALL's reply (a mapping), or a flat field/value list as the scripts
         return it (a later value of a field wins)."""
         if not isinstance(data, Mapping):
-            data = dict(zip(data[::2], data[1::2]))
+            data = dict(zip(data[::2], data[1::2], strict=False))
         return cls(data)
 
     def __repr__(self) -> str:
@@ -301,19 +301,45 @@ COUNT_PREFIX = "c:"  # a group's `c:<status>` counters
 
 # What the wire shape of a run reads (wire.to_task_run): never the input or output.
 WIRE = (
-    "id", "tenant", "status", "processor", "metadata", "taskgroup_id", "created_ms", "modified_ms", "error", "errors",
-    "attempts", "max_retries", "started_ms", "finished_ms", "next_attempt_ms", "warnings", "outputs_count", "outputs",
-    "required_action", "asked_ms", "answer_deadline_ms",
-)  # fmt: skip
+    "id",
+    "tenant",
+    "status",
+    "processor",
+    "metadata",
+    "taskgroup_id",
+    "created_ms",
+    "modified_ms",
+    "error",
+    "errors",
+    "attempts",
+    "max_retries",
+    "started_ms",
+    "finished_ms",
+    "next_attempt_ms",
+    "warnings",
+    "outputs_count",
+    "outputs",
+    "required_action",
+    "asked_ms",
+    "answer_deadline_ms",
+)
 # What a webhook delivery's payload and signature need (webhooks/delivery.py).
 DELIVERY = (*WIRE, "webhook", "output", "output_type", "webhook_body")
 # What set_status (scripts/_lib.lua) reads of a run besides what changes: its links to
 # the group, webhook and files, and what its events and metrics carry. Written into
 # the scripts' prelude (scripts.py).
 LINKS = (
-    "taskgroup_id", "webhook", "webhook_all", "has_outputs", "processor", "started_ms", "next_attempt_ms",
-    "created_ms", "attempts", "errors_n",
-)  # fmt: skip
+    "taskgroup_id",
+    "webhook",
+    "webhook_all",
+    "has_outputs",
+    "processor",
+    "started_ms",
+    "next_attempt_ms",
+    "created_ms",
+    "attempts",
+    "errors_n",
+)
 
 
 def load_runs(redis: Redis, run_ids: Iterable[str], fields: Sequence[str] | None = None) -> list[RunRecord | None]:
@@ -331,7 +357,7 @@ def load_runs(redis: Redis, run_ids: Iterable[str], fields: Sequence[str] | None
     out: list[RunRecord | None] = []
     for reply in pipe.execute():
         if fields is not None:
-            reply = {name: value for name, value in zip(fields, reply) if value is not None}
+            reply = {name: value for name, value in zip(fields, reply, strict=True) if value is not None}
         out.append(RunRecord(reply) if reply else None)
     return out
 

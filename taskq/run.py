@@ -89,7 +89,9 @@ def not_acted_on(fields: list[str], where: str = "") -> list[dict[str, Any]]:
         return [_not_acted_on(name, where) for name in fields]
     rest = len(fields) - MAX_WARNINGS + 1
     named = [_not_acted_on(name, where) for name in fields[: MAX_WARNINGS - 1]]
-    return named + [{"type": "warning", "message": f"{rest} more fields given are not acted on", "detail": {"count": rest}}]
+    return named + [
+        {"type": "warning", "message": f"{rest} more fields given are not acted on", "detail": {"count": rest}}
+    ]
 
 
 def _not_acted_on(field: str, where: str) -> dict[str, Any]:
@@ -119,11 +121,17 @@ def create(
     if idempotency_key:
         idem = keys.idempotency(tenant, hashlib.sha256(idempotency_key.encode()).hexdigest()[:32])
     args: list[str | int | bytes] = [
-        rq_now(), rq_job_data(), settings.retention_s,
-        idem, settings.idempotency_ttl_s, settings.max_queue_length, group_id or "",
-        keys.rate_prefix(tenant), settings.rate_limit_per_s,
+        rq_now(),
+        rq_job_data(),
+        settings.retention_s,
+        idem,
+        settings.idempotency_ttl_s,
+        settings.max_queue_length,
+        group_id or "",
+        keys.rate_prefix(tenant),
+        settings.rate_limit_per_s,
         hashlib.sha256(request).hexdigest()[:32] if idem else "",
-    ]  # fmt: skip
+    ]
     for run in runs:
         args += [run.run_id, run.queue, run.timeout_s, len(run.fields)]
         for name, value in run.fields.items():
@@ -171,7 +179,9 @@ def wait_for_end(broker: Broker, tenant: str, run_id: str, timeout_s: float) -> 
         if remaining_ms <= 0:
             break
         with translated():
-            reply = broker.redis.xread({keys.run_events(run_id): last_id}, block=min(remaining_ms, MAX_BLOCK_MS), count=100)
+            reply = broker.redis.xread(
+                {keys.run_events(run_id): last_id}, block=min(remaining_ms, MAX_BLOCK_MS), count=100
+            )
         for _stream, entries in reply or ():
             for entry_id, fields in entries:
                 last_id = entry_id
@@ -186,7 +196,9 @@ def result(broker: Broker, tenant: str, run_id: str, timeout_s: float) -> TaskRu
     record = wait_for_end(broker, tenant, run_id, timeout_s)
     status = record.status
     if not status.is_terminal:
-        raise errors.ResultNotReady(f"run {run_id} is still {status.value} after {timeout_s:g} s", {"status": status.value})
+        raise errors.ResultNotReady(
+            f"run {run_id} is still {status.value} after {timeout_s:g} s", {"status": status.value}
+        )
     if status is not RunStatus.completed:
         error = record.error or {}
         raise errors.Conflict(

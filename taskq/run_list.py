@@ -33,6 +33,7 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 MAX_SCANNED = 1000
 
+
 @dataclass(frozen=True)
 class RunFilter:
     status: RunStatus | None = None
@@ -80,7 +81,7 @@ def list_runs(
         with translated():
             ids = broker.redis.zrange(index, upper, lower, desc=True, bylex=True, offset=0, num=batch)
             records = load_runs(broker.redis, ids, WIRE)
-        for i, (run_id, record) in enumerate(zip(ids, records)):
+        for i, (run_id, record) in enumerate(zip(ids, records, strict=True)):
             if record is not None and record.tenant == tenant and flt.matches(record):
                 found.append(wire.to_task_run(record))
             if len(found) == limit:

@@ -36,9 +36,18 @@ MAX_SCHEMA_STEPS = 1_000_000
 DESCEND_STEPS = 3  # a validator made for a subschema costs about three plain keywords
 # Keywords whose work grows with the instance's items or properties.
 _THROUGH_INSTANCE = frozenset(
-    ("items", "prefixItems", "contains", "unevaluatedItems", "uniqueItems", "propertyNames",
-     "patternProperties", "additionalProperties", "unevaluatedProperties")
-)  # fmt: skip
+    (
+        "items",
+        "prefixItems",
+        "contains",
+        "unevaluatedItems",
+        "uniqueItems",
+        "propertyNames",
+        "patternProperties",
+        "additionalProperties",
+        "unevaluatedProperties",
+    )
+)
 PATTERN_MAX_MEM = 2 << 20  # RE2 memory for one pattern: program and DFA cache together
 
 Keyword = Callable[[Any, Any, Any, Any], Any]
@@ -154,7 +163,9 @@ def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterat
             yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-def _pattern_properties(validator: Any, patterns: dict[str, Any], instance: Any, schema: Any) -> Iterator[ValidationError]:
+def _pattern_properties(
+    validator: Any, patterns: dict[str, Any], instance: Any, schema: Any
+) -> Iterator[ValidationError]:
     if not validator.is_type(instance, "object"):
         return
     spend(_searches(patterns, instance))

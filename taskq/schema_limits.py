@@ -12,10 +12,10 @@ schema_budget. Every refusal is a SchemaRefused (422).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Iterator
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +74,9 @@ def _walk(schema: Any, field: str) -> None:
             continue
         count += len(node)
         if count > MAX_SCHEMA_KEYWORDS:
-            raise errors.SchemaRefused(f"{field}: schema has more than {MAX_SCHEMA_KEYWORDS} keywords", {"field": field})
+            raise errors.SchemaRefused(
+                f"{field}: schema has more than {MAX_SCHEMA_KEYWORDS} keywords", {"field": field}
+            )
         # Under `properties` (and friends) keys are names, not keywords.
         naming = parent_key in ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
         for key, value in node.items():

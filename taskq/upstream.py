@@ -17,11 +17,24 @@ from . import errors
 FORWARDED_HEADERS = frozenset({"content-type", "accept", "accept-language"})
 # Never forwarded, whatever the operator adds: taskq's own credentials and controls,
 # and what the HTTP client sets itself (hop-by-hop headers, framing, the host).
-NEVER_FORWARDED = frozenset({
-    "x-api-key", "authorization", "proxy-authorization", "x-webhook-endpoint", "idempotency-key",
-    "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection", "host",
-    "content-length",
-})  # fmt: skip
+NEVER_FORWARDED = frozenset(
+    {
+        "x-api-key",
+        "authorization",
+        "proxy-authorization",
+        "x-webhook-endpoint",
+        "idempotency-key",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+        "host",
+        "content-length",
+    }
+)
 
 
 def forwarded_headers(headers: Iterable[tuple[str, str]], extra: Iterable[str] = ()) -> dict[str, str]:
@@ -29,6 +42,7 @@ def forwarded_headers(headers: Iterable[tuple[str, str]], extra: Iterable[str] =
     operator's `extra` names (case-insensitive), never NEVER_FORWARDED."""
     allowed = (FORWARDED_HEADERS | {name.strip().lower() for name in extra}) - NEVER_FORWARDED
     return {name: value for name, value in headers if name.strip().lower() in allowed}
+
 
 # A client could percent-encode the encoding itself (%252e%252e); decoding stops
 # once nothing changes, or fails the path after this many rounds.
@@ -48,7 +62,9 @@ def url(base: str, path: str, query: str = "", field: str = "path") -> str:
     else:
         raise errors.ValidationFailed(f"{field}: too many layers of percent-encoding", {"field": field})
     if any(c in decoded for c in "\\\x00?#") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded):
-        raise errors.ValidationFailed(f"{field}: control characters, '\\', '?' and '#' are not allowed", {"field": field})
+        raise errors.ValidationFailed(
+            f"{field}: control characters, '\\', '?' and '#' are not allowed", {"field": field}
+        )
     segments = [s for s in decoded.split("/") if s not in ("", ".")]
     depth = 0
     for segment in segments:

@@ -11,9 +11,19 @@ from . import outputs, paths
 from .broker import Broker
 from .clock import iso
 from .models import (
-    ACTIVE, ErrorObject, OutputFile, RequiredAction, RunStatus, TaskGroup, TaskGroupStatus, TaskRun, TaskRunOutput,
-    TaskRunResult, WarningObject, dumps,
-)  # fmt: skip
+    ACTIVE,
+    ErrorObject,
+    OutputFile,
+    RequiredAction,
+    RunStatus,
+    TaskGroup,
+    TaskGroupStatus,
+    TaskRun,
+    TaskRunOutput,
+    TaskRunResult,
+    WarningObject,
+    dumps,
+)
 from .record import GroupRecord, RunRecord
 
 

@@ -13,7 +13,6 @@ from .broker import Broker
 from .engine import Engine
 from .processor import load_apps
 
-
 THREADS_CONCURRENCY = 32
 
 

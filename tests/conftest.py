@@ -60,7 +60,16 @@ class RedisServer:
         if binary is None:
             pytest.fail("redis-server is not installed: run .ci/bootstrap (it installs it with apt-get)")
         self.proc = subprocess.Popen(
-            [binary, str(ROOT / "redis.conf"), "--port", str(self.port), "--dir", str(self.workdir), "--daemonize", "no"],
+            [
+                binary,
+                str(ROOT / "redis.conf"),
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.workdir),
+                "--daemonize",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -100,23 +109,23 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 def fast_settings(redis_url: str, **overrides: object) -> Settings:
     """Fast intervals, so failure tests take seconds, not minutes."""
-    values: dict[str, object] = dict(
-        redis_url=redis_url,
-        api_keys=(API_KEY, OTHER_KEY),
-        app=("workers.app",),
-        webhook_allow_private=True,
-        heartbeat_s=0.2,
-        lease_s=1.0,
-        reaper_interval_s=0.2,
-        retry_backoff_base_s=0.05,
-        retry_backoff_cap_s=0.2,
-        shutdown_grace_s=2.0,
-        processor_cache_s=0.2,
-        webhook_timeout_s=2.0,
-        webhook_schedule_s=("0.2", "0.4", "0.8"),
-        dispatcher_poll_s=0.05,
-        sse_heartbeat_s=1.0,
-    )
+    values: dict[str, object] = {
+        "redis_url": redis_url,
+        "api_keys": (API_KEY, OTHER_KEY),
+        "app": ("workers.app",),
+        "webhook_allow_private": True,
+        "heartbeat_s": 0.2,
+        "lease_s": 1.0,
+        "reaper_interval_s": 0.2,
+        "retry_backoff_base_s": 0.05,
+        "retry_backoff_cap_s": 0.2,
+        "shutdown_grace_s": 2.0,
+        "processor_cache_s": 0.2,
+        "webhook_timeout_s": 2.0,
+        "webhook_schedule_s": ("0.2", "0.4", "0.8"),
+        "dispatcher_poll_s": 0.05,
+        "sse_heartbeat_s": 1.0,
+    }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 
@@ -280,9 +289,19 @@ def gunicorn(spawn: Callable[..., Process], broker: Broker) -> Callable[..., str
     def start(settings: Settings | None = None, workers: int = 2) -> str:
         port = free_port()
         command = [
-            sys.executable, "-m", "gunicorn", "--worker-class", "gevent", "--workers", str(workers),
-            "--worker-connections", "1000", "--bind", f"127.0.0.1:{port}", "taskq.gateway:create_app()",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--worker-class",
+            "gevent",
+            "--workers",
+            str(workers),
+            "--worker-connections",
+            "1000",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "taskq.gateway:create_app()",
+        ]
         proc = spawn(settings=settings or broker.settings, command=command)
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _http_ok(url + "/healthz") or proc.proc.poll() is not None, timeout_s=20)

@@ -31,6 +31,7 @@ def get(client, run_id):  # type: ignore[no-untyped-def]
 
 def waiting(client, run_id, asked=1):  # type: ignore[no-untyped-def]
     """Waits until the run is in action_required on its `asked`-th question."""
+
     def check():  # type: ignore[no-untyped-def]
         run = get(client, run_id)
         return run if run["status"] == "action_required" and run["attempts"] == asked else None
@@ -82,8 +83,17 @@ def test_ask_frees_the_worker_and_the_answers_come_back_in_order(broker, client,
     assert got.json["run"]["attempts"] == 3 and got.json["run"]["errors"] == []
     assert got.json["run"]["required_action"] is None
     states = [f["status"] for _i, f in broker.redis.xrange(keys.run_events(run_id)) if f["type"] == "task_run.state"]
-    assert states == ["queued", "running", "action_required", "queued", "running", "action_required",
-                      "queued", "running", "completed"]  # fmt: skip
+    assert states == [
+        "queued",
+        "running",
+        "action_required",
+        "queued",
+        "running",
+        "action_required",
+        "queued",
+        "running",
+        "completed",
+    ]
     assert broker.redis.zscore(keys.WAITING, run_id) is None
 
 
@@ -127,7 +137,9 @@ def test_a_run_left_unanswered_fails_saying_no_answer_came(broker, client, worke
 def test_group_counts_and_streams_know_a_waiting_run(client, worker):
     worker("threads")
     gid = client.post("/v1/tasks/groups", json={}, headers=HEADERS).json["taskgroup_id"]
-    added = client.post(f"/v1/tasks/groups/{gid}/runs", json={"inputs": [{"input": {}, "processor": "spend"}]}, headers=HEADERS)
+    added = client.post(
+        f"/v1/tasks/groups/{gid}/runs", json={"inputs": [{"input": {}, "processor": "spend"}]}, headers=HEADERS
+    )
     (run_id,) = added.json["run_ids"]
     waiting(client, run_id)
 
@@ -142,8 +154,11 @@ def test_group_counts_and_streams_know_a_waiting_run(client, worker):
 
 
 def test_a_webhook_goes_out_when_a_run_waits_for_an_answer(client, spawn, worker, receiver, broker):  # noqa: F811
-    r = client.post("/v1/tasks/runs", json={"input": {"amount": 5}, "processor": "spend",
-                                            "webhook": {"url": receiver.url("/hook")}}, headers=HEADERS)  # fmt: skip
+    r = client.post(
+        "/v1/tasks/runs",
+        json={"input": {"amount": 5}, "processor": "spend", "webhook": {"url": receiver.url("/hook")}},
+        headers=HEADERS,
+    )
     run_id = r.json["run_id"]
     worker("threads")
     spawn("dispatcher", settings=broker.settings)
@@ -184,7 +199,10 @@ def test_ask_with_a_schema_that_is_not_json_schema_fails_the_run(client, worker)
 
 @pytest.mark.parametrize(
     "schema, why",
-    [(doubling(30), "ask(schema): schema expands past 100,000 keywords"), ({"type": 1}, "ask(schema) is not a valid JSON Schema")],
+    [
+        (doubling(30), "ask(schema): schema expands past 100,000 keywords"),
+        ({"type": 1}, "ask(schema) is not a valid JSON Schema"),
+    ],
     ids=["exploding", "invalid"],
 )
 def test_ask_with_a_schema_taskq_refuses_fails_the_run_at_once(client, drain, schema, why):
@@ -217,7 +235,9 @@ def test_each_status_set_is_defined_once_and_the_lua_steps_receive_it():
         line = next(line for line in prelude.splitlines() if line.startswith(f"local {name} = "))
         assert set(re.findall(r"\['(\w+)'\]", line)) == {s.value for s in statuses}
     assert RunStatus.action_required in ACTIVE and RunStatus.action_required in NOTIFY
-    lua = "".join(p.read_text() for p in (scripts.resources.files("taskq") / "scripts").iterdir() if p.name.endswith(".lua"))
+    lua = "".join(
+        p.read_text() for p in (scripts.resources.files("taskq") / "scripts").iterdir() if p.name.endswith(".lua")
+    )
     # No Lua script spells a status set of its own
     assert "completed = true" not in lua and "c:queued" not in lua
 

@@ -9,9 +9,17 @@ import sys
 
 from tests.conftest import ROOT
 
-FIGURES = ("1 HTTP enqueue", "2 group add", "3 no-op runs/s", "3 50 ms I/O", "3 50 ms async", "4 pickup p50",
-           "5 webhook deliveries/s",
-           "6 bytes/finished run", "7 GET group")  # fmt: skip
+FIGURES = (
+    "1 HTTP enqueue",
+    "2 group add",
+    "3 no-op runs/s",
+    "3 50 ms I/O",
+    "3 50 ms async",
+    "4 pickup p50",
+    "5 webhook deliveries/s",
+    "6 bytes/finished run",
+    "7 GET group",
+)
 
 
 def test_bench_smoke_prints_its_table_with_every_figure() -> None:

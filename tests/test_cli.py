@@ -36,7 +36,9 @@ def gateway(broker) -> Iterator[str]:  # type: ignore[no-untyped-def]
 
 def taskq(url: str, *args: str, env: dict[str, str] | None = None) -> Result:
     runner = CliRunner()
-    return runner.invoke(main, list(args), env={"TASKQ_URL": url, "TASKQ_API_KEY": API_KEY, **(env or {})}, catch_exceptions=False)
+    return runner.invoke(
+        main, list(args), env={"TASKQ_URL": url, "TASKQ_API_KEY": API_KEY, **(env or {})}, catch_exceptions=False
+    )
 
 
 def lines(path: Path, values: list[object]) -> Path:
@@ -154,7 +156,9 @@ def http_server(**attrs: object) -> Iterator[tuple[str, list[dict[str, str]]]]:
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
-@pytest.mark.parametrize("command", [["runs", "get", "trun_x"], ["run", "echo", "--input", "{}"], ["runs", "events", "trun_x"]])
+@pytest.mark.parametrize(
+    "command", [["runs", "get", "trun_x"], ["run", "echo", "--input", "{}"], ["runs", "events", "trun_x"]]
+)
 def test_a_redirect_is_not_followed_and_the_key_goes_nowhere_else(status, command):
     # Given a "gateway" that redirects every call to another origin, which records what it gets
     with http_server() as (elsewhere, got), http_server(bounce_to=elsewhere, status=status) as (gateway, _):
@@ -179,7 +183,9 @@ def test_server_text_is_printed_as_plain_text_never_as_markup(gateway, worker):
     assert r.exit_code == 0, r.output
     assert f"looking up {EVIL}" in text(r.stderr)
     # A failed run's error, as --wait shows it and as `runs get` shows it, and metadata
-    r = taskq(gateway, "run", "broken", "--input", json.dumps({"message": EVIL}), "--metadata", f"note={EVIL}", "--wait")
+    r = taskq(
+        gateway, "run", "broken", "--input", json.dumps({"message": EVIL}), "--metadata", f"note={EVIL}", "--wait"
+    )
     assert r.exit_code == 1 and EVIL in text(r.stderr), r.output
     run_id = r.stderr.split()[0]
     shown = taskq(gateway, "runs", "get", run_id)
@@ -203,7 +209,10 @@ def test_group_add_sends_batches_of_a_thousand(gateway, client, tmp_path):
 
 def test_group_add_of_whole_requests_per_line(gateway, client, tmp_path):
     gid = taskq(gateway, "group", "create").stdout.strip()
-    inputs = lines(tmp_path / "mixed.jsonl", [{"input": {"a": 1}, "processor": "echo"}, {"input": "hi", "processor": "shout", "metadata": {"k": "v"}}])
+    inputs = lines(
+        tmp_path / "mixed.jsonl",
+        [{"input": {"a": 1}, "processor": "echo"}, {"input": "hi", "processor": "shout", "metadata": {"k": "v"}}],
+    )
     assert taskq(gateway, "group", "add", gid, "--inputs", str(inputs)).exit_code == 0
     out = taskq(gateway, "group", "results", gid).stdout.splitlines()
     assert [json.loads(line)["status"] for line in out] == ["queued", "queued"]
@@ -217,7 +226,9 @@ def test_group_add_resumes_after_a_batch_that_landed_unrecorded(gateway, client,
     first = [{"input": {"i": i}, "processor": "echo"} for i in range(1000)]
     assert client.post(f"/v1/tasks/groups/{gid}/runs", json={"inputs": first}, headers=HEADERS).status_code == 200
     progress = tmp_path / f"in.jsonl.{gid}.progress"
-    progress.write_text(json.dumps({"done_lines": 0, "runs_added": 0, "in_flight": {"runs_before": 0, "runs": 1000, "next_line": 1000}}))
+    progress.write_text(
+        json.dumps({"done_lines": 0, "runs_added": 0, "in_flight": {"runs_before": 0, "runs": 1000, "next_line": 1000}})
+    )
     # When the same command runs again
     r = taskq(gateway, "group", "add", gid, "--inputs", str(inputs), "--processor", "echo", "--json")
     # Then only the rest is sent: every line once
@@ -229,7 +240,9 @@ def test_group_add_resends_a_batch_that_never_landed(gateway, client, tmp_path):
     gid = taskq(gateway, "group", "create").stdout.strip()
     inputs = lines(tmp_path / "in.jsonl", [{"i": i} for i in range(10)])
     progress = tmp_path / f"in.jsonl.{gid}.progress"
-    progress.write_text(json.dumps({"done_lines": 0, "runs_added": 0, "in_flight": {"runs_before": 0, "runs": 10, "next_line": 10}}))
+    progress.write_text(
+        json.dumps({"done_lines": 0, "runs_added": 0, "in_flight": {"runs_before": 0, "runs": 10, "next_line": 10}})
+    )
     r = taskq(gateway, "group", "add", gid, "--inputs", str(inputs), "--processor", "echo", "--json")
     assert json.loads(r.stdout)["num_task_runs"] == 10
 
@@ -244,7 +257,9 @@ def test_group_add_names_the_bad_line_keeps_what_landed_and_resumes(gateway, cli
     assert client.get(f"/v1/tasks/groups/{gid}", headers=HEADERS).json["status"]["num_task_runs"] == 10
     values[17] = {"i": 17}
     lines(inputs, values)
-    r = taskq(gateway, "group", "add", gid, "--inputs", str(inputs), "--processor", "echo", "--batch-size", "10", "--json")
+    r = taskq(
+        gateway, "group", "add", gid, "--inputs", str(inputs), "--processor", "echo", "--batch-size", "10", "--json"
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout) == {"taskgroup_id": gid, "added": 15, "num_task_runs": 25}
 
@@ -253,7 +268,10 @@ def test_group_watch_and_results_over_gunicorn(gunicorn, worker, tmp_path):
     url = gunicorn()
     worker()
     gid = taskq(url, "group", "create").stdout.strip()
-    inputs = lines(tmp_path / "in.jsonl", [{"input": {"i": i}, "processor": "echo"} for i in range(5)] + [{"input": {}, "processor": "broken"}])
+    inputs = lines(
+        tmp_path / "in.jsonl",
+        [{"input": {"i": i}, "processor": "echo"} for i in range(5)] + [{"input": {}, "processor": "broken"}],
+    )
     assert taskq(url, "group", "add", gid, "--inputs", str(inputs)).exit_code == 0
     watched = taskq(url, "group", "watch", gid, "--json")
     assert watched.exit_code == 1  # one run failed
@@ -314,7 +332,9 @@ def test_info_says_which_redis_it_read_with_the_password_masked(broker, redis_se
             assert r.stderr.splitlines()[0] == f"Redis redis://reader:***@127.0.0.1:{redis_server.port}/0 (REDIS_URL)"
             assert "s3cret-pw" not in r.output
         # and another database is named as such, however the URL spells it
-        other = CliRunner().invoke(main, ["info"], env={**env, "REDIS_URL": f"redis://127.0.0.1:{redis_server.port}?db=3"})
+        other = CliRunner().invoke(
+            main, ["info"], env={**env, "REDIS_URL": f"redis://127.0.0.1:{redis_server.port}?db=3"}
+        )
         assert other.stderr.splitlines()[0] == f"Redis redis://127.0.0.1:{redis_server.port}/3 (REDIS_URL)"
     finally:
         broker.redis.execute_command("ACL", "DELUSER", "reader")
@@ -336,8 +356,14 @@ def test_info_fails_in_one_line_when_redis_cannot_be_reached(broker):
 def run_worker(settings, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
     """`taskq worker` that is expected to refuse to start: a worker that serves
     instead never returns, and the timeout fails the test."""
-    return subprocess.run([sys.executable, "-m", "taskq.cli", "worker", *args], env=settings_env(settings), cwd=cwd,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "taskq.cli", "worker", *args],
+        env=settings_env(settings),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_a_worker_with_no_app_says_so_and_exits(broker, tmp_path):

@@ -46,10 +46,26 @@ def test_a_password_or_acl_user_in_redis_url_is_used(tmp_path):
     binary = shutil.which("redis-server")
     assert binary
     proc = subprocess.Popen(
-        [binary, str(ROOT / "redis.conf"), "--port", str(port), "--dir", str(tmp_path), "--requirepass", "s3cret",
-         "--user", "taskq", "on", ">userpass", "~*", "&*", "+@all"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            binary,
+            str(ROOT / "redis.conf"),
+            "--port",
+            str(port),
+            "--dir",
+            str(tmp_path),
+            "--requirepass",
+            "s3cret",
+            "--user",
+            "taskq",
+            "on",
+            ">userpass",
+            "~*",
+            "&*",
+            "+@all",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for url in (f"redis://:s3cret@127.0.0.1:{port}/0", f"redis://taskq:userpass@127.0.0.1:{port}/0"):
 
@@ -64,7 +80,11 @@ def test_a_password_or_acl_user_in_redis_url_is_used(tmp_path):
             settings = fast_settings(url)
             broker = Broker(settings)
             advertise(broker.redis, load_apps(settings.app).values(), {"retries": 3, "timeout_s": 60})
-            r = create_app(settings).test_client().post("/v1/tasks/runs", json={"input": {}, "processor": "echo"}, headers=HEADERS)
+            r = (
+                create_app(settings)
+                .test_client()
+                .post("/v1/tasks/runs", json={"input": {}, "processor": "echo"}, headers=HEADERS)
+            )
             assert r.status_code == 202 and broker.redis.hget(f"taskq:run:{r.json['run_id']}", "status") == "queued"
             broker.close()
         # And without the password nothing is reachable

@@ -91,7 +91,9 @@ def test_only_the_signed_in_tenants_runs_are_shown(client):
 
 
 def test_the_runs_page_filters_by_metadata(client):
-    tagged = client.post("/v1/tasks/runs", json={"input": {}, "processor": "echo", "metadata": {"team": "ops"}}, headers=HEADERS).json["run_id"]
+    tagged = client.post(
+        "/v1/tasks/runs", json={"input": {}, "processor": "echo", "metadata": {"team": "ops"}}, headers=HEADERS
+    ).json["run_id"]
     plain = make_run(client)
     signed_in(client)
     page = client.get("/dashboard/runs?meta=team%3Dops").data.decode()
@@ -104,7 +106,9 @@ def test_cancel_needs_the_sessions_csrf_token(client):
     assert client.post(f"/dashboard/runs/{run_id}/cancel", data={}).status_code == 403
     assert client.post(f"/dashboard/runs/{run_id}/cancel", data={"csrf": "forged"}).status_code == 403
     token = csrf(client, f"/dashboard/runs/{run_id}")
-    cross = client.post(f"/dashboard/runs/{run_id}/cancel", data={"csrf": token}, headers={"Origin": "https://evil.example"})
+    cross = client.post(
+        f"/dashboard/runs/{run_id}/cancel", data={"csrf": token}, headers={"Origin": "https://evil.example"}
+    )
     assert cross.status_code == 403
     assert client.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json["status"] == "queued"
     r = client.post(f"/dashboard/runs/{run_id}/cancel", data={"csrf": token})
@@ -144,7 +148,9 @@ def test_a_cookie_captured_before_sign_out_is_refused_after_it(client, broker):
     assert other.get("/dashboard").status_code == 200
 
 
-@pytest.mark.parametrize("headers", [{"Origin": "null"}, {"Origin": "https://evil.example"}, {"Referer": "https://evil.example/x"}])
+@pytest.mark.parametrize(
+    "headers", [{"Origin": "null"}, {"Origin": "https://evil.example"}, {"Referer": "https://evil.example/x"}]
+)
 def test_a_post_from_an_opaque_or_other_origin_is_refused_everywhere(client, headers):
     # Sign-in (login CSRF): no session is made
     r = client.post("/dashboard/login", data={"api_key": API_KEY}, headers=headers)
@@ -153,7 +159,11 @@ def test_a_post_from_an_opaque_or_other_origin_is_refused_everywhere(client, hea
     run_id = make_run(client)
     signed_in(client)
     token = csrf(client, f"/dashboard/runs/{run_id}")
-    for path in (f"/dashboard/runs/{run_id}/cancel", f"/dashboard/runs/{run_id}/deliveries/{run_id}.1/redeliver", "/dashboard/logout"):
+    for path in (
+        f"/dashboard/runs/{run_id}/cancel",
+        f"/dashboard/runs/{run_id}/deliveries/{run_id}.1/redeliver",
+        "/dashboard/logout",
+    ):
         assert client.post(path, data={"csrf": token}, headers=headers).status_code == 403, path
     assert client.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json["status"] == "queued"
     assert client.get("/dashboard").status_code == 200  # still signed in
@@ -162,8 +172,15 @@ def test_a_post_from_an_opaque_or_other_origin_is_refused_everywhere(client, hea
 def test_a_post_of_this_site_or_of_no_browser_is_accepted(client):
     host = "http://localhost"  # the test client's host
     assert client.post("/dashboard/login", data={"api_key": API_KEY}, headers={"Origin": host}).status_code == 302
-    assert client.post("/dashboard/login", data={"api_key": API_KEY}, headers={"Referer": host + "/dashboard/login"}).status_code == 302
-    assert client.post("/dashboard/login", data={"api_key": API_KEY}).status_code == 302  # neither header: not a browser
+    assert (
+        client.post(
+            "/dashboard/login", data={"api_key": API_KEY}, headers={"Referer": host + "/dashboard/login"}
+        ).status_code
+        == 302
+    )
+    assert (
+        client.post("/dashboard/login", data={"api_key": API_KEY}).status_code == 302
+    )  # neither header: not a browser
 
 
 def test_every_page_renders(client):
@@ -171,8 +188,16 @@ def test_every_page_renders(client):
     gid = client.post("/v1/tasks/groups", json={"metadata": {"a": "b"}}, headers=HEADERS).json["taskgroup_id"]
     client.post(f"/v1/tasks/groups/{gid}/runs", json={"inputs": [{"input": {}, "processor": "echo"}]}, headers=HEADERS)
     signed_in(client)
-    for path in ["/dashboard", "/dashboard/runs", "/dashboard/runs?status=queued&processor=echo", f"/dashboard/runs/{run_id}",
-                 "/dashboard/groups", f"/dashboard/groups/{gid}", "/dashboard/webhooks", "/dashboard/runs?created_after=2020-01-01T00:00"]:  # fmt: skip
+    for path in [
+        "/dashboard",
+        "/dashboard/runs",
+        "/dashboard/runs?status=queued&processor=echo",
+        f"/dashboard/runs/{run_id}",
+        "/dashboard/groups",
+        f"/dashboard/groups/{gid}",
+        "/dashboard/webhooks",
+        "/dashboard/runs?created_after=2020-01-01T00:00",
+    ]:
         r = client.get(path)
         assert r.status_code == 200, (path, r.data[:300])
     assert gid in client.get("/dashboard/groups").data.decode()
@@ -190,11 +215,16 @@ def test_a_run_page_renders_in_every_status_a_run_rests_in(client, drain):
     # Given runs resting in each status, the question of one waiting for an answer too
     drained = {}
     for processor, inp in (("echo", {"n": 1}), ("broken", {"message": "no luck"}), ("spend", {"amount": 12})):
-        drained[processor] = client.post("/v1/tasks/runs", json={"input": inp, "processor": processor}, headers=HEADERS).json["run_id"]
+        drained[processor] = client.post(
+            "/v1/tasks/runs", json={"input": inp, "processor": processor}, headers=HEADERS
+        ).json["run_id"]
     drain()
     queued, cancelled = make_run(client), make_run(client)
     client.post(f"/v1/tasks/runs/{cancelled}/cancel", headers=HEADERS)
-    statuses = {rid: client.get(f"/v1/tasks/runs/{rid}", headers=HEADERS).json["status"] for rid in [queued, cancelled, *drained.values()]}
+    statuses = {
+        rid: client.get(f"/v1/tasks/runs/{rid}", headers=HEADERS).json["status"]
+        for rid in [queued, cancelled, *drained.values()]
+    }
     assert set(statuses.values()) == {"queued", "cancelled", "completed", "failed", "action_required"}
     # When each run's page is read, Then it renders
     signed_in(client)

@@ -19,10 +19,17 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 SHOTS = ROOT / "docs" / "screenshots"
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--window-size=1280,900",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,900",
+]
 
 pytestmark = pytest.mark.skipif(
     not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
@@ -107,7 +114,9 @@ def test_sign_in_watch_a_run_live_cancel_filter_groups_and_redeliver(browser, sh
     assert text(d, "#run-status") == "cancelled"
 
     # Watch a run go queued -> running -> completed, live, then see its output.
-    live = api(url, "POST", "/v1/tasks/runs", {"input": {"seconds": 2}, "processor": "sleep", "metadata": {"team": "ops"}})["run_id"]
+    live = api(
+        url, "POST", "/v1/tasks/runs", {"input": {"seconds": 2}, "processor": "sleep", "metadata": {"team": "ops"}}
+    )["run_id"]
     d.get(f"{url}/dashboard/runs/{live}")
     assert text(d, "#run-status") == "queued"
     worker(name="browser-worker")
@@ -131,7 +140,9 @@ def test_sign_in_watch_a_run_live_cancel_filter_groups_and_redeliver(browser, sh
     # A group's progress moves live until every run has finished.
     gid = api(url, "POST", "/v1/tasks/groups", {"metadata": {"batch": "nightly"}})["taskgroup_id"]
     d.get(f"{url}/dashboard/groups/{gid}")
-    inputs = [{"input": {"seconds": 0.3}, "processor": "sleep"} for _ in range(4)] + [{"input": {}, "processor": "broken"}]
+    inputs = [{"input": {"seconds": 0.3}, "processor": "sleep"} for _ in range(4)] + [
+        {"input": {}, "processor": "broken"}
+    ]
     api(url, "POST", f"/v1/tasks/groups/{gid}/runs", {"inputs": inputs})
     d.get(f"{url}/dashboard/groups/{gid}")
     wait_until(lambda: "all 5 runs finished" in text(d, "#group-message"), timeout_s=40)
@@ -148,6 +159,7 @@ def test_sign_in_watch_a_run_live_cancel_filter_groups_and_redeliver(browser, sh
     down = f"http://127.0.0.1:{free_port()}/hook"
     hooked = api(url, "POST", "/v1/tasks/runs", {"input": {}, "processor": "echo", "webhook": {"url": down}})["run_id"]
     spawn("dispatcher", settings=broker.settings)
+
     def delivery_states() -> list[str]:
         return [x["state"] for x in api(url, "GET", f"/v1/tasks/runs/{hooked}/webhook-deliveries")["deliveries"]]
 
@@ -176,7 +188,9 @@ def test_api_docs_render_every_operation_with_nothing_fetched_from_elsewhere(bro
     d = browser
     url = gunicorn()
     doc = requests.get(url + "/openapi.json", timeout=10).json()
-    expected = {(method.upper(), path, op["summary"]) for path, ops in doc["paths"].items() for method, op in ops.items()}
+    expected = {
+        (method.upper(), path, op["summary"]) for path, ops in doc["paths"].items() for method, op in ops.items()
+    }
     assert doc["openapi"].startswith("3.1")
 
     d.get(url + "/docs")

@@ -31,7 +31,11 @@ def test_json_and_text_runs_round_trip(client, worker, pool):
 
     got = result(client, json_run)
     assert got.status_code == 200
-    assert got.json["output"] == {"type": "json", "content": {"name": "Acme", "summary": "Acme makes things.", "founded": None}, "basis": []}
+    assert got.json["output"] == {
+        "type": "json",
+        "content": {"name": "Acme", "summary": "Acme makes things.", "founded": None},
+        "basis": [],
+    }
     run = got.json["run"]
     assert run["status"] == "completed" and run["is_active"] is False and run["attempts"] == 1
     assert run["metadata"] == {"source": "test"}
@@ -71,7 +75,11 @@ def test_a_failing_run_with_no_retries_fails_with_its_error(client, drain):
     run = client.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json
     assert run["status"] == "failed" and run["attempts"] == 1
     assert run["error"]["message"] == "ValueError: kaput"
-    assert run["error"]["ref_id"] and run["error"]["detail"] == {"type": "ValueError", "message": "ValueError: kaput", "attempt": 1}
+    assert run["error"]["ref_id"] and run["error"]["detail"] == {
+        "type": "ValueError",
+        "message": "ValueError: kaput",
+        "attempt": 1,
+    }
 
 
 def test_a_flaky_run_that_fails_twice_then_succeeds_ends_completed_after_3_attempts(client, drain):
@@ -81,7 +89,10 @@ def test_a_flaky_run_that_fails_twice_then_succeeds_ends_completed_after_3_attem
     assert got.status_code == 200 and got.json["output"]["content"] == {"attempt": 3}
     run = got.json["run"]
     assert run["attempts"] == 3 and run["error"] is None
-    assert [e["message"] for e in run["errors"]] == ["Flaky: attempt 1 fails on purpose", "Flaky: attempt 2 fails on purpose"]
+    assert [e["message"] for e in run["errors"]] == [
+        "Flaky: attempt 1 fails on purpose",
+        "Flaky: attempt 2 fails on purpose",
+    ]
 
 
 def test_a_run_that_keeps_failing_gets_three_retries_then_fails(client, drain):
@@ -97,7 +108,13 @@ def test_between_attempts_the_run_is_queued_with_next_attempt_at(broker, client,
     worker(settings=slow_retries)
     run_id = submit(client, "flaky", {"failures": 1})
 
-    run = wait_until(lambda: (r := client.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json)["attempts"] == 1 and r["status"] == "queued" and r)
+    run = wait_until(
+        lambda: (
+            (r := client.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json)["attempts"] == 1
+            and r["status"] == "queued"
+            and r
+        )
+    )
     assert run["next_attempt_at"] and run["error"]["message"] == "Flaky: attempt 1 fails on purpose"  # type: ignore[index]
     assert broker.redis.zscore(keys.DELAYED, run_id) is not None
 
@@ -164,7 +181,9 @@ def test_round_trip_through_a_real_gunicorn(gunicorn, worker):
 
     url = gunicorn()
     worker()
-    created = requests.post(f"{url}/v1/tasks/runs", json={"input": "quiet", "processor": "shout"}, headers=HEADERS, timeout=10)
+    created = requests.post(
+        f"{url}/v1/tasks/runs", json={"input": "quiet", "processor": "shout"}, headers=HEADERS, timeout=10
+    )
     assert created.status_code == 202
     run_id = created.json()["run_id"]
     got = requests.get(f"{url}/v1/tasks/runs/{run_id}/result", params={"timeout": 20}, headers=HEADERS, timeout=30)

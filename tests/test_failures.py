@@ -17,10 +17,10 @@ import pytest
 
 from taskq import keys, sync
 from taskq.broker import Broker
-from taskq.webhooks.dispatcher import Dispatcher
 from taskq.engine.engine import Engine
 from taskq.engine.processes import Children
 from taskq.gateway import create_app
+from taskq.webhooks.dispatcher import Dispatcher
 from tests.conftest import HEADERS, POOLS, RedisServer, _descendants, fast_settings, wait_until
 
 
@@ -169,7 +169,9 @@ def test_runs_accepted_before_a_redis_restart_all_complete(tmp_path, spawn, work
         before = [submit(client, "echo", {"n": i}) for i in range(50)]
 
         server.stop("shutdown")
-        assert client.post("/v1/tasks/runs", json={"input": {}, "processor": "echo"}, headers=HEADERS).status_code == 503
+        assert (
+            client.post("/v1/tasks/runs", json={"input": {}, "processor": "echo"}, headers=HEADERS).status_code == 503
+        )
         server.start()
 
         w = spawn("worker", "--pool", "threads", settings=settings)
@@ -262,8 +264,9 @@ def test_a_run_whose_worker_died_as_it_took_it_is_put_back(broker, client, worke
 
 
 def test_a_child_process_is_replaced_after_max_runs_per_child(client, spawn, broker):
-    w = spawn("worker", "--pool", "processes", "--concurrency", "1", "--max-runs-per-child", "2",
-              settings=broker.settings)  # fmt: skip
+    w = spawn(
+        "worker", "--pool", "processes", "--concurrency", "1", "--max-runs-per-child", "2", settings=broker.settings
+    )
     run_ids = [submit(client, "whoami", {}) for _ in range(6)]
     runs = [wait_status(client, r, "completed", "failed") for r in run_ids]
     assert all(r["status"] == "completed" for r in runs)
@@ -326,7 +329,9 @@ def test_a_run_stuck_in_a_c_call_past_its_timeout_fails_and_its_slot_goes_to_the
     assert wait_status(client, after, "completed")["attempts"] == 1
     assert _worker_field(broker, "abandoned") == "1"  # the stuck thread still sleeps; the slot was replaced
     metrics = client.get("/metrics").get_data(as_text=True)
-    assert any(line.startswith("taskq_worker_abandoned_threads{") and line.endswith(" 1.0") for line in metrics.splitlines())
+    assert any(
+        line.startswith("taskq_worker_abandoned_threads{") and line.endswith(" 1.0") for line in metrics.splitlines()
+    )
 
 
 def test_a_cancel_ends_a_run_stuck_in_a_c_call_within_seconds(broker, client, worker):

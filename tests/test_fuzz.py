@@ -25,7 +25,9 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(broker, guni
     # Real ids, so that operations on a run or a group reach past the 404.
     import requests
 
-    run_id = requests.post(f"{url}/v1/tasks/runs", json={"input": {}, "processor": "echo"}, headers=HEADERS, timeout=10).json()["run_id"]
+    run_id = requests.post(
+        f"{url}/v1/tasks/runs", json={"input": {}, "processor": "echo"}, headers=HEADERS, timeout=10
+    ).json()["run_id"]
     group_id = requests.post(f"{url}/v1/tasks/groups", json={}, headers=HEADERS, timeout=10).json()["taskgroup_id"]
     (tmp_path / "schemathesis.toml").write_text(
         f'[parameters]\n"path.run_id" = "{run_id}"\n"path.group_id" = "{group_id}"\n"path.upstream" = "model"\n'
@@ -33,13 +35,30 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(broker, guni
     st = shutil.which("st", path=str(Path(sys.executable).parent)) or "st"
     result = subprocess.run(
         [
-            st, "run", f"{url}/openapi.json",
-            "--checks", "not_a_server_error,response_schema_conformance",
-            "--max-examples", str(MAX_EXAMPLES), "--seed", "1", "--workers", "1",
-            "--header", f"x-api-key: {API_KEY}", "--request-timeout", "30",
-            "--suppress-health-check", "all", "--generation-database", "none",
+            st,
+            "run",
+            f"{url}/openapi.json",
+            "--checks",
+            "not_a_server_error,response_schema_conformance",
+            "--max-examples",
+            str(MAX_EXAMPLES),
+            "--seed",
+            "1",
+            "--workers",
+            "1",
+            "--header",
+            f"x-api-key: {API_KEY}",
+            "--request-timeout",
+            "30",
+            "--suppress-health-check",
+            "all",
+            "--generation-database",
+            "none",
         ],
-        capture_output=True, text=True, timeout=580, cwd=tmp_path,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=580,
+        cwd=tmp_path,
+    )
     (tmp_path / "schemathesis.out").write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]

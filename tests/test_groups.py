@@ -46,7 +46,7 @@ def sse_events(text: str) -> list[dict[str, Any]]:
 
 
 def run_keys(broker) -> list[str]:  # type: ignore[no-untyped-def]
-    return [k for k in broker.redis.scan_iter(match="taskq:run:*")]
+    return list(broker.redis.scan_iter(match="taskq:run:*"))
 
 
 # -- groups
@@ -88,7 +88,12 @@ def test_another_tenants_group_is_404_everywhere(client):
 
 def test_added_runs_are_queued_in_order_with_cursors_for_the_streams(client, broker):
     gid = new_group(client)
-    first = add(client, gid, echo_inputs(3), default_task_spec={"output_schema": {"type": "json", "json_schema": {"type": "object"}}})
+    first = add(
+        client,
+        gid,
+        echo_inputs(3),
+        default_task_spec={"output_schema": {"type": "json", "json_schema": {"type": "object"}}},
+    )
     assert first.status_code == 200, first.json
     assert first.json["status"]["num_task_runs"] == 3
     assert first.json["status"]["task_run_status_counts"] == {"queued": 3}
@@ -252,7 +257,9 @@ def test_group_events_cut_midway_and_resumed_yield_every_event_exactly_once(brok
     url = gunicorn()
     api = f"{url}{GROUPS}"
     gid = requests.post(api, json={}, headers=HEADERS, timeout=10).json()["taskgroup_id"]
-    ids = requests.post(f"{api}/{gid}/runs", json={"inputs": echo_inputs(40, "noop")}, headers=HEADERS, timeout=10).json()["run_ids"]
+    ids = requests.post(
+        f"{api}/{gid}/runs", json={"inputs": echo_inputs(40, "noop")}, headers=HEADERS, timeout=10
+    ).json()["run_ids"]
 
     # Given a stream that is open before any run ends, cut after ten events
     seen: list[dict[str, Any]] = []
@@ -316,7 +323,10 @@ def test_run_events_stream_progress_messages_and_state_changes(client, worker):
     assert all(e["run"]["run_id"] == run_id for e in events if e["type"] == "task_run.state")
     # Resuming after the first event leaves it out.
     first_id = events[0]["event_id"]
-    again = sse_events(client.get(f"/v1/tasks/runs/{run_id}/events?last_event_id={first_id}", headers=HEADERS).data.decode())
+    again = sse_events(
+        client.get(f"/v1/tasks/runs/{run_id}/events?last_event_id={first_id}", headers=HEADERS).data.decode()
+    )
+
     def ids(evs: list[dict[str, Any]]) -> list[tuple[str, str]]:
         return [(e["type"], e.get("event_id") or e["message"]) for e in evs]
 

@@ -17,9 +17,9 @@ import pytest
 import redis as redis_lib
 
 from taskq import errors, keys
+from taskq.gateway import create_app
 from taskq.processor import Processor
 from taskq.webhooks import address, signing
-from taskq.gateway import create_app
 from tests.conftest import HEADERS
 
 
@@ -66,7 +66,9 @@ def proxied(broker, upstream):  # type: ignore[no-untyped-def]
 # --- proxy path escape -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["%2e%2e/x", "%252e%252e/x", "a/%2e%2e/%2e%2e/x", "%25252e%25252e/x", "..%2fx", "a/..%252f../x"])
+@pytest.mark.parametrize(
+    "path", ["%2e%2e/x", "%252e%252e/x", "a/%2e%2e/%2e%2e/x", "%25252e%25252e/x", "..%2fx", "a/..%252f../x"]
+)
 def test_an_encoded_path_leaving_the_base_is_422_and_stores_nothing(broker, proxied, path):
     _settings, client = proxied
     before = set(broker.redis.keys("*"))
@@ -109,9 +111,11 @@ def test_the_processor_itself_refuses_a_path_leaving_the_base(monkeypatch, upstr
 def _chunked(client, path, size):  # type: ignore[no-untyped-def]
     """A body with no Content-Length, as a server that ends chunked bodies passes it."""
     return client.post(
-        path, input_stream=io.BytesIO(b" " * size), headers={**HEADERS, "Content-Type": "application/json"},
+        path,
+        input_stream=io.BytesIO(b" " * size),
+        headers={**HEADERS, "Content-Type": "application/json"},
         environ_overrides={"wsgi.input_terminated": True},
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("path", ["/v1/tasks/runs", "/v1/tasks/groups", "/v1/async/model/x"])
@@ -150,9 +154,19 @@ def test_a_chunked_body_over_the_limit_is_413_through_gunicorn(broker, gunicorn,
 
 @pytest.mark.parametrize(
     "headers",
-    [{"Transfer-Encoding ": "chunked"}, {"HOST ": "evil"}, {"webhook-signature ": "v1,x"}, {"Webhook-Id": "x"},
-     {"X-A": "a\r\n b"}, {"X-A": "a\x00"}, {"X-A": "a\nX-B: c"}, {"X A": "1"}, {"": "1"}, {"X-A": "é€"}],
-)  # fmt: skip
+    [
+        {"Transfer-Encoding ": "chunked"},
+        {"HOST ": "evil"},
+        {"webhook-signature ": "v1,x"},
+        {"Webhook-Id": "x"},
+        {"X-A": "a\r\n b"},
+        {"X-A": "a\x00"},
+        {"X-A": "a\nX-B: c"},
+        {"X A": "1"},
+        {"": "1"},
+        {"X-A": "é€"},
+    ],
+)
 def test_a_webhook_header_that_is_not_rfc_9110_or_is_reserved_is_422(client, broker, headers):
     body = {"input": {}, "processor": "echo", "webhook": {"url": "http://127.0.0.1:9/x", "headers": headers}}
     r = client.post("/v1/tasks/runs", json=body, headers=HEADERS)
@@ -168,15 +182,25 @@ def test_reserved_headers_are_dropped_on_the_wire_even_if_stored():
 
 def test_webhook_body_is_not_client_settable(client, broker):
     hook = {"url": "http://127.0.0.1:9/x", "body": "upstream_response"}
-    run_id = client.post("/v1/tasks/runs", json={"input": {}, "processor": "echo", "webhook": hook}, headers=HEADERS).json["run_id"]
+    run_id = client.post(
+        "/v1/tasks/runs", json={"input": {}, "processor": "echo", "webhook": hook}, headers=HEADERS
+    ).json["run_id"]
     record = broker.redis.hgetall(keys.run(run_id))
     assert "webhook_body" not in record and "body" not in json.loads(record["webhook"])
 
 
 def test_proxy_runs_store_no_identity_or_hop_by_hop_headers(broker, proxied):
     _settings, client = proxied
-    sent = {"Cookie": "s=1", "X-Forwarded-For": "1.2.3.4", "Forwarded": "for=x", "X-Real-IP": "1.2.3.4",
-            "Proxy-Authorization": "x", "Trailer": "x", "X-Trace": "t1", "True-Client-IP": "1.2.3.4"}  # fmt: skip
+    sent = {
+        "Cookie": "s=1",
+        "X-Forwarded-For": "1.2.3.4",
+        "Forwarded": "for=x",
+        "X-Real-IP": "1.2.3.4",
+        "Proxy-Authorization": "x",
+        "Trailer": "x",
+        "X-Trace": "t1",
+        "True-Client-IP": "1.2.3.4",
+    }
     run_id = client.post("/v1/async/model/x", json={}, headers={**HEADERS, **sent}).json["run_id"]
     stored = json.loads(broker.redis.hget(keys.run(run_id), "input"))["headers"]
     assert {k.lower() for k in stored} == {"content-type"}  # the allow-list; tests/test_proxy.py has the rest
@@ -189,9 +213,13 @@ def test_proxy_runs_store_no_identity_or_hop_by_hop_headers(broker, proxied):
 def test_ids_with_redis_key_suffixes_are_404(client, suffix):
     run_id = client.post("/v1/tasks/runs", json={"input": {}, "processor": "echo"}, headers=HEADERS).json["run_id"]
     group_id = client.post("/v1/tasks/groups", json={}, headers=HEADERS).json["taskgroup_id"]
-    for path in (f"/v1/tasks/runs/{run_id}{suffix}", f"/v1/tasks/runs/{run_id}{suffix}/result?timeout=0",
-                 f"/v1/tasks/groups/{group_id}{suffix}", f"/v1/tasks/groups/{group_id}{suffix}/events",
-                 f"/v1/tasks/runs/{run_id}/webhook-deliveries/{run_id}.1{suffix}/redeliver"):  # fmt: skip
+    for path in (
+        f"/v1/tasks/runs/{run_id}{suffix}",
+        f"/v1/tasks/runs/{run_id}{suffix}/result?timeout=0",
+        f"/v1/tasks/groups/{group_id}{suffix}",
+        f"/v1/tasks/groups/{group_id}{suffix}/events",
+        f"/v1/tasks/runs/{run_id}/webhook-deliveries/{run_id}.1{suffix}/redeliver",
+    ):
         method = client.post if path.endswith("redeliver") else client.get
         assert method(path, headers=HEADERS).status_code == 404, path
 
@@ -200,14 +228,22 @@ def test_ids_with_redis_key_suffixes_are_404(client, suffix):
 def test_a_last_event_id_redis_would_refuse_is_422(client, value):
     group_id = client.post("/v1/tasks/groups", json={}, headers=HEADERS).json["taskgroup_id"]
     for stream in ("events", "runs"):
-        r = client.get(f"/v1/tasks/groups/{group_id}/{stream}", query_string={"last_event_id": value, "timeout": "0"}, headers=HEADERS)
+        r = client.get(
+            f"/v1/tasks/groups/{group_id}/{stream}",
+            query_string={"last_event_id": value, "timeout": "0"},
+            headers=HEADERS,
+        )
         assert r.status_code == 422, (stream, r.data)
     # A position (the group's runs stream) past what LRANGE takes (found by schemathesis)
-    r = client.get(f"/v1/tasks/groups/{group_id}/runs", query_string={"last_event_id": "13197497158213310098"}, headers=HEADERS)
+    r = client.get(
+        f"/v1/tasks/groups/{group_id}/runs", query_string={"last_event_id": "13197497158213310098"}, headers=HEADERS
+    )
     assert r.status_code == 422
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/x", "http://127.0.0.1:abc/x", "http://[::1/x", "http://[zz]/x", "http://a b/x"])
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:99999/x", "http://127.0.0.1:abc/x", "http://[::1/x", "http://[zz]/x", "http://a b/x"]
+)
 def test_a_malformed_webhook_url_is_422(client, url):
     body = {"input": {}, "processor": "echo", "webhook": {"url": url}}
     assert client.post("/v1/tasks/runs", json=body, headers=HEADERS).status_code == 422
@@ -227,7 +263,9 @@ def redis_state(broker) -> dict[bytes, bytes]:  # type: ignore[no-untyped-def]
 
 def waiting_run(client, drain) -> str:  # type: ignore[no-untyped-def]
     """A run of `spend`, waiting in action_required for its first answer."""
-    run_id = client.post("/v1/tasks/runs", json={"input": {"amount": 1}, "processor": "spend"}, headers=HEADERS).json["run_id"]
+    run_id = client.post("/v1/tasks/runs", json={"input": {"amount": 1}, "processor": "spend"}, headers=HEADERS).json[
+        "run_id"
+    ]
     drain()
     assert client.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json["status"] == "action_required"
     return str(run_id)
@@ -240,10 +278,16 @@ def json_endpoints(client, drain) -> list[tuple[str, str]]:  # type: ignore[no-u
     return [
         ("/v1/tasks/runs", '{"input": {"x": [1, X]}, "processor": "echo"}'),
         ("/v1/tasks/runs", '{"input": {}, "processor": "echo", "metadata": {"m": X}}'),
-        ("/v1/tasks/runs", '{"input": {}, "processor": "echo", "task_spec": {"output_schema": {"type": "json", "json_schema": {"maximum": X}}}}'),
+        (
+            "/v1/tasks/runs",
+            '{"input": {}, "processor": "echo", "task_spec": {"output_schema": {"type": "json", "json_schema": {"maximum": X}}}}',
+        ),
         ("/v1/tasks/groups", '{"metadata": {"m": X}}'),
         ("/v1beta/tasks/groups", '{"metadata": {"m": X}}'),
-        (f"/v1/tasks/groups/{group_id}/runs", '{"inputs": [{"input": {}, "processor": "echo"}, {"input": {"x": X}, "processor": "echo"}]}'),
+        (
+            f"/v1/tasks/groups/{group_id}/runs",
+            '{"inputs": [{"input": {}, "processor": "echo"}, {"input": {"x": X}, "processor": "echo"}]}',
+        ),
         (f"/v1/tasks/groups/{group_id}/runs", '{"inputs": [{"input": {}, "processor": "echo", "metadata": {"m": X}}]}'),
         (f"/v1/tasks/runs/{run_id}/action", '{"input": {"approved": true, "x": X}}'),
     ]
@@ -254,12 +298,24 @@ def test_nan_and_infinity_are_400_on_every_json_endpoint(client, broker, drain, 
     for path, body in json_endpoints(client, drain):
         before = redis_state(broker)
         r = client.post(path, data=body.replace("X", token), headers={**HEADERS, "Content-Type": "application/json"})
-        assert r.status_code == 400 and "NaN and Infinity are not JSON" in r.json["error"]["message"], (path, body, r.json)
+        assert r.status_code == 400 and "NaN and Infinity are not JSON" in r.json["error"]["message"], (
+            path,
+            body,
+            r.json,
+        )
         assert redis_state(broker) == before, (path, body)
 
 
-FIELDS = ["input.x.1", "metadata.m", "task_spec.output_schema.json_schema.maximum", "metadata.m", "metadata.m",
-          "inputs.1.input.x", "inputs.0.metadata.m", "input.x"]  # fmt: skip
+FIELDS = [
+    "input.x.1",
+    "metadata.m",
+    "task_spec.output_schema.json_schema.maximum",
+    "metadata.m",
+    "metadata.m",
+    "inputs.1.input.x",
+    "inputs.0.metadata.m",
+    "input.x",
+]
 
 
 @pytest.mark.parametrize("literal", ["1e400", "-1E+400", "2.5e999", "9" * 400 + ".5"])
@@ -288,7 +344,9 @@ def test_python_callers_get_a_422_naming_the_field_for_a_non_finite_number(broke
     for field, call in calls.items():
         with pytest.raises(errors.ValidationFailed) as refused:
             call()
-        assert refused.value.message.startswith(f"{field}: numbers must be finite") and refused.value.detail == {"field": field}
+        assert refused.value.message.startswith(f"{field}: numbers must be finite") and refused.value.detail == {
+            "field": field
+        }
     assert redis_state(broker) == before
 
 
@@ -312,7 +370,9 @@ def test_an_output_with_a_non_finite_number_fails_the_run_and_is_not_stored(brok
     r = client.get(f"/v1/tasks/runs/{handle.run_id}", headers=HEADERS)
     run = json.loads(r.data)  # strict: the answer is JSON
     assert run["status"] == "failed"
-    assert "numbers must be finite" in run["error"]["message"] and run["error"]["message"].startswith("OutputInvalid: output.")
+    assert "numbers must be finite" in run["error"]["message"] and run["error"]["message"].startswith(
+        "OutputInvalid: output."
+    )
     assert broker.redis.hget(keys.run(handle.run_id), "output") is None
     for key in broker.redis.keys("*"):  # no stored JSON anywhere holds a number that is not JSON
         if broker.redis.type(key) == "hash":
@@ -397,7 +457,9 @@ def test_adding_runs_makes_the_group_persist_in_the_same_step(client, broker):
     # Given the group's events stream already expiring (as after a finished batch)
     broker.redis.xadd(keys.group_events(group_id), {"type": "x"})
     broker.redis.expire(keys.group_events(group_id), 100)
-    added = client.post(f"/v1/tasks/groups/{group_id}/runs", json={"inputs": [{"input": {}, "processor": "echo"}]}, headers=HEADERS)
+    added = client.post(
+        f"/v1/tasks/groups/{group_id}/runs", json={"inputs": [{"input": {}, "processor": "echo"}]}, headers=HEADERS
+    )
     assert added.status_code == 200
     for key in (keys.group(group_id), keys.group_runs(group_id), keys.group_events(group_id)):
         assert broker.redis.ttl(key) == -1, key

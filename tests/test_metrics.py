@@ -37,7 +37,7 @@ def test_run_counters_and_histograms_follow_every_transition(client, worker):
     assert client.post(f"/v1/tasks/runs/{cancelled}/cancel", headers=HEADERS).status_code == 200
     worker()
     for run_id in runs:
-        wait_until(lambda: ended(client, run_id), timeout_s=30)
+        wait_until(lambda run_id=run_id: ended(client, run_id), timeout_s=30)
 
     m = scrape(client)
     assert m[("taskq_runs_created_total", (("processor", "echo"),))] == 2

@@ -4,7 +4,6 @@ without the network (tests/test_dashboard_browser.py sees it render)."""
 
 from __future__ import annotations
 
-
 from taskq import openapi
 from taskq.gateway import create_app
 
@@ -19,7 +18,9 @@ def test_every_route_is_described_in_openapi(client, broker):
         for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
             op = doc["paths"].get(path, {}).get(method.lower())
             assert op is not None, f"{method} {path} is missing from /openapi.json"
-            assert "not yet described" not in op["summary"], f"{method} {path} ({rule.endpoint}) has no entry in openapi.OPERATIONS"
+            assert "not yet described" not in op["summary"], (
+                f"{method} {path} ({rule.endpoint}) has no entry in openapi.OPERATIONS"
+            )
             names = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
             assert names == set(rule.arguments), path
 
@@ -27,14 +28,21 @@ def test_every_route_is_described_in_openapi(client, broker):
 def test_the_document_has_both_prefixes_parameters_bodies_and_errors(client):
     doc = client.get("/openapi.json").json
 
-    assert "/v1beta/tasks/groups/{group_id}/events" in doc["paths"] and "/v1/tasks/groups/{group_id}/events" in doc["paths"]
+    assert (
+        "/v1beta/tasks/groups/{group_id}/events" in doc["paths"]
+        and "/v1/tasks/groups/{group_id}/events" in doc["paths"]
+    )
     run = doc["paths"]["/v1/tasks/runs/{run_id}/result"]["get"]
     assert {p["name"] for p in run["parameters"]} == {"run_id", "timeout"}
     assert next(p for p in run["parameters"] if p["name"] == "run_id")["schema"]["pattern"]
     runs = doc["paths"]["/v1beta/tasks/groups/{group_id}/runs"]
-    assert {"last_event_id", "status", "include_input", "include_output"} <= {p["name"] for p in runs["get"]["parameters"]}
+    assert {"last_event_id", "status", "include_input", "include_output"} <= {
+        p["name"] for p in runs["get"]["parameters"]
+    }
     assert runs["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("TaskGroupRunRequest")
-    assert doc["paths"]["/v1/tasks/runs"]["post"]["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorResponse")
+    assert doc["paths"]["/v1/tasks/runs"]["post"]["responses"]["422"]["content"]["application/json"]["schema"][
+        "$ref"
+    ].endswith("ErrorResponse")
 
 
 def test_docs_serve_swagger_ui_from_the_package_under_a_strict_content_security_policy(client):
@@ -55,5 +63,7 @@ def test_the_dashboard_is_not_part_of_the_api_document(client):
     doc = client.get("/openapi.json").json
     assert not [p for p in doc["paths"] if p.startswith("/dashboard")]
     listed = doc["paths"]["/v1/tasks/runs"]["get"]
-    assert {"status", "processor", "limit", "cursor", "created_after", "created_before"} <= {p["name"] for p in listed["parameters"]}
+    assert {"status", "processor", "limit", "cursor", "created_after", "created_before"} <= {
+        p["name"] for p in listed["parameters"]
+    }
     assert listed["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("TaskRunList")

@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,11 +17,11 @@ import pytest
 import requests
 
 from taskq import Output, keys, outputs
-from taskq.webhooks import delivery
-from taskq.outputs import signing
 from taskq.errors import OutputRejected
+from taskq.outputs import signing
 from taskq.outputs.record import _secret
 from taskq.record import RunRecord
+from taskq.webhooks import delivery
 from tests.conftest import API_KEY, HEADERS, OTHER_KEY, ROOT, free_port, wait_until
 
 
@@ -106,7 +105,9 @@ def test_group_run_streams_list_outputs(broker, client, worker, out_dir):
 
 @pytest.mark.parametrize("pool", ["threads", "processes"])
 def test_files_over_a_limit_fail_the_run_and_nothing_of_them_is_kept(broker, client, worker, out_dir, pool):
-    settings = broker.settings.replace(output_dir=str(out_dir), max_output_file_bytes=1000, max_outputs_bytes_per_run=1500)
+    settings = broker.settings.replace(
+        output_dir=str(out_dir), max_output_file_bytes=1000, max_outputs_bytes_per_run=1500
+    )
     worker(pool, settings=settings)
     too_big = submit(client, "render", {"size_bytes": 2000})
     two = submit(client, "render", {"files": {"a.txt": "a" * 900, "b.txt": "b" * 900}})
@@ -181,7 +182,7 @@ def test_an_output_with_neither_path_nor_data_says_so():
     with pytest.raises(ValueError, match="no file"):
         empty.save()
     with pytest.raises(ValueError, match="no file"):
-        empty.size
+        assert empty.size is None
 
 
 def test_files_are_deleted_when_their_run_expires(broker, client, worker, out_dir):
@@ -226,11 +227,29 @@ def rendered(local, drain, input):  # type: ignore[no-untyped-def]
     return api.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json
 
 
-ACTIVE_TYPES = ["text/html", "image/svg+xml", "application/xhtml+xml", "text/xml", "application/xml", "application/pdf",
-                "text/javascript", "application/octet-stream", "TEXT/HTML", "text/html; charset=utf-8",
-                "multipart/x-mixed-replace; boundary=x"]  # fmt: skip
-INERT_TYPES = ["text/plain", "text/csv", "application/json", "image/png", "image/jpeg", "image/gif", "image/webp",
-               "text/plain; charset=utf-8"]  # fmt: skip
+ACTIVE_TYPES = [
+    "text/html",
+    "image/svg+xml",
+    "application/xhtml+xml",
+    "text/xml",
+    "application/xml",
+    "application/pdf",
+    "text/javascript",
+    "application/octet-stream",
+    "TEXT/HTML",
+    "text/html; charset=utf-8",
+    "multipart/x-mixed-replace; boundary=x",
+]
+INERT_TYPES = [
+    "text/plain",
+    "text/csv",
+    "application/json",
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "text/plain; charset=utf-8",
+]
 SANDBOX = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
 
 
@@ -258,7 +277,10 @@ def test_a_file_a_browser_could_run_is_an_attachment_with_nosniff_and_a_sandbox(
     # and Range still works on them
     part = download(local[1], listed["page.html"]["url"], headers={"Range": "bytes=0-7"})
     assert part.status_code == 206 and part.data == b"<script>"
-    assert part.headers["Content-Disposition"].startswith("attachment") and part.headers["X-Content-Type-Options"] == "nosniff"
+    assert (
+        part.headers["Content-Disposition"].startswith("attachment")
+        and part.headers["X-Content-Type-Options"] == "nosniff"
+    )
 
 
 def test_an_inert_file_is_shown_inline_but_still_with_nosniff_and_a_sandbox(local, drain):
@@ -289,11 +311,26 @@ def test_serving_is_one_decision_for_every_type():
 
 
 BAD_TYPES = [
-    "text/plain\r\nSet-Cookie: session=stolen", "text/html\n", "text/plain\r", "text/plain\x00", "text/plain\x7f",
-    "text", "text/", "/plain", "text/plain/x", "text/ plain", "text /plain", "text/plain ", "text/plain; charset",
-    'text/plain; charset="utf-8', "text/plain; charset=utf 8", "text/plain;\tcharset=utf-8", "tëxt/plain",
-    "text/plain; charset=\u2028", "a" * 250 + "/plain",
-]  # fmt: skip
+    "text/plain\r\nSet-Cookie: session=stolen",
+    "text/html\n",
+    "text/plain\r",
+    "text/plain\x00",
+    "text/plain\x7f",
+    "text",
+    "text/",
+    "/plain",
+    "text/plain/x",
+    "text/ plain",
+    "text /plain",
+    "text/plain ",
+    "text/plain; charset",
+    'text/plain; charset="utf-8',
+    "text/plain; charset=utf 8",
+    "text/plain;\tcharset=utf-8",
+    "tëxt/plain",
+    "text/plain; charset=\u2028",
+    "a" * 250 + "/plain",
+]
 
 
 @pytest.mark.parametrize("bad", BAD_TYPES)
@@ -343,8 +380,10 @@ def test_a_run_recorded_by_an_earlier_version_is_listed_served_safely_and_kept(b
         (out_dir / key).parent.mkdir(parents=True)
         (out_dir / key).write_bytes(b"<script>1</script>")
         entries.append({"name": name, "key": key, "size": 18, "content_type": content_type, "saved_ms": 1})
-    broker.redis.hset(keys.run(run_id), mapping={"status": "running", "token": "t", "outputs": json.dumps(entries),
-                                                  "has_outputs": "1"})  # fmt: skip
+    broker.redis.hset(
+        keys.run(run_id),
+        mapping={"status": "running", "token": "t", "outputs": json.dumps(entries), "has_outputs": "1"},
+    )
 
     run = api.get(f"/v1/tasks/runs/{run_id}", headers=HEADERS).json
     assert [o["name"] for o in run["outputs"]] == ["page.html", "ok.txt"] and run["outputs_count"] == 2
@@ -455,9 +494,16 @@ def test_a_run_with_more_files_than_a_page_is_bounded_and_pages_through_all(brok
     assert all(download(api, o["url"]).data == b"x" for o in got)
 
     # A bad limit or cursor is a 422 naming it
-    for query, field in [("limit=0", "limit"), ("limit=1001", "limit"), ("limit=x", "limit"), ("limit=-1", "limit"),
-                         ("cursor=abc", "cursor"), ("cursor=-1", "cursor"), ("cursor=1e3", "cursor"),
-                         ("cursor=" + "9" * 16, "cursor")]:  # fmt: skip
+    for query, field in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=x", "limit"),
+        ("limit=-1", "limit"),
+        ("cursor=abc", "cursor"),
+        ("cursor=-1", "cursor"),
+        ("cursor=1e3", "cursor"),
+        ("cursor=" + "9" * 16, "cursor"),
+    ]:
         bad = api.get(f"/v1/tasks/runs/{run_id}/outputs?{query}", headers=HEADERS)
         assert bad.status_code == 422 and bad.json["error"]["message"].startswith(field), query
 
@@ -500,8 +546,12 @@ def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-unty
     log = open(tmp_path / "moto.log", "wb")
     proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{port}"
-    for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+    for name, value in {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(name, value)
 
     def up() -> bool:
@@ -528,8 +578,10 @@ def test_s3_storage_presigns_urls_and_deletes_expired_runs_files(broker, client,
 
     api = create_app(settings).test_client()
     files = {"data.json": '{"a": 0}', "page.html": "<script>1</script>", "pic.svg": "<svg/>", "note.txt": "<b>"}
-    body = {"processor": "render", "input": {"files": files, "types": {"note.txt": "text/html"},
-                                             "again": {"data.json": '{"a": 1}'}}}  # fmt: skip
+    body = {
+        "processor": "render",
+        "input": {"files": files, "types": {"note.txt": "text/html"}, "again": {"data.json": '{"a": 1}'}},
+    }
     run_id = api.post("/v1/tasks/runs", json=body, headers=HEADERS).json["run_id"]
     got = api.get(f"/v1/tasks/runs/{run_id}/result?timeout=20", headers=HEADERS)
     assert got.status_code == 200, got.json
@@ -545,8 +597,12 @@ def test_s3_storage_presigns_urls_and_deletes_expired_runs_files(broker, client,
 
     # The store is told, in the signed URL, to serve a type a browser could run as an
     # attachment, and an inert one inline
-    for name, how in [("page.html", "attachment"), ("pic.svg", "attachment"), ("note.txt", "attachment"),
-                      ("data.json", "inline")]:  # fmt: skip
+    for name, how in [
+        ("page.html", "attachment"),
+        ("pic.svg", "attachment"),
+        ("note.txt", "attachment"),
+        ("data.json", "inline"),
+    ]:
         query = parse_qs(urlsplit(listed[name]["url"]).query)
         assert query["response-content-disposition"] == [f'{how}; filename="{name}"'], name
         assert query["response-content-type"] == [listed[name]["content_type"]], name

@@ -25,8 +25,19 @@ from tests.conftest import ROOT
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 # What is never part of a checkout's source: caches, builds, the virtualenv, run data.
-NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "var", "build", "dist", "__pycache__", "*.pyc", "*.egg-info",
-                                    ".mypy_cache", ".pytest_cache", "appendonlydir")  # fmt: skip
+NOT_SOURCE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "var",
+    "build",
+    "dist",
+    "__pycache__",
+    "*.pyc",
+    "*.egg-info",
+    ".mypy_cache",
+    ".pytest_cache",
+    "appendonlydir",
+)
 
 
 def package_files() -> set[str]:
@@ -45,8 +56,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("build")
     src = tmp / "src"
     shutil.copytree(ROOT, src, ignore=NOT_SOURCE)
-    done = subprocess.run([sys.executable, "-m", "build", "--outdir", str(tmp / "dist"), str(src)],
-                          capture_output=True, text=True, timeout=110)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(tmp / "dist"), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (wheel,) = (tmp / "dist").glob("*.whl")
     (sdist,) = (tmp / "dist").glob("*.tar.gz")
@@ -58,7 +73,9 @@ def test_the_wheel_holds_every_file_of_the_package_and_no_other_top_level_packag
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         dist_info = f"taskq_server-{PROJECT['version']}.dist-info"
-        fields = dict(line.split(": ", 1) for line in zf.read(f"{dist_info}/METADATA").decode().splitlines() if ": " in line)
+        fields = dict(
+            line.split(": ", 1) for line in zf.read(f"{dist_info}/METADATA").decode().splitlines() if ": " in line
+        )
         entry_points = zf.read(f"{dist_info}/entry_points.txt").decode()
     # Every module, Lua script, template, static file and py.typed: nothing left behind
     missing = package_files() - names

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
-from urllib.parse import parse_qsl
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -17,7 +17,7 @@ from tests.conftest import HEADERS
 class Upstream(BaseHTTPRequestHandler):
     seen: list[dict[str, object]] = []
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length") or 0)).decode()
         Upstream.seen.append({"path": self.path, "body": body, "headers": dict(self.headers)})
         answer = json.dumps({"echo": json.loads(body or "null"), "path": self.path}).encode()
@@ -47,7 +47,9 @@ def test_a_proxied_call_returns_202_and_records_the_upstream_answer(broker, work
     worker("threads", settings=settings)
     client = create_app(settings).test_client()
 
-    r = client.post("/v1/async/model/predict?async=true&x=1", json={"prompt": "hi"}, headers={**HEADERS, "X-Trace": "t1"})
+    r = client.post(
+        "/v1/async/model/predict?async=true&x=1", json={"prompt": "hi"}, headers={**HEADERS, "X-Trace": "t1"}
+    )
     assert r.status_code == 202 and r.json["run_id"].startswith("trun_")
 
     result = client.get(f"/v1/tasks/runs/{r.json['run_id']}/result?timeout=20", headers=HEADERS).json
@@ -70,8 +72,8 @@ def test_an_unknown_upstream_is_404_and_arbitrary_urls_are_impossible(broker, up
 def test_webhook_endpoint_receives_the_upstream_response_body_signed(broker, worker, spawn, upstream):
     from standardwebhooks import Webhook
 
-    from taskq.webhooks import delivery
     from taskq.ids import tenant_of
+    from taskq.webhooks import delivery
     from tests.conftest import wait_until
     from tests.test_webhooks import serving
 
@@ -94,12 +96,28 @@ def test_webhook_endpoint_receives_the_upstream_response_body_signed(broker, wor
 # Identity, origin and credential headers that proxies, CDNs and frameworks read;
 # none of them may reach an upstream unless the operator names it.
 IDENTITY = {
-    "True-Client-IP": "1.2.3.4", "X-Client-IP": "1.2.3.4", "CF-Connecting-IP": "1.2.3.4", "Fastly-Client-IP": "1.2.3.4",
-    "X-Cluster-Client-IP": "1.2.3.4", "X-Forwarded-For": "1.2.3.4", "X-Forwarded-Host": "a", "Forwarded": "for=x",
-    "X-Real-IP": "1.2.3.4", "Cookie": "s=1", "Cookie2": "s=1", "X-Original-URL": "/admin", "X-Rewrite-URL": "/admin",
-    "X-HTTP-Method-Override": "DELETE", "Via": "1.1 x", "From": "me@example.com", "Referer": "https://me.example/",
-    "Origin": "https://me.example", "User-Agent": "mine/1", "Proxy-Authorization": "x", "Trailer": "x",
-}  # fmt: skip
+    "True-Client-IP": "1.2.3.4",
+    "X-Client-IP": "1.2.3.4",
+    "CF-Connecting-IP": "1.2.3.4",
+    "Fastly-Client-IP": "1.2.3.4",
+    "X-Cluster-Client-IP": "1.2.3.4",
+    "X-Forwarded-For": "1.2.3.4",
+    "X-Forwarded-Host": "a",
+    "Forwarded": "for=x",
+    "X-Real-IP": "1.2.3.4",
+    "Cookie": "s=1",
+    "Cookie2": "s=1",
+    "X-Original-URL": "/admin",
+    "X-Rewrite-URL": "/admin",
+    "X-HTTP-Method-Override": "DELETE",
+    "Via": "1.1 x",
+    "From": "me@example.com",
+    "Referer": "https://me.example/",
+    "Origin": "https://me.example",
+    "User-Agent": "mine/1",
+    "Proxy-Authorization": "x",
+    "Trailer": "x",
+}
 ALLOWED = {"Content-Type": "application/json", "Accept": "application/json", "Accept-Language": "fr"}
 
 
@@ -118,7 +136,9 @@ def test_only_allow_listed_headers_are_stored_for_the_upstream(broker, upstream)
     stored = stored_input(broker, run_id)["headers"]
     assert {k.lower(): v for k, v in stored.items()} == {k.lower(): v for k, v in {**ALLOWED, "X-Trace": "t1"}.items()}
     # Bearer auth to taskq is not forwarded either, even when the operator names it
-    run_id = client.post("/v1/async/model/x", data="{}", headers={"Authorization": f"Bearer {HEADERS['x-api-key']}"}).json["run_id"]
+    run_id = client.post(
+        "/v1/async/model/x", data="{}", headers={"Authorization": f"Bearer {HEADERS['x-api-key']}"}
+    ).json["run_id"]
     assert stored_input(broker, run_id)["headers"] == {}
 
 
@@ -129,7 +149,9 @@ def test_the_processor_forwards_only_allow_listed_headers_whatever_the_run_holds
     Upstream.seen = []
     monkeypatch.setenv("TASKQ_PROXY_UPSTREAMS", f"model={upstream}")
     monkeypatch.setenv("TASKQ_PROXY_FORWARD_HEADERS", "X-Trace")
-    call_upstream.func(HttpRequest(upstream="model", headers={**IDENTITY, **ALLOWED, "X-Trace": "t1", "x-api-key": "k"}))
+    call_upstream.func(
+        HttpRequest(upstream="model", headers={**IDENTITY, **ALLOWED, "X-Trace": "t1", "x-api-key": "k"})
+    )
     got = {k.lower(): v for k, v in Upstream.seen[0]["headers"].items()}  # type: ignore[attr-defined]
     assert got["x-trace"] == "t1" and got["accept-language"] == "fr"
     assert not {k.lower() for k in IDENTITY if k != "User-Agent"} & set(got) and "x-api-key" not in got

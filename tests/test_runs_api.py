@@ -97,7 +97,11 @@ def test_bad_requests_get_a_clear_error_and_change_nothing(client, broker, body,
 def test_input_schema_is_checked_at_the_gateway_naming_the_field(client, broker):
     before = all_keys(broker)
     schema = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
-    body = {"input": {"age": "old"}, "processor": "echo", "task_spec": {"input_schema": {"type": "json", "json_schema": schema}}}
+    body = {
+        "input": {"age": "old"},
+        "processor": "echo",
+        "task_spec": {"input_schema": {"type": "json", "json_schema": schema}},
+    }
     r = create(client, body)
     assert r.status_code == 422
     assert r.json["error"]["message"].startswith("input.age:")
@@ -118,7 +122,9 @@ def test_oversized_body_is_413_and_writes_nothing(broker):
 
     app = create_app(broker.settings.replace(max_body_bytes=1000))
     before = all_keys(broker)
-    r = app.test_client().post("/v1/tasks/runs", json={"input": {"x": "y" * 2000}, "processor": "echo"}, headers=HEADERS)
+    r = app.test_client().post(
+        "/v1/tasks/runs", json={"input": {"x": "y" * 2000}, "processor": "echo"}, headers=HEADERS
+    )
     assert r.status_code == 413
     assert "too large" in r.json["error"]["message"]
     assert all_keys(broker) == before
@@ -151,7 +157,11 @@ def test_same_idempotency_key_returns_the_first_run(client, broker):
     assert again.json["run_id"] == first.json["run_id"]
     assert again.headers["Idempotent-Replayed"] == "true"
     assert broker.redis.llen("rq:queue:default") == 1
-    other_tenant = create(client, {"input": {"n": 1}, "processor": "echo"}, headers={"x-api-key": OTHER_KEY, "Idempotency-Key": "order-17"})
+    other_tenant = create(
+        client,
+        {"input": {"n": 1}, "processor": "echo"},
+        headers={"x-api-key": OTHER_KEY, "Idempotency-Key": "order-17"},
+    )
     assert other_tenant.json["run_id"] != first.json["run_id"]
 
 
@@ -162,7 +172,9 @@ def test_concurrent_posts_with_one_idempotency_key_make_one_run(broker):
 
     def post(_: int) -> str:
         with app.test_client() as c:
-            return create(c, {"input": {}, "processor": "echo"}, headers={**HEADERS, "Idempotency-Key": "k"}).json["run_id"]
+            return create(c, {"input": {}, "processor": "echo"}, headers={**HEADERS, "Idempotency-Key": "k"}).json[
+                "run_id"
+            ]
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         ids = set(pool.map(post, range(64)))
@@ -254,10 +266,14 @@ def test_every_field_taskq_does_not_act_on_is_named_in_the_runs_warnings_on_ever
     # Given a request with each accepted-but-unused field, an unknown one, and unknown nested ones
     assert set(NOT_ACTED_ON_VALUES) == set(NOT_ACTED_ON)
     body = {
-        "input": {"n": 1}, "processor": "echo", "metadata": {"k": "v"}, **NOT_ACTED_ON_VALUES, "made_up": 1,
+        "input": {"n": 1},
+        "processor": "echo",
+        "metadata": {"k": "v"},
+        **NOT_ACTED_ON_VALUES,
+        "made_up": 1,
         "webhook": {"url": "http://127.0.0.1:9/hook", "retries": 9},
         "task_spec": {"output_schema": {"type": "json", "json_schema": {"type": "object"}, "strict": True}},
-    }  # fmt: skip
+    }
     expected = [*NOT_ACTED_ON_VALUES, "made_up", "task_spec.output_schema.strict", "webhook.retries"]
 
     # When it is created, Then the 202 names each of them once, and nothing it acts on
@@ -279,15 +295,25 @@ def test_every_field_taskq_does_not_act_on_is_named_in_the_runs_warnings_on_ever
     replay = create(client, body, headers={**HEADERS, "Idempotency-Key": "warn-1"})
     assert replay.headers["Idempotent-Replayed"] == "true" and replay.json["warnings"] == run["warnings"]
     drain()
-    assert client.get(f"/v1/tasks/runs/{run['run_id']}/result?timeout=5", headers=HEADERS).json["run"]["warnings"] == run["warnings"]
+    assert (
+        client.get(f"/v1/tasks/runs/{run['run_id']}/result?timeout=5", headers=HEADERS).json["run"]["warnings"]
+        == run["warnings"]
+    )
 
 
 def test_a_request_of_only_fields_taskq_acts_on_has_no_warnings(client):
     body = {
-        "input": "text", "processor": "shout", "metadata": {"k": 1},
+        "input": "text",
+        "processor": "shout",
+        "metadata": {"k": 1},
         "task_spec": {"input_schema": "any text", "output_schema": {"type": "text", "description": "loud"}},
-        "callback_webhook": {"url": "http://127.0.0.1:9/hook", "event_types": ["task_run.status"], "secret": None, "headers": {}},
-    }  # fmt: skip
+        "callback_webhook": {
+            "url": "http://127.0.0.1:9/hook",
+            "event_types": ["task_run.status"],
+            "secret": None,
+            "headers": {},
+        },
+    }
     run = create(client, body).json
     assert run["warnings"] is None
     assert client.get(f"/v1/tasks/runs/{run['run_id']}", headers=HEADERS).json["warnings"] is None
@@ -311,7 +337,12 @@ def test_each_run_of_a_group_add_names_the_fields_its_input_and_the_request_gave
     inputs = [
         {"input": {"i": 0}, "processor": "echo", "source_policy": {"include_domains": ["a.com"]}},
         {"input": {"i": 1}, "processor": "echo"},
-        {"input": {"i": 2}, "processor": "echo", "enable_events": True, "webhook": {"url": "http://127.0.0.1:9/h", "x": 1}},
+        {
+            "input": {"i": 2},
+            "processor": "echo",
+            "enable_events": True,
+            "webhook": {"url": "http://127.0.0.1:9/h", "x": 1},
+        },
     ]
     body = {"inputs": inputs, "refresh_status": True, "default_task_spec": {"output_schema": "text", "odd": 1}}
     added = client.post(f"/v1/tasks/groups/{gid}/runs", json=body, headers=HEADERS)
@@ -319,10 +350,15 @@ def test_each_run_of_a_group_add_names_the_fields_its_input_and_the_request_gave
     runs = [client.get(f"/v1/tasks/groups/{gid}/runs/{rid}", headers=HEADERS).json for rid in added.json["run_ids"]]
     shared = ["refresh_status", "default_task_spec.odd"]
     assert [warned_fields(r) for r in runs] == [
-        [*shared, "inputs.0.source_policy"], shared, [*shared, "inputs.2.enable_events", "inputs.2.webhook.x"],
+        [*shared, "inputs.0.source_policy"],
+        shared,
+        [*shared, "inputs.2.enable_events", "inputs.2.webhook.x"],
     ]
     by_field = {w["detail"]["field"]: w["message"] for r in runs for w in r["warnings"]}
-    assert "does not act on it" in by_field["inputs.0.source_policy"] and "not a field taskq knows" in by_field["refresh_status"]
+    assert (
+        "does not act on it" in by_field["inputs.0.source_policy"]
+        and "not a field taskq knows" in by_field["refresh_status"]
+    )
 
 
 def test_a_runs_webhook_carries_its_warnings(client, spawn, broker):

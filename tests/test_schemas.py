@@ -51,13 +51,17 @@ def recorder() -> Iterator[Recorder]:
 def create(client, input, schema, where="input_schema"):  # type: ignore[no-untyped-def]
     spec = {where: {"type": "json", "json_schema": schema}}
     processor = "shout" if isinstance(input, str) else "echo"
-    return client.post("/v1/tasks/runs", json={"input": input, "processor": processor, "task_spec": spec}, headers=HEADERS)
+    return client.post(
+        "/v1/tasks/runs", json={"input": input, "processor": processor, "task_spec": spec}, headers=HEADERS
+    )
 
 
 @pytest.mark.parametrize("where", ["input_schema", "output_schema"])
 @pytest.mark.parametrize("ref_kind", ["http", "file", "dynamic", "nested"])
 def test_a_schema_ref_outside_itself_is_422_and_fetches_nothing(client, broker, recorder, where, ref_kind):
-    ref = {"http": recorder.url, "file": "file:///etc/passwd", "dynamic": recorder.url, "nested": recorder.url}[ref_kind]
+    ref = {"http": recorder.url, "file": "file:///etc/passwd", "dynamic": recorder.url, "nested": recorder.url}[
+        ref_kind
+    ]
     schema: dict = {"$ref": ref}
     if ref_kind == "dynamic":
         schema = {"$dynamicRef": ref}
@@ -72,8 +76,12 @@ def test_a_schema_ref_outside_itself_is_422_and_fetches_nothing(client, broker, 
 
 
 def test_local_refs_and_defs_still_work(client):
-    schema = {"$defs": {"name": {"type": "string", "minLength": 2}}, "type": "object",
-              "properties": {"name": {"$ref": "#/$defs/name"}}, "required": ["name"]}  # fmt: skip
+    schema = {
+        "$defs": {"name": {"type": "string", "minLength": 2}},
+        "type": "object",
+        "properties": {"name": {"$ref": "#/$defs/name"}},
+        "required": ["name"],
+    }
     assert create(client, {"name": "Acme"}, schema).status_code == 202
     r = create(client, {"name": "A"}, schema)
     assert r.status_code == 422 and r.json["error"]["detail"]["field"] == "input.name"
@@ -136,7 +144,9 @@ def test_unique_items_over_a_huge_array_is_linear_and_exact(client):
     schema = {"type": "array", "uniqueItems": True}
     items = [{"id": i, "tags": ["x", i]} for i in range(20_000)]
     assert create(client, {"list": items}, {"type": "object", "properties": {"list": schema}}).status_code == 202
-    r = create(client, {"list": [*items, {"tags": ["x", 7], "id": 7.0}]}, {"type": "object", "properties": {"list": schema}})
+    r = create(
+        client, {"list": [*items, {"tags": ["x", 7], "id": 7.0}]}, {"type": "object", "properties": {"list": schema}}
+    )
     assert r.status_code == 422 and "non-unique" in r.json["error"]["message"]
     # true and 1 are different JSON values; 1 and 1.0 are the same
     assert create(client, {"list": [1, True]}, {"type": "object", "properties": {"list": schema}}).status_code == 202
@@ -148,6 +158,7 @@ def test_unique_items_over_a_huge_array_is_linear_and_exact(client):
 def doubling(levels: int, ref: str = "pointer", combinator: str = "allOf") -> dict:
     """A schema of ~2 KB whose every definition refers to the next one twice: 2**levels
     copies of the last one with its refs inlined."""
+
     def name(i: int) -> str:
         return f"#/$defs/d{i}" if ref == "pointer" else f"#a{i}"
 
@@ -176,7 +187,9 @@ def test_a_schema_that_expands_exponentially_through_refs_is_422_and_writes_noth
     before = set(broker.redis.keys("*"))
     r = create(client, {}, schema, where)
     assert r.status_code == 422, r.json
-    assert r.json["error"]["message"] == f"task_spec.{where}: schema expands past 100,000 keywords with its refs inlined"
+    assert (
+        r.json["error"]["message"] == f"task_spec.{where}: schema expands past 100,000 keywords with its refs inlined"
+    )
     assert r.json["error"]["detail"]["field"] == f"task_spec.{where}"
     assert set(broker.redis.keys("*")) == before
 
@@ -196,10 +209,22 @@ def test_the_expansion_limit_holds_in_a_group_add_and_counts_each_ref_as_a_copy(
 
 TREE = {
     "$ref": "#/$defs/node",
-    "$defs": {"node": {"type": "object", "required": ["value"], "properties": {
-        "value": {"type": "integer"}, "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}},
-}  # fmt: skip
-LIST = {"$anchor": "cell", "type": ["object", "null"], "properties": {"head": {"type": "string"}, "tail": {"$ref": "#cell"}}}
+    "$defs": {
+        "node": {
+            "type": "object",
+            "required": ["value"],
+            "properties": {
+                "value": {"type": "integer"},
+                "children": {"type": "array", "items": {"$ref": "#/$defs/node"}},
+            },
+        }
+    },
+}
+LIST = {
+    "$anchor": "cell",
+    "type": ["object", "null"],
+    "properties": {"head": {"type": "string"}, "tail": {"$ref": "#cell"}},
+}
 
 
 def under_v(schema: dict) -> dict:
@@ -236,9 +261,18 @@ def test_recursive_schemas_still_work(client):
 RECURSES_ON_THE_INSTANCE = {
     # Both branches go down the same instance: 2**depth evaluations for a list nested depth deep.
     "allOf": {"$ref": "#/$defs/a", "$defs": {"a": {"allOf": [{"items": {"$ref": "#/$defs/a"}}] * 2}}},
-    "anyOf": {"$ref": "#/$defs/a", "$defs": {"a": {"anyOf": [
-        {"type": "array", "items": {"$ref": "#/$defs/a"}, "minItems": 2}, {"type": "array", "items": {"$ref": "#/$defs/a"}}]}}},
-}  # fmt: skip
+    "anyOf": {
+        "$ref": "#/$defs/a",
+        "$defs": {
+            "a": {
+                "anyOf": [
+                    {"type": "array", "items": {"$ref": "#/$defs/a"}, "minItems": 2},
+                    {"type": "array", "items": {"$ref": "#/$defs/a"}},
+                ]
+            }
+        },
+    },
+}
 
 
 @pytest.mark.parametrize(
@@ -282,7 +316,10 @@ def test_a_group_add_has_one_budget_for_all_its_inputs(client, broker):
     [
         # A `$schema` on a subschema would evaluate it with jsonschema's own draft-7
         # class: Python `re`, no budget. Refused.
-        {"type": "object", "properties": {"v": {"$schema": "http://json-schema.org/draft-07/schema#", "pattern": "^(a+)+$"}}},
+        {
+            "type": "object",
+            "properties": {"v": {"$schema": "http://json-schema.org/draft-07/schema#", "pattern": "^(a+)+$"}},
+        },
         {"type": "object", "$defs": {"x": {"$id": "https://example.com/x"}}},
         # A ref must point at a subschema, not into data
         {"type": "object", "const": {"type": 5}, "properties": {"v": {"$ref": "#/const"}}},
@@ -305,14 +342,18 @@ def test_a_schema_taskq_cannot_bound_is_422_at_create(client, broker, schema):
     "schema",
     [
         # `$ref: "#"` descends into a root that declares `$schema`: still RE2
-        {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": ["object", "string"],
-         "pattern": "^(a+)+$", "properties": {"v": {"$ref": "#"}}},
+        {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": ["object", "string"],
+            "pattern": "^(a+)+$",
+            "properties": {"v": {"$ref": "#"}},
+        },
         # jsonschema matches patternProperties with Python `re` for these two keywords
         {"type": "object", "properties": {"v": {"patternProperties": {"^(a+)+$": {}}, "additionalProperties": False}}},
         {"type": "object", "properties": {"v": {"patternProperties": {"^(a+)+$": {}}, "unevaluatedProperties": False}}},
     ],
     ids=["root-$schema", "additionalProperties", "unevaluatedProperties"],
-)  # fmt: skip
+)
 def test_a_catastrophic_pattern_runs_on_re2_in_every_keyword(client, schema):
     evil = "a" * 5000 + "!"
     r = create(client, {"v": evil if "pattern" in schema else {evil: 1}}, schema)

@@ -170,8 +170,15 @@ def test_sdk_fields_taskq_does_not_act_on_come_back_as_the_runs_warnings(sdk):
         memory_scope_key="team-a",
         extra_body={"unheard_of": 1},
     )
-    named = ["source_policy", "mcp_servers", "previous_interaction_id", "enable_events", "advanced_settings",
-             "memory_scope_key", "unheard_of"]  # fmt: skip
+    named = [
+        "source_policy",
+        "mcp_servers",
+        "previous_interaction_id",
+        "enable_events",
+        "advanced_settings",
+        "memory_scope_key",
+        "unheard_of",
+    ]
 
     # Then the SDK reads them as its own Warning type, naming each field, on every read
     assert run.warnings is not None and sorted(w.detail["field"] for w in run.warnings if w.detail) == sorted(named)
@@ -182,7 +189,10 @@ def test_sdk_fields_taskq_does_not_act_on_come_back_as_the_runs_warnings(sdk):
 
     # And in a group, per input: only the run whose input had the field is warned
     group = sdk.task_group.create()
-    inputs = [{"input": {"i": 0}, "processor": "echo", "enable_events": False}, {"input": {"i": 1}, "processor": "echo"}]
+    inputs = [
+        {"input": {"i": 0}, "processor": "echo", "enable_events": False},
+        {"input": {"i": 1}, "processor": "echo"},
+    ]
     first, second = sdk.task_group.add_runs(group.task_group_id, inputs=inputs).run_ids
     warned = sdk.task_group.retrieve_run(first, task_group_id=group.task_group_id).warnings
     assert warned is not None and [w.detail for w in warned] == [{"field": "inputs.0.enable_events"}]

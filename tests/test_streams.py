@@ -38,7 +38,9 @@ def test_a_tenant_at_its_stream_cap_gets_429_and_another_tenant_is_served(broker
     def long_poll() -> None:
         # A probe below may hold the last slot for a moment: then try again.
         while not polled or polled[-1] == 429:
-            polled.append(requests.get(f"{url}/v1/tasks/runs/{run_id}/result?timeout=10", headers=HEADERS, timeout=60).status_code)
+            polled.append(
+                requests.get(f"{url}/v1/tasks/runs/{run_id}/result?timeout=10", headers=HEADERS, timeout=60).status_code
+            )
 
     poll = threading.Thread(target=long_poll)
     poll.start()
@@ -46,9 +48,18 @@ def test_a_tenant_at_its_stream_cap_gets_429_and_another_tenant_is_served(broker
     wait_until(lambda: requests.get(probe, headers=HEADERS, timeout=10).status_code == 429, timeout_s=12)
 
     # When it asks for one more stream or long poll, Then it is 429 with Retry-After
-    for path in (f"{GROUPS}/{gid}/events", f"{GROUPS}/{gid}/runs", f"/v1/tasks/runs/{run_id}/events", f"/v1/tasks/runs/{run_id}/result"):
+    for path in (
+        f"{GROUPS}/{gid}/events",
+        f"{GROUPS}/{gid}/runs",
+        f"/v1/tasks/runs/{run_id}/events",
+        f"/v1/tasks/runs/{run_id}/result",
+    ):
         r = requests.get(url + path, headers=HEADERS, timeout=10)
-        assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0 and "open streams" in r.json()["error"]["message"], path
+        assert (
+            r.status_code == 429
+            and int(r.headers["Retry-After"]) > 0
+            and "open streams" in r.json()["error"]["message"]
+        ), path
 
     # And another tenant is served: its POSTs and its own streams
     assert _post(url, "/v1/tasks/runs", {"input": {}, "processor": "echo"}, OTHER).status_code == 202
@@ -81,9 +92,10 @@ def test_a_stream_with_timeout_0_sends_every_event_written_so_far_then_closes(cl
     events = sse_events(client.get(f"{GROUPS}/{gid}/events?timeout=0", headers=HEADERS).data.decode())
     assert [e["event_id"] for e in events] == stored
     # And resumed with timeout=0, the rest after the given event
-    rest = sse_events(client.get(f"{GROUPS}/{gid}/events?timeout=0&last_event_id={stored[99]}", headers=HEADERS).data.decode())
+    rest = sse_events(
+        client.get(f"{GROUPS}/{gid}/events?timeout=0&last_event_id={stored[99]}", headers=HEADERS).data.decode()
+    )
     assert [e["event_id"] for e in rest] == stored[100:]
     # And a run's stream likewise: the queued run's one state change so far
     run_events = sse_events(client.get(f"/v1/tasks/runs/{waiting}/events?timeout=0", headers=HEADERS).data.decode())
     assert [(e["type"], e["run"]["status"]) for e in run_events] == [("task_run.state", "queued")]
-

@@ -20,9 +20,9 @@ import pytest
 from standardwebhooks.webhooks import Webhook as Verifier
 
 from taskq import errors, keys
-from taskq.webhooks import transport
 from taskq.broker import Broker
 from taskq.gateway import create_app
+from taskq.webhooks import transport
 from tests.conftest import HEADERS, OTHER_KEY, free_port, wait_until
 
 
@@ -75,7 +75,9 @@ def _handler(receiver: Receiver, keep_alive: bool, idle_close_s: float | None) -
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 answer = receiver.next_answer(self.path)
                 with receiver.lock:
-                    receiver.received.append(Received(self.path, dict(self.headers.items()), body, self.client_address[:2]))
+                    receiver.received.append(
+                        Received(self.path, dict(self.headers.items()), body, self.client_address[:2])
+                    )
                 if answer == "hang":
                     receiver.release.wait(60)
                     answer = "200"
@@ -97,7 +99,9 @@ def _handler(receiver: Receiver, keep_alive: bool, idle_close_s: float | None) -
 
 
 @contextlib.contextmanager
-def serving(tls: ssl.SSLContext | None = None, keep_alive: bool = False, idle_close_s: float | None = None) -> Iterator[Receiver]:
+def serving(
+    tls: ssl.SSLContext | None = None, keep_alive: bool = False, idle_close_s: float | None = None
+) -> Iterator[Receiver]:
     rec = Receiver(free_port())
     server = ThreadingHTTPServer(("127.0.0.1", rec.port), _handler(rec, keep_alive, idle_close_s))
     if tls is not None:
@@ -157,7 +161,9 @@ def verify(secret: str, received: Received) -> dict[str, Any]:
 # --- signed delivery and payload ----------------------------------------------------
 
 
-def test_completed_run_is_delivered_signed_with_the_tenant_secret_and_its_output(client, spawn, worker, receiver, broker):
+def test_completed_run_is_delivered_signed_with_the_tenant_secret_and_its_output(
+    client, spawn, worker, receiver, broker
+):
     run_id = make_run(client, receiver.url("/hook"), input={"answer": 42}, headers={"Authorization": "Bearer jwt"})
     worker("threads")
     spawn("dispatcher", settings=broker.settings)
@@ -179,7 +185,9 @@ def test_completed_run_is_delivered_signed_with_the_tenant_secret_and_its_output
     assert attempt["latency_ms"] >= 0 and attempt["attempted_at"].endswith("Z")
 
 
-def test_every_status_change_is_delivered_when_asked_and_large_output_becomes_a_result_url(client, spawn, worker, receiver, broker):
+def test_every_status_change_is_delivered_when_asked_and_large_output_becomes_a_result_url(
+    client, spawn, worker, receiver, broker
+):
     big = {"blob": "x" * (70 * 1024)}
     run_id = make_run(client, receiver.url("/all"), input=big, event_types=["task_run.state"])
     worker("threads")
@@ -227,7 +235,11 @@ def test_a_secret_without_the_whsec_prefix_verifies_as_given(client, spawn, rece
 
 
 def test_an_unusable_secret_is_422(client, broker):
-    r = client.post("/v1/tasks/runs", json={"input": {}, "processor": "echo", "webhook": {"url": "http://x.example", "secret": "whsec_a"}}, headers=HEADERS)
+    r = client.post(
+        "/v1/tasks/runs",
+        json={"input": {}, "processor": "echo", "webhook": {"url": "http://x.example", "secret": "whsec_a"}},
+        headers=HEADERS,
+    )
     assert r.status_code == 422 and "webhook.secret" in r.json["error"]["message"]
     assert not broker.redis.keys("taskq:run:*")
 
@@ -409,10 +421,27 @@ def test_https_certificates_are_checked_against_the_url_host(client, spawn, brok
     assert openssl, "openssl is needed to make the test certificate"
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the dispatcher trusts this certificate
@@ -434,7 +463,13 @@ def test_https_certificates_are_checked_against_the_url_host(client, spawn, brok
 
 @pytest.mark.parametrize(
     "url",
-    ["http://127.0.0.1/h", "http://10.0.0.1/h", "http://169.254.169.254/latest/meta-data", "http://[::1]:8080/h", "http://localhost/h"],
+    [
+        "http://127.0.0.1/h",
+        "http://10.0.0.1/h",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]:8080/h",
+        "http://localhost/h",
+    ],
 )
 def test_private_webhook_urls_are_refused_at_create_time(broker, url):
     strict = create_app(broker.settings.replace(webhook_allow_private=False)).test_client()
@@ -531,7 +566,9 @@ def test_a_tenants_dead_letters_are_shown_however_many_other_tenants_died_since(
 
     # Given one dead delivery of tenant B
     hook = {"url": "http://127.0.0.1:9/h"}
-    theirs = client.post("/v1/tasks/runs", json={"input": {}, "processor": "echo", "webhook": hook}, headers={"x-api-key": OTHER_KEY}).json["run_id"]
+    theirs = client.post(
+        "/v1/tasks/runs", json={"input": {}, "processor": "echo", "webhook": hook}, headers={"x-api-key": OTHER_KEY}
+    ).json["run_id"]
     client.post(f"/v1/tasks/runs/{theirs}/cancel", headers={"x-api-key": OTHER_KEY})
     assert dead_letter_all_due(broker) == 1
     # And 2,100 of tenant A given up after it
@@ -548,7 +585,9 @@ def test_a_tenants_dead_letters_are_shown_however_many_other_tenants_died_since(
     signed_in(client)
     assert mine in client.get("/dashboard/webhooks").text and theirs not in client.get("/dashboard/webhooks").text
     # A redelivered one leaves the index
-    r = client.post(f"/v1/tasks/runs/{theirs}/webhook-deliveries/{theirs}.1/redeliver", headers={"x-api-key": OTHER_KEY})
+    r = client.post(
+        f"/v1/tasks/runs/{theirs}/webhook-deliveries/{theirs}.1/redeliver", headers={"x-api-key": OTHER_KEY}
+    )
     assert r.status_code == 202
     assert theirs not in b_page.get("/dashboard/webhooks").text
 

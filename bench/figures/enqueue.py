@@ -56,32 +56,57 @@ def run(s: Session) -> None:
             for k, v in out["statuses"].items():
                 if k != "202":
                     non_202[k] = non_202.get(k, 0) + v
-        rate, rq_rate = statistics.median(rates), statistics.median(rq_rates[-mode.rounds:])
-        ratios = ", ".join(f"{t / r:.2f}" for t, r in zip(rates, rq_rates[-mode.rounds:]))
+        rate, rq_rate = statistics.median(rates), statistics.median(rq_rates[-mode.rounds :])
+        ratios = ", ".join(f"{t / r:.2f}" for t, r in zip(rates, rq_rates[-mode.rounds :], strict=False))
         note = f"median of {mode.rounds} alternating rounds (ratios {ratios}); last round p50 {out['p50_ms']:.1f} ms, p99 {out['p99_ms']:.1f} ms per request"
         if non_202:
             note += f"; non-202 answers: {non_202}"
-        s.results.add(Row(f"1 HTTP enqueue, {clients} clients", rate, rq_rate, "runs/s", "ratio >= 1.0",
-                          rate >= rq_rate, note))  # fmt: skip
-        s.results.details.setdefault("http_enqueue_rounds", {})[clients] = {"taskq": rates, "rq": rq_rates[-mode.rounds:]}
+        s.results.add(
+            Row(f"1 HTTP enqueue, {clients} clients", rate, rq_rate, "runs/s", "ratio >= 1.0", rate >= rq_rate, note)
+        )
+        s.results.details.setdefault("http_enqueue_rounds", {})[clients] = {
+            "taskq": rates,
+            "rq": rq_rates[-mode.rounds :],
+        }
     rq_rate = statistics.median(rq_rates)
     rq_cpu = {k: statistics.median(c[k] for c in rq_cpus) for k in rq_cpus[0]}
     busiest = cpu[max(cpu)]
     floor = _gateway_floor(s, url, max(cpu))
-    s.results.add(Row("1 CPU/enqueue: gateway vs RQ client", busiest["gateway_ms"], rq_cpu["client_ms"], "ms",
-                      "(where the time goes)", None,
-                      f"Redis CPU per enqueue: taskq {busiest['redis_ms']:.3f} ms, RQ {rq_cpu['redis_ms']:.3f} ms; "
-                      f"load generator {busiest['loadgen_ms']:.3f} ms per request; "
-                      f"the gateway's floor (GET /healthz) {floor['gateway_ms']:.3f} ms "
-                      f"at {floor['rate']:.0f} req/s"))  # fmt: skip
+    s.results.add(
+        Row(
+            "1 CPU/enqueue: gateway vs RQ client",
+            busiest["gateway_ms"],
+            rq_cpu["client_ms"],
+            "ms",
+            "(where the time goes)",
+            None,
+            f"Redis CPU per enqueue: taskq {busiest['redis_ms']:.3f} ms, RQ {rq_cpu['redis_ms']:.3f} ms; "
+            f"load generator {busiest['loadgen_ms']:.3f} ms per request; "
+            f"the gateway's floor (GET /healthz) {floor['gateway_ms']:.3f} ms "
+            f"at {floor['rate']:.0f} req/s",
+        )
+    )
     s.reset()
     put_rate, put_cpu = _one_by_one(s, lambda: put("noop", {}, broker=s.broker, tenant=s.tenant))
-    s.results.add(Row("1b Python put() one by one", put_rate, rq_rate, "runs/s", "(orientation)", None,
-                      f"client CPU {put_cpu['client_ms']:.2f} ms per put"))  # fmt: skip
+    s.results.add(
+        Row(
+            "1b Python put() one by one",
+            put_rate,
+            rq_rate,
+            "runs/s",
+            "(orientation)",
+            None,
+            f"client CPU {put_cpu['client_ms']:.2f} ms per put",
+        )
+    )
     s.results.details["http_enqueue"] = {
-        "rq_enqueue_per_s": rq_rate, "rq_cpu": rq_cpu, "taskq_cpu_by_clients": cpu,
-        "put_per_s": put_rate, "put_cpu": put_cpu, "healthz": floor,
-    }  # fmt: skip
+        "rq_enqueue_per_s": rq_rate,
+        "rq_cpu": rq_cpu,
+        "taskq_cpu_by_clients": cpu,
+        "put_per_s": put_rate,
+        "put_cpu": put_cpu,
+        "healthz": floor,
+    }
 
 
 def _gateway_floor(s: Session, url: str, clients: int) -> dict[str, float]:

@@ -89,11 +89,19 @@ def _group_add(s: Session) -> None:
     seen = monitor.watch(s.r, lambda: http_client.call("POST", f"/v1/tasks/groups/{gid}/runs", body))
     s.results.details["group_add_commands"] = {k: dict(v.most_common(12)) for k, v in seen.items()}
     client_cmds = sum(seen["client"].values())
-    s.results.add(Row(f"2 group add ({INPUTS:,} inputs)", taskq_rate, rq_rate, "runs/s", "ratio >= 1.0",
-                      taskq_rate >= rq_rate,
-                      f"one add sends {client_cmds} commands to Redis "
-                      f"({dict(seen['client'].most_common(4))}), "
-                      f"{sum(seen['lua'].values())} run inside Lua"))  # fmt: skip
+    s.results.add(
+        Row(
+            f"2 group add ({INPUTS:,} inputs)",
+            taskq_rate,
+            rq_rate,
+            "runs/s",
+            "ratio >= 1.0",
+            taskq_rate >= rq_rate,
+            f"one add sends {client_cmds} commands to Redis "
+            f"({dict(seen['client'].most_common(4))}), "
+            f"{sum(seen['lua'].values())} run inside Lua",
+        )
+    )
 
 
 def _group_status(s: Session) -> None:
@@ -125,9 +133,17 @@ def _group_status(s: Session) -> None:
         assert sum(counts.values()) == size, counts
         tq_p50, rq_p50 = _p50(taskq_ms), _p50(rq_ms)
         s.results.details[f"group_status_{size}"] = {"taskq_ms": _pcts(taskq_ms), "rq_ms": _pcts(rq_ms)}
-        s.results.add(Row(f"7 GET group, {size:,} runs (p50)", tq_p50, rq_p50, "ms", "same at any size", None,
-                          f"taskq p99 {_pcts(taskq_ms)['p99']:.2f} ms; "
-                          "RQ: Group.get_jobs() + count statuses"))  # fmt: skip
+        s.results.add(
+            Row(
+                f"7 GET group, {size:,} runs (p50)",
+                tq_p50,
+                rq_p50,
+                "ms",
+                "same at any size",
+                None,
+                f"taskq p99 {_pcts(taskq_ms)['p99']:.2f} ms; RQ: Group.get_jobs() + count statuses",
+            )
+        )
     small, large = (s.results.details[f"group_status_{n}"]["taskq_ms"]["p50"] for n in s.mode.group_sizes)
     s.results.rows[-1].met = large <= small * 1.5 + 0.5
 

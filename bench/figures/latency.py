@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-from taskq import keys, run as taskq_run
+from taskq import keys
+from taskq import run as taskq_run
 from taskq.models import RunInput
 
 from .. import rqside
@@ -27,8 +28,16 @@ def run(s: Session) -> None:
     bare = _rq(s, "simple", s.mode.latency_runs)
     s.results.details["pickup"] = {"taskq": tq, "RQ": bare}
     for pct, target in (("p50", 2000.0), ("p99", 10000.0)):
-        s.results.add(Row(f"4 pickup {pct}, default worker", tq[pct], bare[pct], "us",
-                          f"taskq <= {target:,.0f} us", tq[pct] <= target))  # fmt: skip
+        s.results.add(
+            Row(
+                f"4 pickup {pct}, default worker",
+                tq[pct],
+                bare[pct],
+                "us",
+                f"taskq <= {target:,.0f} us",
+                tq[pct] <= target,
+            )
+        )
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:

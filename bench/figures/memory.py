@@ -35,11 +35,27 @@ def run(s: Session) -> None:
         per_key[system] = _usage(s, system, random.sample(ids, min(SAMPLE, n)))
     s.results.details["memory"] = {"used_memory_delta_per_run": delta, "memory_usage_per_run": per_key}
     tq, bare = per_key["taskq"]["total"], per_key["RQ"]["total"]
-    s.results.add(Row("6 bytes/finished run (MEMORY USAGE)", tq, bare, "B", "taskq <= 1,536 B", tq <= 1536,
-                      "taskq keys: " + ", ".join(f"{k} {v:.0f} B" for k, v in per_key["taskq"].items()
-                                                 if k != "total")))  # fmt: skip
-    s.results.add(Row("6 bytes/finished run (used_memory)", delta["taskq"], delta["RQ"], "B", "taskq <= 1,536 B",
-                      delta["taskq"] <= 1536))  # fmt: skip
+    s.results.add(
+        Row(
+            "6 bytes/finished run (MEMORY USAGE)",
+            tq,
+            bare,
+            "B",
+            "taskq <= 1,536 B",
+            tq <= 1536,
+            "taskq keys: " + ", ".join(f"{k} {v:.0f} B" for k, v in per_key["taskq"].items() if k != "total"),
+        )
+    )
+    s.results.add(
+        Row(
+            "6 bytes/finished run (used_memory)",
+            delta["taskq"],
+            delta["RQ"],
+            "B",
+            "taskq <= 1,536 B",
+            delta["taskq"] <= 1536,
+        )
+    )
 
 
 def _usage(s: Session, system: str, ids: list[str]) -> dict[str, float]:

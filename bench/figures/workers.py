@@ -65,40 +65,121 @@ def run(s: Session) -> None:
         for label, d in (("taskq threads", tq), ("RQ simple", rq_), ("Celery solo", cel)):
             if d is not None:
                 throughput.setdefault(label, {})[workers] = d.rate
-        s.results.add(Row(f"3 no-op runs/s, {workers} process(es)", tq.rate, rq_.rate, "runs/s", ">= 1.0x Celery solo",
-                          _beats(tq, cel), _no_celery(cel), celery=_rate(cel)))  # fmt: skip
+        s.results.add(
+            Row(
+                f"3 no-op runs/s, {workers} process(es)",
+                tq.rate,
+                rq_.rate,
+                "runs/s",
+                ">= 1.0x Celery solo",
+                _beats(tq, cel),
+                _no_celery(cel),
+                celery=_rate(cel),
+            )
+        )
     tq_io = drains["taskq io c32"] = _taskq(s, "io_wait", mode.io_runs, 1, IO_CONCURRENCY)
     cel_io = drains["Celery io c32"] = _celery(s, "io_wait", mode.io_runs, 1, "threads", IO_CONCURRENCY)
     met_io = tq_io.rate >= 500 and _beats(tq_io, cel_io) is not False
-    s.results.add(Row("3 50 ms I/O runs/s, 1 process, c=32", tq_io.rate, None, "runs/s",
-                      ">= 500 and >= 1.0x Celery threads", met_io, _no_celery(cel_io), celery=_rate(cel_io)))  # fmt: skip
+    s.results.add(
+        Row(
+            "3 50 ms I/O runs/s, 1 process, c=32",
+            tq_io.rate,
+            None,
+            "runs/s",
+            ">= 500 and >= 1.0x Celery threads",
+            met_io,
+            _no_celery(cel_io),
+            celery=_rate(cel_io),
+        )
+    )
     tq_aio = drains["taskq async c256"] = _taskq(s, "aio_wait", mode.async_runs, 1, ASYNC_CONCURRENCY)
-    s.results.add(Row("3 50 ms async runs/s, 1 process, c=256", tq_aio.rate, None, "runs/s", ">= 1,000",
-                      tq_aio.rate >= 1000, "Celery has no asyncio pool"))  # fmt: skip
+    s.results.add(
+        Row(
+            "3 50 ms async runs/s, 1 process, c=256",
+            tq_aio.rate,
+            None,
+            "runs/s",
+            ">= 1,000",
+            tq_aio.rate >= 1000,
+            "Celery has no asyncio pool",
+        )
+    )
     tq1, rq1, cel1 = drains["taskq noop x1"], drains["RQ noop x1"], drains["Celery noop x1"]
     assert tq1 is not None and rq1 is not None  # only Celery's drains may be missing
-    s.results.add(Row("3 Redis commands/run, no-op, c=32", tq1.commands, rq1.commands, "cmds", "taskq <= 12",
-                      tq1.commands <= 12, "INFO commandstats over the drain, commands inside Lua counted",
-                      celery=cel1.commands if cel1 else None))  # fmt: skip
-    s.results.add(Row("3 Redis commands/run, I/O, c=32", tq_io.commands, None, "cmds", "taskq <= 12",
-                      tq_io.commands <= 12, celery=cel_io.commands if cel_io else None))  # fmt: skip
-    s.results.add(Row("3 worker CPU/run, no-op", tq1.cpu_ms, rq1.cpu_ms, "ms", "(cost of bookkeeping)", None,
-                      "user+sys of the worker processes, start-up included",
-                      celery=cel1.cpu_ms if cel1 else None))  # fmt: skip
-    s.results.add(Row("3 Redis CPU/run, no-op", tq1.redis_us, rq1.redis_us, "us", "(cost of bookkeeping)",
-                      celery=cel1.redis_us if cel1 else None))  # fmt: skip
+    s.results.add(
+        Row(
+            "3 Redis commands/run, no-op, c=32",
+            tq1.commands,
+            rq1.commands,
+            "cmds",
+            "taskq <= 12",
+            tq1.commands <= 12,
+            "INFO commandstats over the drain, commands inside Lua counted",
+            celery=cel1.commands if cel1 else None,
+        )
+    )
+    s.results.add(
+        Row(
+            "3 Redis commands/run, I/O, c=32",
+            tq_io.commands,
+            None,
+            "cmds",
+            "taskq <= 12",
+            tq_io.commands <= 12,
+            celery=cel_io.commands if cel_io else None,
+        )
+    )
+    s.results.add(
+        Row(
+            "3 worker CPU/run, no-op",
+            tq1.cpu_ms,
+            rq1.cpu_ms,
+            "ms",
+            "(cost of bookkeeping)",
+            None,
+            "user+sys of the worker processes, start-up included",
+            celery=cel1.cpu_ms if cel1 else None,
+        )
+    )
+    s.results.add(
+        Row(
+            "3 Redis CPU/run, no-op",
+            tq1.redis_us,
+            rq1.redis_us,
+            "us",
+            "(cost of bookkeeping)",
+            celery=cel1.redis_us if cel1 else None,
+        )
+    )
     tq_rss1 = drains["taskq io c1"] = _taskq(s, "io_wait", mode.rss_runs, 1, 1)
     ratio = tq_io.rss_kb / max(tq_rss1.rss_kb, 1)
-    s.results.add(Row("3 worker RSS, threads c=32", tq_io.rss_kb / 1024, None, "MiB", "<= 2x c=1", ratio <= 2,
-                      f"c=1: {tq_rss1.rss_kb / 1024:.1f} MiB ({ratio:.2f}x)",
-                      celery=cel_io.rss_kb / 1024 if cel_io else None))  # fmt: skip
+    s.results.add(
+        Row(
+            "3 worker RSS, threads c=32",
+            tq_io.rss_kb / 1024,
+            None,
+            "MiB",
+            "<= 2x c=1",
+            ratio <= 2,
+            f"c=1: {tq_rss1.rss_kb / 1024:.1f} MiB ({ratio:.2f}x)",
+            celery=cel_io.rss_kb / 1024 if cel_io else None,
+        )
+    )
     s.results.details["worker_throughput"] = throughput
     s.results.details["drains"] = {k: vars(v) for k, v in drains.items() if v is not None}
     watched = {system: _watch(s, system, mode.command_runs) for system in ("taskq", "RQ")}
     s.results.details["commands_watched"] = watched
-    s.results.add(Row("3 client commands/run", watched["taskq"]["client_per_run"], watched["RQ"]["client_per_run"],
-                      "cmds", "(round trips, orientation)", None,
-                      f"taskq runs {watched['taskq']['lua_per_run']:.1f} more per run inside Lua"))  # fmt: skip
+    s.results.add(
+        Row(
+            "3 client commands/run",
+            watched["taskq"]["client_per_run"],
+            watched["RQ"]["client_per_run"],
+            "cmds",
+            "(round trips, orientation)",
+            None,
+            f"taskq runs {watched['taskq']['lua_per_run']:.1f} more per run inside Lua",
+        )
+    )
 
 
 def _configure_celery(s: Session) -> None:
@@ -243,16 +324,17 @@ def _watch(s: Session, system: str, n: int) -> dict[str, Any]:
     s.reset()
     if system == "taskq":
         s.fill_taskq(n)
-        seen = monitor.watch(s.r, lambda: s.spawner.taskq_worker(s.settings, burst=True, name="taskq-watched").wait(120))
+        seen = monitor.watch(
+            s.r, lambda: s.spawner.taskq_worker(s.settings, burst=True, name="taskq-watched").wait(120)
+        )
     else:
         s.fill_rq(n)
-        seen = monitor.watch(s.r, lambda: s.spawner.rq_worker(s.settings, "simple", burst=True, name="rq-watched").wait(120))
+        seen = monitor.watch(
+            s.r, lambda: s.spawner.rq_worker(s.settings, "simple", burst=True, name="rq-watched").wait(120)
+        )
     return {
         "client_per_run": sum(seen["client"].values()) / n,
         "lua_per_run": sum(seen["lua"].values()) / n,
         "client_top": monitor.per(seen["client"], n),
         "lua_top": monitor.per(seen["lua"], n),
     }
-
-
-

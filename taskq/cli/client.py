@@ -12,7 +12,6 @@ import functools
 import json
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
-
 from urllib.parse import urljoin, urlsplit
 
 import click

@@ -34,14 +34,25 @@ def info(as_json: bool) -> None:
     if as_json:
         show.emit_json(view.to_dict())
         return
-    show.table("queues", ["queue", "depth", "oldest"], [(q.name, q.depth, show.age(q.oldest_age_s)) for q in view.queues])
+    show.table(
+        "queues", ["queue", "depth", "oldest"], [(q.name, q.depth, show.age(q.oldest_age_s)) for q in view.queues]
+    )
     show.out.print()
     show.table(
         "workers",
         ["worker", "state", "queues", "concurrency", "in flight", "abandoned", "host", "pid", "heartbeat"],
         [
-            (w.name, w.state, ",".join(w.queues), w.concurrency, w.in_flight, w.abandoned, w.hostname, w.pid,
-             show.age(w.last_heartbeat_age_s))
+            (
+                w.name,
+                w.state,
+                ",".join(w.queues),
+                w.concurrency,
+                w.in_flight,
+                w.abandoned,
+                w.hostname,
+                w.pid,
+                show.age(w.last_heartbeat_age_s),
+            )
             for w in view.workers
         ],
     )

@@ -54,7 +54,14 @@ def parse_metadata(pairs: tuple[str, ...]) -> dict[str, Any] | None:
 @click.option("--follow", is_flag=True, help="print the run's progress events as they come")
 @api_options
 def run_command(
-    api: Api, processor: str, input_: str, metadata: tuple[str, ...], webhook: str | None, wait: bool, follow: bool, as_json: bool
+    api: Api,
+    processor: str,
+    input_: str,
+    metadata: tuple[str, ...],
+    webhook: str | None,
+    wait: bool,
+    follow: bool,
+    as_json: bool,
 ) -> None:
     """Create a run of PROCESSOR; print its id (exit 0), or with --wait its output
     (exit 0 completed, 1 failed or cancelled)."""
@@ -99,7 +106,9 @@ def _print_result(api: Api, run_id: str, as_json: bool) -> int:
     """Prints the run's output once it has ended; the exit code to end with."""
     while True:
         try:
-            result = api.get(f"/v1/tasks/runs/{run_id}/result", params={"timeout": RESULT_POLL_S}, timeout_s=RESULT_POLL_S + 30)
+            result = api.get(
+                f"/v1/tasks/runs/{run_id}/result", params={"timeout": RESULT_POLL_S}, timeout_s=RESULT_POLL_S + 30
+            )
         except ApiError as exc:
             if exc.status == 408:
                 continue
@@ -131,7 +140,17 @@ def get(api: Api, run_id: str, as_json: bool) -> None:
     if as_json:
         show.emit_json(run)
         return
-    fields = ["run_id", "status", "processor", "taskgroup_id", "attempts", "max_retries", "created_at", "started_at", "finished_at"]
+    fields = [
+        "run_id",
+        "status",
+        "processor",
+        "taskgroup_id",
+        "attempts",
+        "max_retries",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ]
     show.table(None, ["field", "value"], [(f, run.get(f)) for f in fields if run.get(f) is not None])
     if run.get("metadata"):
         show.out.print(f"metadata: {json.dumps(run['metadata'])}")

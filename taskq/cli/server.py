@@ -23,19 +23,43 @@ def _logging(level: str) -> None:
 @click.command()
 @click.option("--app", envvar="TASKQ_APP", default=None, help="comma-separated modules whose @task processors to serve")
 @click.option("--queues", envvar="TASKQ_QUEUES", default=None, help="comma-separated queues (default: the processors')")
-@click.option("--concurrency", "-c", envvar="TASKQ_CONCURRENCY", type=click.IntRange(min=0), default=None,
-              help="runs this process holds at once (default: 32 threads, or one child per CPU)")
-@click.option("--pool", envvar="TASKQ_POOL", type=click.Choice(["threads", "processes"]), default=None,
-              help="threads (default), or processes: pre-forked children for CPU-bound or leaky code")
-@click.option("--max-runs-per-child", envvar="TASKQ_MAX_RUNS_PER_CHILD", type=click.IntRange(min=0), default=None,
-              help="processes pool: replace a child after this many runs (0 = never)")
+@click.option(
+    "--concurrency",
+    "-c",
+    envvar="TASKQ_CONCURRENCY",
+    type=click.IntRange(min=0),
+    default=None,
+    help="runs this process holds at once (default: 32 threads, or one child per CPU)",
+)
+@click.option(
+    "--pool",
+    envvar="TASKQ_POOL",
+    type=click.Choice(["threads", "processes"]),
+    default=None,
+    help="threads (default), or processes: pre-forked children for CPU-bound or leaky code",
+)
+@click.option(
+    "--max-runs-per-child",
+    envvar="TASKQ_MAX_RUNS_PER_CHILD",
+    type=click.IntRange(min=0),
+    default=None,
+    help="processes pool: replace a child after this many runs (0 = never)",
+)
 @click.option("--name", envvar="TASKQ_WORKER_NAME", default=None)
-@click.option("--burst", is_flag=True, envvar="TASKQ_BURST", help="stop when no run is queued, running or due for a retry")
+@click.option(
+    "--burst", is_flag=True, envvar="TASKQ_BURST", help="stop when no run is queued, running or due for a retry"
+)
 @click.option("--log-level", envvar="TASKQ_LOG_LEVEL", default="info")
 def worker(
-    app: str | None, queues: str | None, concurrency: int | None, pool: str | None, max_runs_per_child: int | None,
-    name: str | None, burst: bool, log_level: str,
-) -> None:  # fmt: skip
+    app: str | None,
+    queues: str | None,
+    concurrency: int | None,
+    pool: str | None,
+    max_runs_per_child: int | None,
+    name: str | None,
+    burst: bool,
+    log_level: str,
+) -> None:
     """Run a worker: many runs at once (threads, child processes, asyncio), with
     leases, retries and the reaper."""
     from .. import worker as worker_module
@@ -47,8 +71,9 @@ def worker(
     broker = Broker.from_env(**overrides)
     processors = _load(broker.settings.app)
     queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
-    engine = worker_module.build(broker, queues=queue_list, name=name, concurrency=concurrency, pool=pool,
-                                 max_runs_per_child=max_runs_per_child)  # fmt: skip
+    engine = worker_module.build(
+        broker, queues=queue_list, name=name, concurrency=concurrency, pool=pool, max_runs_per_child=max_runs_per_child
+    )
     _log_start("worker", broker, f"app {', '.join(broker.settings.app)}; serving {_names(processors)}")
     engine.work(burst=burst)
     if engine.restart:

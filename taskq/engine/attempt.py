@@ -20,11 +20,11 @@ from pydantic import ValidationError
 
 from .. import catalog
 from ..broker import Broker
+from ..context import CurrentRun, _current
 from ..errors import ActionRequired, OutputInvalid, RunInterrupted, SchemaRefused, TaskqError
 from ..models import NOT_FINITE, dumps, not_finite_at
 from ..processor import Processor
 from ..record import RunRecord
-from ..context import CurrentRun, _current
 
 log = logging.getLogger("taskq.worker")
 
@@ -170,4 +170,3 @@ async def call_async(proc: Processor, record: RunRecord, broker: Broker) -> Outc
 
 def is_async(proc: Processor) -> bool:
     return asyncio.iscoroutinefunction(proc.func)
-

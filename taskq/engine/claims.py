@@ -18,7 +18,7 @@ import time
 from typing import Protocol
 
 from .. import keys
-from ..broker import Broker, connect
+from ..broker import Broker, Outage, connect
 from ..record import RunRecord
 
 log = logging.getLogger("taskq.worker")
@@ -55,6 +55,7 @@ class Peeker(threading.Thread):
         self.wake = wake
         self.armed = threading.Event()
         self.stopped = False
+        self.outage = Outage(log, f"waiting for runs on {queue}")
 
     def arm(self) -> None:
         self.armed.set()
@@ -73,13 +74,14 @@ class Peeker(threading.Thread):
                 return
             try:
                 seen = self.client.blmove(self.key, self.key, PEEK_S, "LEFT", "LEFT")
-            except Exception:  # Redis away, or our own disconnect in stop()
+            except Exception as exc:  # Redis away, or our own disconnect in stop()
                 if self.stopped:
                     return
-                log.warning("waiting on %s failed; again in 1 s", self.key, exc_info=True)
+                self.outage.failed(exc)
                 time.sleep(1)
                 self.wake.set()  # the engine claims again (and so finds out whether Redis is back)
                 continue
+            self.outage.ok()
             if seen is not None:
                 self.armed.clear()
                 self.wake.set()

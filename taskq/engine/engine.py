@@ -30,7 +30,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from .. import keys, sync
-from ..broker import Broker
+from ..broker import Broker, Outage
 from ..errors import RunInterrupted
 from ..processor import Processor, advertise
 from ..record import RunRecord
@@ -46,6 +46,7 @@ from .registration import Registration
 from .slot import Slot, raise_in_thread
 
 log = logging.getLogger("taskq.worker")
+
 
 class Engine:
     def __init__(
@@ -85,6 +86,7 @@ class Engine:
         self.finisher = Finisher(broker, self._release, lambda: len(self.slots))
         self.maintenance = Maintenance(broker)
         self.peekers = [Peeker(broker, q, self._wake) for q in queues]
+        self._claims = Outage(log, "taking runs")
 
     # -- the loop ---------------------------------------------------------
 
@@ -132,11 +134,13 @@ class Engine:
 
     def _claim(self, count: int) -> list[RunRecord]:
         try:
-            return self.claimer.claim(count)
-        except Exception:  # Redis away: nothing was taken (the claim is one step)
-            log.warning("claim failed; again in 1 s", exc_info=True)
-            time.sleep(1)
+            records = self.claimer.claim(count)
+        except Exception as exc:  # nothing was taken (the claim is one step)
+            self._claims.failed(exc)
+            self._wait(1.0)
             return []
+        self._claims.ok()
+        return records
 
     def _work_left(self) -> bool:
         """Whether a run is queued or waiting for a retry: one atomic read, as a
@@ -185,10 +189,12 @@ class Engine:
         thread_id = threading.get_ident()
         try:
             outcome = attempt.call_sync(
-                proc, slot.record, self.broker,
+                proc,
+                slot.record,
+                self.broker,
                 arm=lambda: slot.arm(lambda: raise_in_thread(thread_id), lambda: raise_in_thread(thread_id, None)),
                 disarm=slot.disarm,
-            )  # fmt: skip
+            )
         except RunInterrupted:
             slot.disarm()
             outcome = attempt.interrupted(slot.record, slot.reason or "shutdown", slot.timeout_s)
@@ -232,8 +238,12 @@ class Engine:
             self.abandoned += 1
             self.abandoned_total += 1
             too_many = bool(limit) and self.abandoned > limit
-        log.warning("run %s: did not stop within %g s of being asked (%s); ended without it, its thread abandoned",
-                    slot.run_id, self.broker.settings.stuck_grace_s, slot.reason)  # fmt: skip
+        log.warning(
+            "run %s: did not stop within %g s of being asked (%s); ended without it, its thread abandoned",
+            slot.run_id,
+            self.broker.settings.stuck_grace_s,
+            slot.reason,
+        )
         self.finisher.put(slot, attempt.interrupted(slot.record, slot.reason or "shutdown", slot.timeout_s))
         if too_many and not self._stopping:
             log.warning("%d abandoned threads, more than %d: restarting this worker", self.abandoned, limit)
@@ -262,8 +272,11 @@ class Engine:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         settings = self.broker.settings
-        advertise(self.broker.redis, self.processors.values(),
-                  {"retries": settings.default_retries, "timeout_s": settings.default_timeout_s})  # fmt: skip
+        advertise(
+            self.broker.redis,
+            self.processors.values(),
+            {"retries": settings.default_retries, "timeout_s": settings.default_timeout_s},
+        )
         if self.pool == "processes":
             self.children = Children(self.concurrency, settings, self.max_runs_per_child)
             self.children.wait_ready()
@@ -272,8 +285,13 @@ class Engine:
         if register:
             self.registration = Registration(self.broker, self.queues, self.name, self.concurrency)
             self.registration.birth()
-        log.info("worker %s: %s pool, concurrency %d, queues %s", self.name, self.pool, self.concurrency,
-                 ", ".join(self.queues))  # fmt: skip
+        log.info(
+            "worker %s: %s pool, concurrency %d, queues %s",
+            self.name,
+            self.pool,
+            self.concurrency,
+            ", ".join(self.queues),
+        )
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.request_shutdown()

@@ -77,14 +77,22 @@ class Finisher(threading.Thread):
         writes = [(slot, outcome) for slot, outcome in batch if outcome.what != "lost"]
         if not writes:
             return
-        args: list[Any] = [settings.retention_s, int(settings.retry_backoff_base_s * 1000),
-                           int(settings.retry_backoff_cap_s * 1000), settings.action_timeout_s * 1000]  # fmt: skip
+        args: list[Any] = [
+            settings.retention_s,
+            int(settings.retry_backoff_base_s * 1000),
+            int(settings.retry_backoff_cap_s * 1000),
+            settings.action_timeout_s * 1000,
+        ]
         for slot, outcome in writes:
             args += [
-                slot.run_id, slot.token, outcome.what, "1" if outcome.retryable else "",
-                json.dumps(outcome.error) if outcome.error else "", f"{random.uniform(0.5, 1.0):.3f}",
+                slot.run_id,
+                slot.token,
+                outcome.what,
+                "1" if outcome.retryable else "",
+                json.dumps(outcome.error) if outcome.error else "",
+                f"{random.uniform(0.5, 1.0):.3f}",
                 2 * len(outcome.fields),
-            ]  # fmt: skip
+            ]
             for name, value in outcome.fields.items():
                 args += [name, value]
         for wait_s in (0.1, 0.2, 0.5, 1, 2, 5, 5, 10, 10, 15, 30, 30, 60):
@@ -101,5 +109,10 @@ class Finisher(threading.Thread):
             if status == "":
                 log.warning("run %s: attempt ended after its lease was lost; result dropped", slot.run_id)
             elif outcome.what == "error":
-                log.info("run %s attempt %d: %s; now %s", slot.run_id, slot.record.attempts,
-                         (outcome.error or {}).get("message"), status)  # fmt: skip
+                log.info(
+                    "run %s attempt %d: %s; now %s",
+                    slot.run_id,
+                    slot.record.attempts,
+                    (outcome.error or {}).get("message"),
+                    status,
+                )

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from .. import sync
-from ..broker import Broker
+from ..broker import Broker, Outage
 from .slot import Slot
 
 log = logging.getLogger("taskq.worker")
@@ -34,6 +34,7 @@ class Supervisor(threading.Thread):
         self._slots = slots
         self._on_beat = on_beat
         self._on_stuck = on_stuck
+        self._outage = Outage(log, "renewing leases")
         self._wake = sync.Event()  # set by the SIGTERM handler (shutdown_after) too
         self._stopped = False
         self._shutdown_at: float | None = None
@@ -58,11 +59,13 @@ class Supervisor(threading.Thread):
         next_beat = time.monotonic() + beat_s
         while not self._stopped:
             slots = self._slots()
-            wake = min([
-                next_beat,
-                *(s.deadline for s in slots if s.reason is None),
-                *(s.interrupted_at + grace_s for s in slots if s.interrupted_at is not None and not s.ended),
-            ])  # fmt: skip
+            wake = min(
+                [
+                    next_beat,
+                    *(s.deadline for s in slots if s.reason is None),
+                    *(s.interrupted_at + grace_s for s in slots if s.interrupted_at is not None and not s.ended),
+                ]
+            )
             if self._shutdown_at is not None:
                 wake = min(wake, self._shutdown_at)
             self._wake.wait_and_clear(max(0.0, wake - time.monotonic()))
@@ -91,9 +94,10 @@ class Supervisor(threading.Thread):
             for slot in slots:
                 args += [slot.run_id, slot.token]
             states = self.broker.scripts.heartbeat(args=args)
-        except Exception:  # Redis away: keep trying; the lease says how long we may
-            log.warning("heartbeat failed", exc_info=True)
+        except Exception as exc:  # keep trying: the lease says how long we may
+            self._outage.failed(exc)
             return
+        self._outage.ok()
         for slot, state in zip(slots, states, strict=True):
             if state == "cancelling" and slot.interrupt("cancelled"):
                 log.info("run %s was cancelled; stopping it", slot.run_id)

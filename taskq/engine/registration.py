@@ -23,8 +23,9 @@ class Registration:
         self.concurrency = concurrency
         self.beat_s = min(BEAT_S, broker.settings.heartbeat_s)
         self.connection = connection = broker.rq_connection()
-        self.worker = rq.SimpleWorker([rq.Queue(q, connection=connection) for q in queues], connection=connection,
-                                      name=name)  # fmt: skip
+        self.worker = rq.SimpleWorker(
+            [rq.Queue(q, connection=connection) for q in queues], connection=connection, name=name
+        )
         self._last = 0.0
         self._state = "idle"
         self._abandoned = 0

@@ -37,8 +37,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["taskq.catalog"] = Catalog(broker)
     app.extensions["taskq.tenants"] = {tenant_of(key): key for key in settings.api_keys}
     if not settings.api_keys:
-        log.warning("no API keys: every API request answers 401 and nobody can sign in to the dashboard; "
-                    "set TASKQ_API_KEYS (comma-separated, one tenant per key)")
+        log.warning(
+            "no API keys: every API request answers 401 and nobody can sign in to the dashboard; "
+            "set TASKQ_API_KEYS (comma-separated, one tenant per key)"
+        )
     app.extensions["taskq.slots"] = Slots(settings.max_streams_per_tenant, settings.max_streams_per_process)
 
     for module in (runs, groups, deliveries, proxy, health, outputs, dashboard):

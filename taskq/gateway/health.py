@@ -70,7 +70,9 @@ def docs() -> Response:
 
 @bp.get("/docs/docs.js")
 def docs_script() -> Response:
-    return Response(DOCS_SCRIPT, content_type="text/javascript; charset=utf-8", headers={"Cache-Control": "max-age=3600"})
+    return Response(
+        DOCS_SCRIPT, content_type="text/javascript; charset=utf-8", headers={"Cache-Control": "max-age=3600"}
+    )
 
 
 @bp.get("/docs/<name>")

@@ -14,7 +14,7 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .. import errors, run_list
-from ..broker import Broker
+from ..broker import Broker, unavailable
 from ..catalog import Catalog
 from ..models import ErrorObject, ErrorResponse, RunStatus
 from .limits import Slots
@@ -162,7 +162,7 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def _redis_error(exc: redis.RedisError) -> Response:
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | redis.BusyLoadingError):
+    if unavailable(exc):
         log.warning("Redis unreachable on %s %s: %s", request.method, request.path, exc)
         return error_response(503, "Redis is unreachable; try again shortly", retry_after_s=1)
     return _unexpected_error(exc)

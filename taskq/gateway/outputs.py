@@ -31,7 +31,6 @@ bp = Blueprint("outputs", __name__, url_prefix=paths.OUTPUT_FILES.rstrip("/"))
 runs_bp = Blueprint("run_outputs", __name__, url_prefix=paths.RUNS)
 
 
-
 def blueprints() -> list[Blueprint]:
     return [bp, runs_bp]
 
@@ -69,5 +68,7 @@ def list_outputs(run_id: str) -> dict[str, Any]:
 def _limit() -> int:
     raw = request.args.get("limit") or str(outputs.record.TASK_RUN_PAGE)
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 6):
-        raise errors.ValidationFailed(f"limit: must be an integer between 1 and {outputs.record.MAX_PAGE}", {"field": "limit"})
+        raise errors.ValidationFailed(
+            f"limit: must be an integer between 1 and {outputs.record.MAX_PAGE}", {"field": "limit"}
+        )
     return int(raw)

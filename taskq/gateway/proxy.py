@@ -20,8 +20,8 @@ from urllib.parse import parse_qsl, urlencode
 from flask import Blueprint, request
 
 from .. import errors, paths, run
-from ..upstream import forwarded_headers
 from ..models import RunInput, parse
+from ..upstream import forwarded_headers
 from .http import body as read_body
 from .http import broker, catalog, tenant
 

@@ -1,10 +1,10 @@
 """`Output`: a file a processor saves, in the shape of Beam's task queue.
 
-    out = Output(path="result.txt")
-    out.save()
-    url = out.public_url(expires=3600)
+out = Output(path="result.txt")
+out.save()
+url = out.public_url(expires=3600)
 
-    Output.from_bytes("report.csv", data, content_type="text/csv").save()
+Output.from_bytes("report.csv", data, content_type="text/csv").save()
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ class Output:
     """One file of the current run. `save()` stores it and lists it on the run;
     `public_url()` is a URL anyone holding it can GET, for `expires` seconds."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, name: str | None = None,
-                 content_type: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, name: str | None = None, content_type: str | None = None
+    ) -> None:
         if path is None and name is None:
             raise ValueError("Output needs a path (or use Output.from_bytes(name, data))")
         self.path = Path(path) if path is not None else None
@@ -66,8 +67,9 @@ class Output:
             source = self.path.open("rb")
         with source:
             size = os.fstat(source.fileno()).st_size if self._data is None else len(self._data)
-            self._entry = record.save(current._broker, current.run_id, current.token, self.name, source, size,
-                                      self.content_type)  # fmt: skip
+            self._entry = record.save(
+                current._broker, current.run_id, current.token, self.name, source, size, self.content_type
+            )
         return self
 
     def public_url(self, expires: int = 3600) -> str:

@@ -13,16 +13,15 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import re
 import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from .. import errors, keys
-from ..errors import OutputRejected
 from ..broker import Broker, translated
 from ..clock import iso, now_ms
+from ..errors import OutputRejected
 from ..record import RunRecord
 from .names import check_content_type, check_name
 from .storage import Storage, storage_for
@@ -69,7 +68,9 @@ def _too_big(name: str, size: int, limit: int) -> OutputRejected:
     return OutputRejected(f"output {name!r} is {size} bytes, over the limit of {limit} per file")
 
 
-def save(broker: Broker, run_id: str, token: str, name: str, source: BinaryIO, size: int, content_type: str) -> dict[str, Any]:
+def save(
+    broker: Broker, run_id: str, token: str, name: str, source: BinaryIO, size: int, content_type: str
+) -> dict[str, Any]:
     """Stores the file and lists it on the run; returns its entry. OutputRejected
     (nothing kept) when the name or content type is bad, the file, the run's files or
     their number are over their limit, or the attempt no longer holds the run."""
@@ -86,15 +87,24 @@ def save(broker: Broker, run_id: str, token: str, name: str, source: BinaryIO, s
     try:
         reply = broker.scripts.record_output(
             keys=[keys.run(run_id), keys.run_outputs(run_id), keys.run_outputs_order(run_id), keys.OUTPUTS_EXPIRING],
-            args=[run_id, token, name, json.dumps(entry), capped.count, settings.max_outputs_bytes_per_run,
-                  settings.max_outputs_per_run],
-        )  # fmt: skip
+            args=[
+                run_id,
+                token,
+                name,
+                json.dumps(entry),
+                capped.count,
+                settings.max_outputs_bytes_per_run,
+                settings.max_outputs_per_run,
+            ],
+        )
     except BaseException:
         store.delete(key)
         raise
     if reply[0] != "ok":
         store.delete(key)
-        raise _refused(reply, name, capped.count, run_id, settings.max_outputs_bytes_per_run, settings.max_outputs_per_run)
+        raise _refused(
+            reply, name, capped.count, run_id, settings.max_outputs_bytes_per_run, settings.max_outputs_per_run
+        )
     if reply[2]:
         _delete_replaced(store, reply[2])
     return entry
@@ -149,10 +159,15 @@ def page(broker: Broker, record: RunRecord, limit: int = TASK_RUN_PAGE, cursor: 
     expires_s = broker.settings.output_url_expires_s
     expires_at = iso(now_ms() + expires_s * 1000)
     files = [
-        {"name": e["name"], "size": e["size"], "content_type": e["content_type"],
-         "url": url(broker, e, expires_s), "expires_at": expires_at}
+        {
+            "name": e["name"],
+            "size": e["size"],
+            "content_type": e["content_type"],
+            "url": url(broker, e, expires_s),
+            "expires_at": expires_at,
+        }
         for _, e in entries
-    ]  # fmt: skip
+    ]
     return Page(files, str(entries[-1][0]) if more else None)
 
 
@@ -164,7 +179,9 @@ def _after(cursor: str | None) -> int:
     return int(cursor)
 
 
-def _entries(broker: Broker, record: RunRecord, after: int, limit: int) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
+def _entries(
+    broker: Broker, record: RunRecord, after: int, limit: int
+) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
     """(position, entry) of the files after position `after`, at most `limit`, and
     whether more follow."""
     legacy = record.get("outputs")
@@ -184,7 +201,7 @@ def _entries(broker: Broker, record: RunRecord, after: int, limit: int) -> tuple
         if small:
             found = replies[1]
         else:
-            found = dict(zip(names, broker.redis.hmget(files, names))) if names else {}
+            found = dict(zip(names, broker.redis.hmget(files, names), strict=True)) if names else {}
     listed = [(int(score), json.loads(found[name])) for name, score in rows if found.get(name)]
     return listed, len(replies[0]) > limit
 

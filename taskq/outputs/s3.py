@@ -42,12 +42,18 @@ class S3Storage:
         # file is served as serving.py decides (an attachment unless its type is inert),
         # whatever was stored with the object.
         how = serving(key.rsplit("/", 1)[-1], content_type)
-        params = {"Bucket": self.bucket, "Key": self._key(key), "ResponseContentType": how.content_type,
-                  "ResponseContentDisposition": how.disposition}  # fmt: skip
+        params = {
+            "Bucket": self.bucket,
+            "Key": self._key(key),
+            "ResponseContentType": how.content_type,
+            "ResponseContentDisposition": how.disposition,
+        }
         return str(self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s))
 
     def delete_run(self, run_id: str) -> None:
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(run_id) + "/")
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._key(run_id) + "/"
+        )
         for page in pages:
             objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
             if objects:

@@ -21,11 +21,24 @@ from ..headers import is_media_type
 from .names import NAME
 
 # Types a browser shows without running anything in them.
-INERT = frozenset({
-    "text/plain", "text/csv", "application/json",
-    "image/png", "image/jpeg", "image/gif", "image/webp", "image/avif",
-    "audio/mpeg", "audio/ogg", "audio/wav", "video/mp4", "video/webm", "video/ogg",
-})  # fmt: skip
+INERT = frozenset(
+    {
+        "text/plain",
+        "text/csv",
+        "application/json",
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "image/avif",
+        "audio/mpeg",
+        "audio/ogg",
+        "audio/wav",
+        "video/mp4",
+        "video/webm",
+        "video/ogg",
+    }
+)
 OCTET_STREAM = "application/octet-stream"
 # Sent with every output file the gateway serves, whatever its type.
 SECURITY_HEADERS = {

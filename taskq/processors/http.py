@@ -17,8 +17,6 @@ from ..processor import task
 from ..settings import Settings
 
 
-
-
 class HttpRequest(BaseModel):
     upstream: str
     method: str = "POST"
@@ -28,13 +26,20 @@ class HttpRequest(BaseModel):
     body: str = ""
 
 
-@task(name="http", queue="default", timeout=12 * 3600, retry_on=(UpstreamError, requests.ConnectionError, requests.Timeout))
+@task(
+    name="http",
+    queue="default",
+    timeout=12 * 3600,
+    retry_on=(UpstreamError, requests.ConnectionError, requests.Timeout),
+)
 def call_upstream(req: HttpRequest) -> dict[str, Any]:
     settings = Settings.from_env()
     base = upstream.check_name(req.upstream, settings.upstreams)
     url = upstream.url(base, req.path, req.query)  # every path passes here: one check
     headers = upstream.forwarded_headers(req.headers.items(), settings.proxy_forward_headers)
-    response = requests.request(req.method, url, headers=headers, data=req.body.encode(), timeout=(10, None), allow_redirects=False)
+    response = requests.request(
+        req.method, url, headers=headers, data=req.body.encode(), timeout=(10, None), allow_redirects=False
+    )
     if response.status_code >= 500:
         raise UpstreamError(f"upstream {req.upstream} answered {response.status_code}")
     try:

@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 from .. import errors
 from ..settings import Settings
 
-
 # IPv6: only global unicast (2000::/3, and global by the IANA registry) is public;
 # everything else (loopback, unspecified, IPv4-compatible, SIIT `::ffff:0:0:0/96`,
 # ULA, link-local, site-local, multicast, local-use NAT64 `64:ff9b:1::/48`, ...) is

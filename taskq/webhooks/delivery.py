@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import errors, keys, paths, run, wire
-from ..clock import iso, now_ms
-from ..record import DELIVERY, DeliveryRecord, RunRecord, load_deliveries
 from ..broker import Broker, translated
+from ..clock import iso, now_ms
 from ..models import RunStatus, TaskRunOutput, WebhookAttempt, WebhookDelivery, dumps
+from ..record import DELIVERY, DeliveryRecord, RunRecord, load_deliveries
 from . import signing
 
 # A completed run's output rides in the payload up to this size; past it the payload
@@ -87,8 +87,18 @@ def take_due(
     """Claims up to `limit` due deliveries, at most `per_host` in flight per receiver
     counting `in_flight` (0: no cap); see scripts/take_due.lua."""
     pairs = [x for host, n in (in_flight or {}).items() if n > 0 for x in (host, n)]
-    args = [int(visibility_s * 1000), limit, uuid.uuid4().hex, broker.settings.retention_s,
-            per_host, max_skips, int(defer_s * 1000), len(DELIVERY), *DELIVERY, *pairs]  # fmt: skip
+    args = [
+        int(visibility_s * 1000),
+        limit,
+        uuid.uuid4().hex,
+        broker.settings.retention_s,
+        per_host,
+        max_skips,
+        int(defer_s * 1000),
+        len(DELIVERY),
+        *DELIVERY,
+        *pairs,
+    ]
     with translated():
         reply = broker.scripts.take_due(args=args)
     claims = [_claim(c) for c in reply[3:]]
@@ -97,7 +107,7 @@ def take_due(
 
 
 def _claim(c: list[Any]) -> Claim:
-    run_fields = {name: value for name, value in zip(DELIVERY, c[9]) if value is not None}
+    run_fields = {name: value for name, value in zip(DELIVERY, c[9], strict=True) if value is not None}
     record = RunRecord(run_fields) if run_fields.get("id") else None
     return Claim(c[0], c[1], int(c[2]), int(c[3]), c[4], c[5], int(c[6]), c[7], c[8], record)
 
@@ -154,7 +164,8 @@ def redeliver(broker: Broker, tenant: str, run_id: str, delivery_id: str) -> Web
         if reply[0] == "missing":
             raise errors.NotFound(f"delivery {delivery_id} not found for run {run_id}")
         raise errors.Conflict(
-            f"delivery {delivery_id} is {reply[1]}: only a dead or gone delivery can be redelivered", {"state": reply[1]}
+            f"delivery {delivery_id} is {reply[1]}: only a dead or gone delivery can be redelivered",
+            {"state": reply[1]},
         )
     return next(d for d in for_run(broker, tenant, run_id) if d.delivery_id == delivery_id)
 

@@ -21,12 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any
 
-import redis
-
-from .. import errors, sync
-from . import delivery, signing, transport
-from ..broker import Broker, now_ms
+from .. import sync
+from ..broker import Broker, Outage, now_ms
 from ..models import Webhook
+from . import delivery, signing, transport
 
 log = logging.getLogger("taskq.dispatcher")
 
@@ -55,6 +53,7 @@ class Dispatcher:
         # An attempt is cut off at webhook_timeout_s, so a claim this long is never
         # taken over while its holder is still sending.
         self.visibility_s = 2 * self.settings.webhook_timeout_s + 1
+        self._outage = Outage(log, "delivering webhooks")
         self.stats = Stats()
         self.pool = transport.Pool(per_origin=self.per_host or self.settings.dispatcher_concurrency)
 
@@ -72,12 +71,11 @@ class Dispatcher:
             while not self.stopping.is_set():
                 try:
                     self.tick(pool)
-                except errors.BrokerUnavailable:
-                    log.warning("Redis is unreachable; trying again shortly")
+                except Exception as exc:  # the same tick again shortly
+                    self._outage.failed(exc)
                     self.stopping.wait(1.0)
-                except redis.RedisError:
-                    log.exception("Redis refused a command; trying again shortly")
-                    self.stopping.wait(1.0)
+                else:
+                    self._outage.ok()
                 self.stats.log_every(SUMMARY_EVERY_S, self.in_flight())
         self.pool.close()
         self.stats.log_every(0, {})
@@ -142,11 +140,8 @@ class Dispatcher:
     def _deliver_and_release(self, claim: delivery.Claim) -> None:
         try:
             self.deliver(claim)
-        except errors.BrokerUnavailable:
-            # Its claim times out and it is tried again, here or elsewhere.
-            log.warning("delivery %s: Redis unreachable; it will be retried", claim.delivery_id)
-        except Exception:
-            log.exception("delivery %s: unexpected error; it will be retried", claim.delivery_id)
+        except Exception as exc:  # its claim times out and it is tried again, here or elsewhere
+            self._outage.failed(exc)
         finally:
             with self._lock:
                 left = self._in_flight.get(claim.host, 1) - 1
@@ -186,13 +181,18 @@ class Dispatcher:
         state, delay_ms = self._next(claim, response)
         self._record(claim, started_ms, response, state, delay_ms)
 
-    def _record(self, claim: delivery.Claim, started_ms: int, response: transport.Response, state: str, delay_ms: int = 0) -> None:
+    def _record(
+        self, claim: delivery.Claim, started_ms: int, response: transport.Response, state: str, delay_ms: int = 0
+    ) -> None:
         delivery.record_attempt(self.broker, claim, self._attempt(claim, started_ms, response, state), state, delay_ms)
         self.stats.count(state, response)
         if response.refused_address is not None:
             # The operator's log names the address; the tenant's attempt does not.
             log.warning(
-                "delivery %s to %s refused: non-public address %s", claim.delivery_id, claim.host, response.refused_address
+                "delivery %s to %s refused: non-public address %s",
+                claim.delivery_id,
+                claim.host,
+                response.refused_address,
             )
         log.debug(
             "delivery %s to %s: %s (%s) in %d ms -> %s",

@@ -14,6 +14,8 @@ from .. import headers as headers_rules
 from ..headers import RESERVED_HEADERS
 
 SECRET_PREFIX = "whsec_"
+
+
 def new_secret() -> str:
     """A fresh `whsec_` secret: 24 random bytes, base64."""
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()

@@ -36,8 +36,6 @@ class Response:
         return self.status_code is not None and 200 <= self.status_code < 300 and self.error is None
 
 
-
-
 # A receiver that does not even accept the connection gets this long, not the whole
 # webhook timeout, so that it holds a dispatcher's thread (and its per-host slot) for
 # less time; one that accepts and then answers slowly still gets the whole deadline.

@@ -34,9 +34,7 @@ from . import sessions
 PREFIX = "/dashboard"
 PUBLIC_ENDPOINTS = {"dashboard.login", "dashboard.static"}
 
-bp = Blueprint(
-    "dashboard", __name__, url_prefix=PREFIX, template_folder="templates", static_folder="static"
-)
+bp = Blueprint("dashboard", __name__, url_prefix=PREFIX, template_folder="templates", static_folder="static")
 
 
 def secret_key(settings: Settings) -> str:

@@ -75,7 +75,9 @@ def runs() -> str:
         limit = int(args.get("limit") or 25)
     except ValueError:
         limit = 25
-    page = run_list.list_runs(broker(), tenant(), flt, max(1, min(limit, run_list.MAX_LIMIT)), args.get("cursor") or None)
+    page = run_list.list_runs(
+        broker(), tenant(), flt, max(1, min(limit, run_list.MAX_LIMIT)), args.get("cursor") or None
+    )
     query = {k: v for k, v in request.args.items() if k != "cursor" and v}
     return render_template("dashboard/runs.html", page=page, args=request.args, query=query, statuses=list(RunStatus))
 
@@ -119,7 +121,9 @@ def redeliver(run_id: str, delivery_id: str) -> WerkzeugResponse:
     except errors.Conflict as exc:
         flash(exc.message)
     back = request.form.get("back")
-    return redirect(url_for("dashboard.webhooks") if back == "webhooks" else url_for("dashboard.run_page", run_id=run_id))
+    return redirect(
+        url_for("dashboard.webhooks") if back == "webhooks" else url_for("dashboard.run_page", run_id=run_id)
+    )
 
 
 @bp.get("/groups")
@@ -136,7 +140,9 @@ def group_page(group_id: str) -> str:
         members.append(wire.to_task_run(rec))
         if len(members) == GROUP_RUNS_SHOWN:
             break
-    return render_template("dashboard/group.html", group=wire.to_task_group(record), runs=members, shown=GROUP_RUNS_SHOWN)
+    return render_template(
+        "dashboard/group.html", group=wire.to_task_group(record), runs=members, shown=GROUP_RUNS_SHOWN
+    )
 
 
 @bp.get("/groups/<group_id>/status")
