@@ -10,12 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
+from taskq import testing
 from taskq.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,14 +29,10 @@ def free_port() -> int:
 
 
 def wait_until(predicate: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.01) -> object:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"bench: {what} did not happen within {timeout_s} s")
-        time.sleep(interval_s)
+    try:
+        return testing.wait_until(predicate, timeout_s, interval_s, what=f"bench: {what}")
+    except testing.NotInTime as exc:
+        raise TimeoutError(str(exc)) from None
 
 
 class RedisServer:

@@ -108,11 +108,7 @@ class Session:
         """An empty database with the example app's processors advertised (as a
         worker would), and fresh command counters."""
         self.r.flushall()
-        advertise(
-            self.broker.redis,
-            load_apps(self.settings.app).values(),
-            {"retries": self.settings.default_retries, "timeout_s": self.settings.default_timeout_s},
-        )
+        advertise(self.broker.redis, load_apps(self.settings.app).values(), self.settings)
         self.r.config_resetstat()
 
     def fill_taskq(

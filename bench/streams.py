@@ -56,7 +56,7 @@ def main() -> None:
         redis_server = RedisServer(Path(tmp) / "redis")
         settings = bench_settings(redis_server.url).replace(api_keys=(HOLDER, OTHER), max_streams_per_tenant=args.cap)
         broker = Broker(settings)
-        advertise(broker.redis, load_apps(settings.app).values(), {"retries": 3, "timeout_s": 600})
+        advertise(broker.redis, load_apps(settings.app).values(), settings)
         spawner = Spawner(Path(tmp))
         try:
             url, _proc = spawner.gunicorn(settings, workers=2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from . import action, run, wire
@@ -11,6 +12,7 @@ from .catalog import Catalog
 from .context import _current
 from .ids import tenant_of
 from .models import RunInput, TaskRun, TaskRunResult, parse
+from .settings import Settings
 
 # Specs of the processors this process has put runs of (they are known here without
 # asking Redis, so a run can be put before any worker has advertised them).
@@ -71,14 +73,15 @@ def put(
     webhook: dict[str, Any] | None = None,
     broker: Broker | None = None,
     tenant: str | None = None,
-    spec: dict[str, Any] | None = None,
+    spec: Callable[[Settings], dict[str, Any]] | None = None,
 ) -> RunHandle:
-    """Enqueues a run of `processor` (its `spec`, when this process defines it)."""
+    """Enqueues a run of `processor`; `spec` describes it when this process defines
+    it (Processor.spec), so it needs no worker to have advertised it."""
     if broker is None:  # inside a run, its worker's broker; else one from the environment
         running = _current.get()
         broker = running._broker if running is not None else _default_broker()
     if spec is not None:
-        _LOCAL_SPECS[processor] = spec
+        _LOCAL_SPECS[processor] = spec(broker.settings)
     tenant = tenant or default_tenant(broker)
     req = parse(RunInput, {"input": input, "processor": processor, "metadata": metadata, "webhook": webhook})
     new = run.prepare(broker, _catalog(broker), tenant, req)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from . import client, keys
 from .errors import OutputInvalid
+from .settings import Settings
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -67,9 +68,13 @@ class Processor:
             "output_schema": _schema(self._output_adapter),
         }
 
-    def spec(self) -> dict[str, Any]:
-        """What workers advertise: enough for the gateway to check a request."""
-        return dict(self._spec)
+    def spec(self, settings: Settings) -> dict[str, Any]:
+        """What workers advertise: enough for the gateway to check a request and write
+        the run, the deployment's defaults filled in (the one place they are)."""
+        spec = dict(self._spec)
+        spec["retries"] = settings.default_retries if self.retries is None else self.retries
+        spec["timeout_s"] = min(self.timeout_s or settings.default_timeout_s, settings.max_timeout_s)
+        return spec
 
     def parse_input(self, raw: Any) -> Any:
         """The stored input as the function wants it; raises ValidationError."""
@@ -108,7 +113,7 @@ class Processor:
         as a run made over HTTP. Returns a handle that can wait for the result."""
         if isinstance(input, BaseModel):
             input = input.model_dump(mode="json")
-        return client.put(self.name, input, metadata=metadata, webhook=webhook, broker=broker, spec=self.spec())
+        return client.put(self.name, input, metadata=metadata, webhook=webhook, broker=broker, spec=self.spec)
 
 
 def task(
@@ -150,15 +155,9 @@ def load_apps(modules: Iterable[str]) -> dict[str, Processor]:
     return dict(REGISTRY)
 
 
-def advertise(redis: Redis, processors: Iterable[Processor], defaults: dict[str, Any]) -> None:
-    """Publishes the processors' specs, the deployment defaults filled in."""
-    specs = {}
-    for proc in processors:
-        spec = proc.spec()
-        for key, value in defaults.items():
-            if spec.get(key) is None:
-                spec[key] = value
-        specs[proc.name] = json.dumps(spec)
+def advertise(redis: Redis, processors: Iterable[Processor], settings: Settings) -> None:
+    """Publishes the processors' specs, the deployment's defaults filled in."""
+    specs = {proc.name: json.dumps(proc.spec(settings)) for proc in processors}
     if specs:
         redis.hset(keys.PROCESSORS, mapping=specs)
 

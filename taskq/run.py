@@ -57,7 +57,7 @@ def prepare(
     if spec_out is not None and spec_out.type == "json":
         catalog.check_schema(spec_out.json_schema, f"{where}task_spec.output_schema")
 
-    timeout_s = min(int(spec.get("timeout_s") or settings.default_timeout_s), settings.max_timeout_s)
+    timeout_s = int(spec["timeout_s"])  # the worker's settings filled it in (Processor.spec)
     run_id = ids.new_run_id()
     fields: dict[str, str | int] = {
         "id": run_id,
@@ -65,7 +65,7 @@ def prepare(
         "processor": req.processor,
         "queue": spec.get("queue") or "default",
         "timeout_s": timeout_s,
-        "max_retries": spec["retries"] if spec.get("retries") is not None else settings.default_retries,
+        "max_retries": spec["retries"],
         "input": request_json(req.input, f"{where}input"),
     }
     if req.metadata:

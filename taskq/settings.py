@@ -10,6 +10,10 @@ import dataclasses
 import os
 from dataclasses import dataclass, fields
 
+# Where a worker runs plain processors: threads of its own process, or pre-forked
+# child processes (`async def` ones always run on its event loop).
+POOLS = ("threads", "processes")
+
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())

@@ -1,5 +1,10 @@
 """Real parts only: a redis-server from the project's redis.conf on a free port,
-real worker processes, real HTTP servers."""
+real worker processes, real HTTP servers.
+
+Tiers: a test that starts a real process (through the fixtures below, or marked so
+itself) is marked `processes`; a long one is marked `slow`. The fast tier, for
+development, is everything else: `bash .ci/test -m "not processes and not slow"`.
+CI runs every tier."""
 
 from __future__ import annotations
 
@@ -9,23 +14,33 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis as redis_lib
 
+from taskq import testing
 from taskq.broker import Broker
 from taskq.gateway import create_app
 from taskq.processor import advertise, load_apps
 from taskq.settings import Settings
+from tests.receiver import Receiver, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "key-a"
 OTHER_KEY = "key-b"
 HEADERS = {"x-api-key": API_KEY}
+
+
+# Fixtures that start real processes: a test that uses one is in the `processes` tier.
+PROCESS_FIXTURES = {"worker", "spawn", "gunicorn", "s3"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.processes)
 
 
 def free_port() -> int:
@@ -36,14 +51,10 @@ def free_port() -> int:
 
 def wait_until(predicate: Callable[[], object], timeout_s: float = 10, interval_s: float = 0.02) -> object:
     """Polls `predicate` until it is truthy; fails the test after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout_s} s")
-        time.sleep(interval_s)
+    try:
+        return testing.wait_until(predicate, timeout_s, interval_s)
+    except testing.NotInTime as exc:
+        pytest.fail(str(exc))
 
 
 class RedisServer:
@@ -146,7 +157,7 @@ def broker(settings: Settings) -> Iterator[Broker]:
     """A clean database, with the example app's processors advertised as a worker would."""
     b = Broker(settings)
     b.redis.flushdb()
-    advertise(b.redis, load_apps(settings.app).values(), {"retries": 3, "timeout_s": settings.default_timeout_s})
+    advertise(b.redis, load_apps(settings.app).values(), settings)
     yield b
     b.close()
 
@@ -254,31 +265,43 @@ def worker(spawn: Callable[..., Process], broker: Broker) -> Callable[..., Proce
 
 @pytest.fixture
 def drain(broker: Broker) -> Callable[..., None]:
-    """Runs every queued run to its end in this process, with no subprocess: a
-    burst worker (threads pool, not registered, no signal handlers) that returns
-    when nothing is queued, running or waiting for a retry (as arq's burst worker
-    and huey's `execute_next()` do)."""
-    from taskq.worker import build
+    """Runs every queued run to its end in this process, with no subprocess
+    (taskq.testing.drain)."""
 
     def run(settings: Settings | None = None, concurrency: int = 8, timeout_s: float = 60) -> None:
         b = broker if settings is None else Broker(settings)
-        engine = build(b, concurrency=concurrency, pool="threads")
-        done = threading.Event()
-
-        def stop_late() -> None:  # a hung run fails the test instead of hanging it
-            if not done.wait(timeout_s):
-                engine.request_shutdown()
-
-        threading.Thread(target=stop_late, daemon=True).start()
         try:
-            engine.work(burst=True, register=False, handle_signals=False)
+            testing.drain(b, concurrency, timeout_s)
         finally:
-            done.set()
             if b is not broker:
                 b.close()
-        assert not engine.slots
 
     return run
+
+
+@pytest.fixture
+def deliver(broker: Broker) -> Callable[..., None]:
+    """Delivers due webhooks in this process, with no subprocess (taskq.testing.deliver):
+    `deliver(until=lambda: ...)` goes on through retries until the condition holds."""
+
+    def run(until: Callable[[], object] | None = None, settings: Settings | None = None, timeout_s: float = 20) -> None:
+        b = broker if settings is None else Broker(settings)
+        try:
+            testing.deliver(b, until, timeout_s)
+        except testing.NotInTime as exc:
+            pytest.fail(str(exc))
+        finally:
+            if b is not broker:
+                b.close()
+
+    return run
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A real HTTP server on a free port that records every request (tests/receiver.py)."""
+    with serving() as rec:
+        yield rec
 
 
 @pytest.fixture

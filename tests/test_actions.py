@@ -14,7 +14,7 @@ from taskq.errors import Conflict, ValidationFailed
 from taskq.models import ACTIVE, NOTIFY, TERMINAL, RunStatus
 from tests.conftest import HEADERS, OTHER_KEY, wait_until
 from tests.test_schemas import doubling
-from tests.test_webhooks import receiver, tenant_secret, verify  # noqa: F401  (receiver is a fixture)
+from tests.test_webhooks import tenant_secret, verify
 
 APPROVAL = {"type": "object", "properties": {"approved": {"type": "boolean"}}, "required": ["approved"]}
 
@@ -153,7 +153,7 @@ def test_group_counts_and_streams_know_a_waiting_run(client, worker):
     assert status["task_run_status_counts"] == {"cancelled": 1} and status["is_active"] is False
 
 
-def test_a_webhook_goes_out_when_a_run_waits_for_an_answer(client, spawn, worker, receiver, broker):  # noqa: F811
+def test_a_webhook_goes_out_when_a_run_waits_for_an_answer(client, spawn, worker, receiver, broker):
     r = client.post(
         "/v1/tasks/runs",
         json={"input": {"amount": 5}, "processor": "spend", "webhook": {"url": receiver.url("/hook")}},

@@ -7,7 +7,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.processes, pytest.mark.slow]
 
 FIGURES = (
     "1 HTTP enqueue",

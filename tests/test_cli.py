@@ -3,14 +3,12 @@ real HTTP gateway and real worker processes; `info` against the real Redis."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from taskq import __version__ as taskq_version
 from taskq.cli import main
 from taskq.gateway import create_app
 from tests.conftest import API_KEY, HEADERS, free_port, settings_env, wait_until
+from tests.receiver import Answer, serving
 
 
 @pytest.fixture
@@ -112,62 +111,20 @@ def test_an_api_error_is_shown_as_the_api_said_it(gateway):
     assert r.exit_code == 2 and "cannot reach" in r.stderr
 
 
-class Recorder(BaseHTTPRequestHandler):
-    """A real HTTP server: with `bounce_to`, answers every request `status` with a
-    Location there (same path); without, records what it got and answers {}."""
-
-    bounce_to: str | None = None
-    status = 302
-    got: list[dict[str, str]] = []
-
-    def _answer(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length") or 0))
-        if self.bounce_to:
-            self.send_response(self.status)
-            self.send_header("Location", self.bounce_to + self.path)
-            self.send_header("content-length", "0")
-            self.end_headers()
-            return
-        self.got.append({k.lower(): v for k, v in self.headers.items()})
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def http_server(**attrs: object) -> Iterator[tuple[str, list[dict[str, str]]]]:
-    """(its base URL, the headers of each request it recorded)."""
-    got: list[dict[str, str]] = []
-    handler = type("Handler", (Recorder,), {"got": got, **attrs})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", got
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 @pytest.mark.parametrize(
     "command", [["runs", "get", "trun_x"], ["run", "echo", "--input", "{}"], ["runs", "events", "trun_x"]]
 )
 def test_a_redirect_is_not_followed_and_the_key_goes_nowhere_else(status, command):
     # Given a "gateway" that redirects every call to another origin, which records what it gets
-    with http_server() as (elsewhere, got), http_server(bounce_to=elsewhere, status=status) as (gateway, _):
+    with serving(respond=lambda req: Answer(200, b"{}")) as elsewhere, serving() as gateway:
+        gateway.respond = lambda req: Answer(status, headers={"Location": elsewhere.base + req.path})
         # When a client command calls it with an API key
-        r = taskq(gateway, *command)
+        r = taskq(gateway.base, *command)
     # Then the redirect is an error naming where it pointed, and the other origin got nothing
     assert r.exit_code == 2, r.output
-    assert f"{status}: the server redirected to {elsewhere};" in r.stderr and "not followed" in r.stderr
-    assert got == []  # so not the key either (before, requests sent x-api-key along on every redirect)
+    assert f"{status}: the server redirected to {elsewhere.base};" in r.stderr and "not followed" in r.stderr
+    assert elsewhere.received == []  # so not the key either (before, requests sent x-api-key along on every redirect)
 
 
 EVIL = "[/x] [link=http://evil]x[/link] [bold]:smile:"
@@ -366,6 +323,7 @@ def run_worker(settings, cwd: Path, *args: str) -> subprocess.CompletedProcess[s
     )
 
 
+@pytest.mark.processes
 def test_a_worker_with_no_app_says_so_and_exits(broker, tmp_path):
     # Given no TASKQ_APP and no --app (the example app importable all the same)
     done = run_worker(broker.settings.replace(app=()), tmp_path)
@@ -376,6 +334,7 @@ def test_a_worker_with_no_app_says_so_and_exits(broker, tmp_path):
     assert not broker.redis.smembers("rq:workers")
 
 
+@pytest.mark.processes
 def test_a_worker_names_an_app_module_it_cannot_import(broker, tmp_path):
     for app in ("no_such_app", "workers.no_such_module"):
         done = run_worker(broker.settings, tmp_path, "--app", f"workers.app,{app}")

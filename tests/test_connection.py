@@ -5,9 +5,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+import pytest
+
 from taskq.broker import connect
 from taskq.gateway import create_app
 from tests.conftest import HEADERS, free_port, wait_until
+
+pytestmark = pytest.mark.processes  # Sentinel and ACL redis-servers of its own
 
 
 def test_a_sentinel_url_finds_the_master(broker, redis_server, tmp_path):
@@ -79,7 +83,7 @@ def test_a_password_or_acl_user_in_redis_url_is_used(tmp_path):
             # When the gateway is given that URL, Then it writes runs there
             settings = fast_settings(url)
             broker = Broker(settings)
-            advertise(broker.redis, load_apps(settings.app).values(), {"retries": 3, "timeout_s": 60})
+            advertise(broker.redis, load_apps(settings.app).values(), settings)
             r = (
                 create_app(settings)
                 .test_client()

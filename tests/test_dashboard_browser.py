@@ -31,10 +31,14 @@ FLAGS = [
     "--window-size=1280,900",
 ]
 
-pytestmark = pytest.mark.skipif(
-    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-    reason="no browser: install Debian's chromium and chromium-driver (.ci/bootstrap does, where apt-get can)",
-)
+pytestmark = [
+    pytest.mark.processes,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+        reason="no browser: install Debian's chromium and chromium-driver (.ci/bootstrap does, where apt-get can)",
+    ),
+]
 
 
 @pytest.fixture

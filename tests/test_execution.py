@@ -229,10 +229,11 @@ def test_a_processor_timeout_is_capped_at_the_maximum(broker):
     from taskq import run
     from taskq.catalog import Catalog
     from taskq.models import RunInput
+    from taskq.processor import Processor
 
-    spec = {"name": "long", "queue": "default", "retries": 0, "timeout_s": 13 * 3600}
+    spec = Processor(name="long", func=lambda inp: inp, timeout_s=13 * 3600).spec(broker.settings)
     new = run.prepare(broker, Catalog(broker, {"long": spec}), "t", RunInput(input={}, processor="long"))
-    assert new.timeout_s == broker.settings.max_timeout_s == 12 * 3600
+    assert new.timeout_s == spec["timeout_s"] == broker.settings.max_timeout_s == 12 * 3600
 
 
 def test_async_processors_run_many_at_once_on_the_event_loop(broker, client, drain):

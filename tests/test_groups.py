@@ -165,10 +165,12 @@ def test_counts_are_exact_when_runs_end_and_the_group_goes_inactive(client, work
 
 def test_runs_can_be_added_while_earlier_ones_run(client, worker):
     gid = new_group(client)
-    add(client, gid, echo_inputs(3))
+    add(client, gid, [{"input": {"seconds": 2}, "processor": "sleep"} for _ in range(2)])
     worker("threads")
-    wait_until(lambda: not status(client, gid)["is_active"], timeout_s=30)
-    add(client, gid, echo_inputs(2))
+    wait_until(lambda: status(client, gid)["task_run_status_counts"].get("running") == 2, timeout_s=30)
+    added = add(client, gid, echo_inputs(3))  # while the first two run
+    assert added.status_code == 200 and added.json["status"]["is_active"] is True
+    assert added.json["status"]["num_task_runs"] == 5
     wait_until(lambda: status(client, gid)["task_run_status_counts"] == {"completed": 5}, timeout_s=30)
     assert status(client, gid)["is_active"] is False
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import flask
 import pydantic_core
@@ -21,45 +19,19 @@ from taskq.gateway import create_app
 from taskq.processor import Processor
 from taskq.webhooks import address, signing
 from tests.conftest import HEADERS
-
-
-class Upstream:
-    """A real upstream that records every path it is asked for."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-        seen = self.paths
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length") or 0))
-                seen.append(self.path)
-                self.send_response(200)
-                self.send_header("content-length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            do_GET = do_POST = _answer
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}/api"
+from tests.receiver import Answer, Receiver
 
 
 @pytest.fixture
-def upstream() -> Iterator[Upstream]:
-    up = Upstream()
-    threading.Thread(target=up.server.serve_forever, daemon=True).start()
-    yield up
-    up.server.shutdown()
-    up.server.server_close()
+def upstream(receiver: Receiver) -> Receiver:
+    """A real upstream that records every path it is asked for and answers `{}`."""
+    receiver.respond = lambda request: Answer(200, b"{}")
+    return receiver
 
 
 @pytest.fixture
 def proxied(broker, upstream):  # type: ignore[no-untyped-def]
-    settings = broker.settings.replace(proxy_upstreams=(f"model={upstream.base}",))
+    settings = broker.settings.replace(proxy_upstreams=(f"model={upstream.base}/api",))
     return settings, create_app(settings).test_client()
 
 
@@ -96,13 +68,13 @@ def test_the_processor_itself_refuses_a_path_leaving_the_base(monkeypatch, upstr
     # Given a run that reached a worker however it was written
     from taskq.processors.http import HttpRequest, call_upstream
 
-    monkeypatch.setenv("TASKQ_PROXY_UPSTREAMS", f"model={upstream.base}")
+    monkeypatch.setenv("TASKQ_PROXY_UPSTREAMS", f"model={upstream.base}/api")
     for path in ("../../x", "%252e%252e/secret", "a/%2e%2e/%2e%2e/x"):
         with pytest.raises(errors.ValidationFailed):
             call_upstream.func(HttpRequest(upstream="model", path=path))
     # And a path inside the base still goes there, decoded once and re-encoded
     call_upstream.func(HttpRequest(upstream="model", path="a/./b/../c"))
-    assert upstream.paths == ["/api/a/c"]
+    assert upstream.paths() == ["/api/a/c"]
 
 
 # --- bodies over the limit -------------------------------------------------------
@@ -130,7 +102,7 @@ def test_a_chunked_body_over_the_limit_is_413(broker, proxied, path):
 def test_a_chunked_body_over_the_limit_is_413_through_gunicorn(broker, gunicorn, upstream):
     import requests
 
-    settings = broker.settings.replace(proxy_upstreams=(f"model={upstream.base}",))
+    settings = broker.settings.replace(proxy_upstreams=(f"model={upstream.base}/api",))
     url = gunicorn(settings)
 
     def chunks() -> Iterator[bytes]:
@@ -146,7 +118,7 @@ def test_a_chunked_body_over_the_limit_is_413_through_gunicorn(broker, gunicorn,
             continue  # the server may close before the client has sent it all
         assert r.status_code == 413, r.text
     assert broker.redis.llen("rq:queue:default") == 0
-    assert upstream.paths == []
+    assert upstream.paths() == []
 
 
 # --- webhook headers and internal fields ------------------------------------------

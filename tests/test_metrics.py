@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from taskq import keys
 from taskq.metrics import _from_fields
 from tests.conftest import HEADERS, wait_until
-from tests.test_webhooks import cancelled_run, receiver, state_of  # noqa: F401  (receiver is a fixture)
+from tests.test_webhooks import cancelled_run, state_of
 
 
 def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # type: ignore[no-untyped-def]
@@ -60,7 +60,7 @@ def test_run_counters_and_histograms_follow_every_transition(client, worker):
     assert m[("taskq_runs_running", ())] == 0
 
 
-def test_webhook_attempts_are_counted_with_their_latency(client, spawn, receiver, broker):  # noqa: F811
+def test_webhook_attempts_are_counted_with_their_latency(client, spawn, receiver, broker):
     receiver.answers["/flaky"] = ["500", "200"]
     run_id = cancelled_run(client, receiver.url("/flaky"))
     spawn("dispatcher", settings=broker.settings)

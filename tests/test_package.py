@@ -23,6 +23,8 @@ from taskq.cli import main
 from taskq.gateway import create_app
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # builds a wheel and an sdist
+
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 # What is never part of a checkout's source: caches, builds, the virtualenv, run data.
 NOT_SOURCE = shutil.ignore_patterns(

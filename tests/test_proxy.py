@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl
 
 import pytest
@@ -12,37 +10,22 @@ import pytest
 from taskq import keys
 from taskq.gateway import create_app
 from tests.conftest import HEADERS
+from tests.receiver import Answer, Received, Receiver, serving
 
 
-class Upstream(BaseHTTPRequestHandler):
-    seen: list[dict[str, object]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("content-length") or 0)).decode()
-        Upstream.seen.append({"path": self.path, "body": body, "headers": dict(self.headers)})
-        answer = json.dumps({"echo": json.loads(body or "null"), "path": self.path}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, *args: object) -> None:
-        pass
+def _echo(request: Received) -> Answer:
+    body = json.dumps({"echo": json.loads(request.body.decode() or "null"), "path": request.path}).encode()
+    return Answer(200, body, {"content-type": "application/json"})
 
 
 @pytest.fixture
-def upstream():  # type: ignore[no-untyped-def]
-    Upstream.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def upstream(receiver: Receiver) -> str:
+    """A real upstream that answers each request with its body and path."""
+    receiver.respond = _echo
+    return receiver.base
 
 
-def test_a_proxied_call_returns_202_and_records_the_upstream_answer(broker, worker, upstream):
+def test_a_proxied_call_returns_202_and_records_the_upstream_answer(broker, worker, upstream, receiver):
     settings = broker.settings.replace(proxy_upstreams=(f"model={upstream}/api",), proxy_forward_headers=("X-Trace",))
     worker("threads", settings=settings)
     client = create_app(settings).test_client()
@@ -55,9 +38,9 @@ def test_a_proxied_call_returns_202_and_records_the_upstream_answer(broker, work
     result = client.get(f"/v1/tasks/runs/{r.json['run_id']}/result?timeout=20", headers=HEADERS).json
     assert result["output"]["content"]["status_code"] == 200
     assert result["output"]["content"]["body"] == {"echo": {"prompt": "hi"}, "path": "/api/predict?x=1"}
-    sent = Upstream.seen[0]["headers"]
-    assert sent["X-Trace"] == "t1"  # type: ignore[index]
-    assert "X-Api-Key" not in sent and "x-api-key" not in sent  # type: ignore[operator]
+    sent = receiver.received[0].headers
+    assert sent["X-Trace"] == "t1"
+    assert "X-Api-Key" not in sent and "x-api-key" not in sent
 
 
 def test_an_unknown_upstream_is_404_and_arbitrary_urls_are_impossible(broker, upstream):
@@ -75,17 +58,16 @@ def test_webhook_endpoint_receives_the_upstream_response_body_signed(broker, wor
     from taskq.ids import tenant_of
     from taskq.webhooks import delivery
     from tests.conftest import wait_until
-    from tests.test_webhooks import serving
 
     settings = broker.settings.replace(proxy_upstreams=(f"model={upstream}",))
     worker("threads", settings=settings)
     spawn("dispatcher", settings=settings)
     client = create_app(settings).test_client()
-    with serving() as receiver:
-        hook = receiver.url("/done")
+    with serving() as hook_receiver:
+        hook = hook_receiver.url("/done")
         r = client.post(f"/v1/async/model/predict?webhookEndpoint={hook}", json={"prompt": "hi"}, headers=HEADERS)
         assert r.status_code == 202
-        got = wait_until(lambda: receiver.at("/done"), timeout_s=20)[0]  # type: ignore[index]
+        got = wait_until(lambda: hook_receiver.at("/done"), timeout_s=20)[0]  # type: ignore[index]
     assert json.loads(got.body) == {"echo": {"prompt": "hi"}, "path": "/predict"}
     secret = delivery.tenant_secret(broker, tenant_of(HEADERS["x-api-key"]))
     Webhook(secret).verify(got.body, got.headers)
@@ -142,17 +124,16 @@ def test_only_allow_listed_headers_are_stored_for_the_upstream(broker, upstream)
     assert stored_input(broker, run_id)["headers"] == {}
 
 
-def test_the_processor_forwards_only_allow_listed_headers_whatever_the_run_holds(monkeypatch, upstream):
+def test_the_processor_forwards_only_allow_listed_headers_whatever_the_run_holds(monkeypatch, upstream, receiver):
     # Given a direct run of the `http` processor, whose headers a client wrote
     from taskq.processors.http import HttpRequest, call_upstream
 
-    Upstream.seen = []
     monkeypatch.setenv("TASKQ_PROXY_UPSTREAMS", f"model={upstream}")
     monkeypatch.setenv("TASKQ_PROXY_FORWARD_HEADERS", "X-Trace")
     call_upstream.func(
         HttpRequest(upstream="model", headers={**IDENTITY, **ALLOWED, "X-Trace": "t1", "x-api-key": "k"})
     )
-    got = {k.lower(): v for k, v in Upstream.seen[0]["headers"].items()}  # type: ignore[attr-defined]
+    got = {k.lower(): v for k, v in receiver.received[0].headers.items()}
     assert got["x-trace"] == "t1" and got["accept-language"] == "fr"
     assert not {k.lower() for k in IDENTITY if k != "User-Agent"} & set(got) and "x-api-key" not in got
     assert got["user-agent"] != "mine/1"

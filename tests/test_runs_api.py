@@ -362,7 +362,7 @@ def test_each_run_of_a_group_add_names_the_fields_its_input_and_the_request_gave
 
 
 def test_a_runs_webhook_carries_its_warnings(client, spawn, broker):
-    from tests.test_webhooks import serving
+    from tests.receiver import serving
 
     with serving() as receiver:
         body = {"input": {}, "processor": "echo", "enable_events": True, "webhook": {"url": receiver.url("/hook")}}

@@ -4,48 +4,20 @@ can cause is bounded (size, depth, RE2 patterns, O(n) uniqueItems)."""
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from taskq import keys
 from tests.conftest import HEADERS, wait_until
-
-
-class Recorder:
-    """A real local HTTP server that records every request it gets."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                recorder.paths.append(self.path)
-                body = b'{"type": "string", "const": "SECRET-FROM-REMOTE"}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/schema.json"
+from tests.receiver import Answer, Receiver
 
 
 @pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    rec = Recorder()
-    thread = threading.Thread(target=rec.server.serve_forever, daemon=True)
-    thread.start()
-    yield rec
-    rec.server.shutdown()
-    rec.server.server_close()
+def recorder(receiver: Receiver) -> Receiver:
+    """A real remote host that records every request and serves a schema to whoever
+    fetches it: a ref that reaches it is a leak."""
+    receiver.respond = lambda request: Answer(200, b'{"type": "string", "const": "SECRET-FROM-REMOTE"}')
+    return receiver
 
 
 def create(client, input, schema, where="input_schema"):  # type: ignore[no-untyped-def]
@@ -59,9 +31,12 @@ def create(client, input, schema, where="input_schema"):  # type: ignore[no-unty
 @pytest.mark.parametrize("where", ["input_schema", "output_schema"])
 @pytest.mark.parametrize("ref_kind", ["http", "file", "dynamic", "nested"])
 def test_a_schema_ref_outside_itself_is_422_and_fetches_nothing(client, broker, recorder, where, ref_kind):
-    ref = {"http": recorder.url, "file": "file:///etc/passwd", "dynamic": recorder.url, "nested": recorder.url}[
-        ref_kind
-    ]
+    ref = {
+        "http": recorder.url("/schema.json"),
+        "file": "file:///etc/passwd",
+        "dynamic": recorder.url("/schema.json"),
+        "nested": recorder.url("/schema.json"),
+    }[ref_kind]
     schema: dict = {"$ref": ref}
     if ref_kind == "dynamic":
         schema = {"$dynamicRef": ref}
@@ -71,7 +46,7 @@ def test_a_schema_ref_outside_itself_is_422_and_fetches_nothing(client, broker, 
     assert r.status_code == 422, r.json
     assert "only local '#/…' refs" in r.json["error"]["message"] and ref in r.json["error"]["message"]
     assert "root:" not in r.text  # /etc/passwd content never comes back
-    assert recorder.paths == []
+    assert recorder.paths() == []
     assert broker.redis.llen("rq:queue:default") == 0
 
 
@@ -92,7 +67,7 @@ def test_the_worker_fetches_no_ref_of_a_stored_output_schema(client, broker, wor
     # before the create-time check, or by hand, would)
     good = {"type": "object"}
     run_id = create(client, {"a": 1}, good, "output_schema").json["run_id"]
-    broker.redis.hset(keys.run(run_id), "output_schema", f'{{"$ref": "{recorder.url}"}}')
+    broker.redis.hset(keys.run(run_id), "output_schema", f'{{"$ref": "{recorder.url("/schema.json")}"}}')
     other = create(client, {"a": 1}, good, "output_schema").json["run_id"]
     broker.redis.hset(keys.run(other), "output_schema", '{"$ref": "file:///etc/passwd"}')
     # When a worker runs them
@@ -107,7 +82,7 @@ def test_the_worker_fetches_no_ref_of_a_stored_output_schema(client, broker, wor
         run = wait_until(lambda rid=rid: ended(rid), timeout_s=30)
         assert run["status"] == "failed" and "only local" in run["error"]["message"], run  # type: ignore[index]
         assert "root:" not in str(run)
-    assert recorder.paths == []
+    assert recorder.paths() == []
 
 
 def _deep(levels: int) -> dict:

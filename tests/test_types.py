@@ -21,6 +21,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # mypy from cold takes a minute
 def test_the_code_type_checks():
     done = _run("mypy", "taskq", "workers", "bench")
     assert done.returncode == 0, done.stdout + done.stderr

@@ -3,16 +3,11 @@ local receiver, real dispatcher and worker processes, and the official verifier.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import socket
 import ssl
 import subprocess
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,104 +19,7 @@ from taskq.broker import Broker
 from taskq.gateway import create_app
 from taskq.webhooks import transport
 from tests.conftest import HEADERS, OTHER_KEY, free_port, wait_until
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    peer: tuple[str, int] = ("", 0)  # the sender's address and port: one per connection
-
-
-@dataclass
-class Receiver:
-    """A real HTTP server. `answers[path]` is the list of replies, one per request
-    (the last repeats): "200", "500", "410", "302", "503 retry-after 1", or "hang"
-    (holds the request until `release` is set)."""
-
-    port: int
-    answers: dict[str, list[str]] = field(default_factory=dict)
-    received: list[Received] = field(default_factory=list)
-    release: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    closed: int = 0  # connections this side has closed
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def at(self, path: str) -> list[Received]:
-        with self.lock:
-            return [r for r in self.received if r.path == path]
-
-    def next_answer(self, path: str) -> str:
-        with self.lock:
-            queue = self.answers.get(path, ["200"])
-            return queue.pop(0) if len(queue) > 1 else queue[0]
-
-
-def _handler(receiver: Receiver, keep_alive: bool, idle_close_s: float | None) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
-        timeout = idle_close_s  # a kept-alive connection idle this long is closed
-
-        def finish(self) -> None:
-            super().finish()
-            with receiver.lock:
-                receiver.closed += 1
-
-        def do_POST(self) -> None:
-            try:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                answer = receiver.next_answer(self.path)
-                with receiver.lock:
-                    receiver.received.append(
-                        Received(self.path, dict(self.headers.items()), body, self.client_address[:2])
-                    )
-                if answer == "hang":
-                    receiver.release.wait(60)
-                    answer = "200"
-                code, *rest = answer.split()
-                self.send_response(int(code))
-                if code == "302":
-                    self.send_header("Location", receiver.url("/redirected"))
-                if rest[:1] == ["retry-after"]:
-                    self.send_header("Retry-After", rest[1])
-                self.send_header("content-length", "0")
-                self.end_headers()
-            except OSError:
-                pass  # the dispatcher hung up (timeout, or killed): nothing to answer
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
-
-
-@contextlib.contextmanager
-def serving(
-    tls: ssl.SSLContext | None = None, keep_alive: bool = False, idle_close_s: float | None = None
-) -> Iterator[Receiver]:
-    rec = Receiver(free_port())
-    server = ThreadingHTTPServer(("127.0.0.1", rec.port), _handler(rec, keep_alive, idle_close_s))
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-    server.handle_error = lambda request, address: None  # type: ignore[method-assign]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield rec
-    finally:
-        rec.release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with serving() as rec:
-        yield rec
+from tests.receiver import Received, serving
 
 
 def make_run(client, url: str, processor: str = "echo", input: Any = None, **hook: Any) -> str:  # type: ignore[no-untyped-def]
@@ -161,14 +59,10 @@ def verify(secret: str, received: Received) -> dict[str, Any]:
 # --- signed delivery and payload ----------------------------------------------------
 
 
-def test_completed_run_is_delivered_signed_with_the_tenant_secret_and_its_output(
-    client, spawn, worker, receiver, broker
-):
+def test_completed_run_is_delivered_signed_with_the_tenant_secret_and_its_output(client, drain, deliver, receiver):
     run_id = make_run(client, receiver.url("/hook"), input={"answer": 42}, headers={"Authorization": "Bearer jwt"})
-    worker("threads")
-    spawn("dispatcher", settings=broker.settings)
-
-    wait_until(lambda: state_of(client, run_id) == "delivered")
+    drain()
+    deliver(until=lambda: state_of(client, run_id) == "delivered")
     (got,) = receiver.at("/hook")
     event = verify(tenant_secret(client), got)
     assert event["type"] == "task_run.status" and event["timestamp"].endswith("Z")
@@ -186,14 +80,12 @@ def test_completed_run_is_delivered_signed_with_the_tenant_secret_and_its_output
 
 
 def test_every_status_change_is_delivered_when_asked_and_large_output_becomes_a_result_url(
-    client, spawn, worker, receiver, broker
+    client, drain, deliver, receiver
 ):
     big = {"blob": "x" * (70 * 1024)}
     run_id = make_run(client, receiver.url("/all"), input=big, event_types=["task_run.state"])
-    worker("threads")
-    spawn("dispatcher", settings=broker.settings)
-
-    wait_until(lambda: [d["state"] for d in deliveries(client, run_id)] == ["delivered"] * 3)
+    drain()
+    deliver(until=lambda: [d["state"] for d in deliveries(client, run_id)] == ["delivered"] * 3)
     secret = tenant_secret(client)
     in_order = sorted(receiver.at("/all"), key=lambda r: int(r.headers["webhook-id"].rsplit(".", 1)[1]))
     events = [verify(secret, r) for r in in_order]
@@ -204,13 +96,11 @@ def test_every_status_change_is_delivered_when_asked_and_large_output_becomes_a_
     assert events[2]["data"]["result_url"] == f"/v1/tasks/runs/{run_id}/result"
 
 
-def test_client_secret_signs_and_webhook_id_is_stable_across_retries(client, spawn, receiver, broker):
+def test_client_secret_signs_and_webhook_id_is_stable_across_retries(client, deliver, receiver):
     secret = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGVzdHM="
     receiver.answers["/flaky"] = ["500", "500", "200"]
     run_id = cancelled_run(client, receiver.url("/flaky"), secret=secret)
-    spawn("dispatcher", settings=broker.settings)
-
-    wait_until(lambda: state_of(client, run_id) == "delivered")
+    deliver(until=lambda: state_of(client, run_id) == "delivered")
     got = receiver.at("/flaky")
     assert len(got) == 3
     assert all(verify(secret, r)["data"]["status"] == "cancelled" for r in got)
@@ -226,11 +116,10 @@ def test_client_secret_signs_and_webhook_id_is_stable_across_retries(client, spa
     assert d["attempts"][0]["error"] == "HTTP 500"
 
 
-def test_a_secret_without_the_whsec_prefix_verifies_as_given(client, spawn, receiver, broker):
+def test_a_secret_without_the_whsec_prefix_verifies_as_given(client, deliver, receiver):
     secret = "plainClientSecret123"
     run_id = cancelled_run(client, receiver.url("/plain"), secret=secret)
-    spawn("dispatcher", settings=broker.settings)
-    wait_until(lambda: state_of(client, run_id) == "delivered")
+    deliver(until=lambda: state_of(client, run_id) == "delivered")
     assert verify(secret, receiver.at("/plain")[0])["data"]["run_id"] == run_id
 
 
@@ -256,12 +145,10 @@ def test_tenant_secret_is_made_once_per_tenant(client):
 # --- failures, retries, dead letter -----------------------------------------------
 
 
-def test_exhausted_delivery_is_dead_lettered_and_can_be_redelivered(client, spawn, receiver, broker):
+def test_exhausted_delivery_is_dead_lettered_and_can_be_redelivered(client, deliver, receiver, broker):
     receiver.answers["/down"] = ["500"]
     run_id = cancelled_run(client, receiver.url("/down"))
-    spawn("dispatcher", settings=broker.settings)
-
-    wait_until(lambda: state_of(client, run_id) == "dead")
+    deliver(until=lambda: state_of(client, run_id) == "dead")
     (d,) = deliveries(client, run_id)
     schedule = broker.settings.webhook_schedule
     assert len(d["attempts"]) == len(schedule) + 1 == len(receiver.at("/down"))
@@ -273,46 +160,40 @@ def test_exhausted_delivery_is_dead_lettered_and_can_be_redelivered(client, spaw
     url = f"/v1/tasks/runs/{run_id}/webhook-deliveries/{d['delivery_id']}/redeliver"
     r = client.post(url, headers=HEADERS)
     assert r.status_code == 202 and r.json["state"] == "pending"
-    wait_until(lambda: state_of(client, run_id) == "delivered")
+    deliver(until=lambda: state_of(client, run_id) == "delivered")
     (d,) = deliveries(client, run_id)
     assert d["attempts"][-1]["status_code"] == 200 and d["attempts"][-1]["attempt"] == len(schedule) + 2
     assert broker.redis.zscore(keys.DELIVERIES_DEAD, d["delivery_id"]) is None
     assert client.post(url, headers=HEADERS).status_code == 409
 
 
-def test_410_stops_at_once(client, spawn, receiver, broker):
+def test_410_stops_at_once(client, deliver, receiver, broker):
     receiver.answers["/gone"] = ["410", "200"]
     run_id = cancelled_run(client, receiver.url("/gone"))
-    spawn("dispatcher", settings=broker.settings)
-
-    wait_until(lambda: state_of(client, run_id) == "gone")
+    deliver(until=lambda: state_of(client, run_id) == "gone")
     (d,) = deliveries(client, run_id)
     assert [(a["status_code"], a["outcome"]) for a in d["attempts"]] == [(410, "gone")]
     assert broker.redis.zcard(keys.DELIVERIES_DUE) == 0
     assert len(receiver.at("/gone")) == 1
 
 
-def test_redirects_and_refused_connections_are_failures(client, spawn, receiver, broker):
+def test_redirects_and_refused_connections_are_failures(client, deliver, receiver):
     receiver.answers["/moved"] = ["302"]
     moved = cancelled_run(client, receiver.url("/moved"))
     refused = cancelled_run(client, f"http://127.0.0.1:{free_port()}/nobody")
-    spawn("dispatcher", settings=broker.settings)
-
     runs = (moved, refused)
-    wait_until(lambda: all(state_of(client, run_id) == "dead" for run_id in runs))
+    deliver(until=lambda: all(state_of(client, run_id) == "dead" for run_id in runs))
     assert {a["status_code"] for a in deliveries(client, moved)[0]["attempts"]} == {302}
     assert receiver.at("/redirected") == []
     errors = [a["error"] for a in deliveries(client, refused)[0]["attempts"]]
     assert all(a is not None and "Connection" in a for a in errors), errors
 
 
-def test_retry_after_is_honoured(client, spawn, receiver, broker):
+def test_retry_after_is_honoured(client, deliver, receiver, broker):
     settings = broker.settings.replace(webhook_schedule_s=("0.1", "5"))
     receiver.answers["/busy"] = ["503 retry-after 1", "200"]
     run_id = cancelled_run(client, receiver.url("/busy"))
-    spawn("dispatcher", settings=settings)
-
-    wait_until(lambda: state_of(client, run_id) == "delivered")
+    deliver(until=lambda: state_of(client, run_id) == "delivered", settings=settings)
     first = json.loads(broker.redis.lindex(keys.delivery_attempts(deliveries(client, run_id)[0]["delivery_id"]), 0))
     assert first["status_code"] == 503
     second = deliveries(client, run_id)[0]["attempts"][1]

@@ -11,6 +11,7 @@ import click
 from .. import __version__
 from ..broker import Broker
 from ..processor import Processor, load_apps
+from ..settings import POOLS
 from . import show
 
 BUILT_IN = "taskq.processors"  # the package of the processors every worker serves
@@ -34,7 +35,7 @@ def _logging(level: str) -> None:
 @click.option(
     "--pool",
     envvar="TASKQ_POOL",
-    type=click.Choice(["threads", "processes"]),
+    type=click.Choice(POOLS),
     default=None,
     help="threads (default), or processes: pre-forked children for CPU-bound or leaky code",
 )

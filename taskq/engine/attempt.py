@@ -10,7 +10,6 @@ The traceback of a failure goes to the worker's log; the run's stored error has
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,7 +110,7 @@ def asked(exc: ActionRequired) -> Outcome:
 
 
 def _context(record: RunRecord, broker: Broker) -> CurrentRun:
-    answers = json.loads(record.raw.get("answers") or "[]")
+    answers = record.answers
     return CurrentRun(record.id, record.attempts, broker, record.token, answers)
 
 

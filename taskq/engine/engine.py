@@ -34,6 +34,7 @@ from ..broker import Broker, Outage
 from ..errors import RunInterrupted
 from ..processor import Processor, advertise
 from ..record import RunRecord
+from ..settings import POOLS
 from . import attempt
 from .attempt import Outcome
 from .claims import Claimer, Peeker
@@ -60,8 +61,8 @@ class Engine:
         max_runs_per_child: int = 0,
         name: str | None = None,
     ) -> None:
-        if pool not in ("threads", "processes"):
-            raise ValueError(f"pool is 'threads' or 'processes', not {pool!r}")
+        if pool not in POOLS:
+            raise ValueError(f"pool is one of {', '.join(POOLS)}, not {pool!r}")
         self.broker = broker
         self.processors = processors
         self.queues = queues
@@ -155,7 +156,7 @@ class Engine:
 
     def _begin(self, record: RunRecord) -> None:
         proc = self.processors.get(record.processor)
-        slot = Slot(record, proc, record.timeout_s or self.broker.settings.default_timeout_s)
+        slot = Slot(record, proc, record.timeout_s)
         with self._lock:
             self.slots[record.id] = slot
         self.supervisor.changed()
@@ -272,11 +273,7 @@ class Engine:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         settings = self.broker.settings
-        advertise(
-            self.broker.redis,
-            self.processors.values(),
-            {"retries": settings.default_retries, "timeout_s": settings.default_timeout_s},
-        )
+        advertise(self.broker.redis, self.processors.values(), settings)
         if self.pool == "processes":
             self.children = Children(self.concurrency, settings, self.max_runs_per_child)
             self.children.wait_ready()

@@ -128,6 +128,20 @@ class Dispatcher:
             wait_s = min(wait_s, due.next_due_in_ms / 1000)
         self._wait(wait_s)
 
+    def step(self) -> tuple[int, int | None]:
+        """Delivers what is due now in this thread, one after another, with no pool
+        (tests, and anyone driving deliveries by hand): returns how many attempts were
+        made and, when none was due, how soon the next one is (ms, or None)."""
+        due = delivery.take_due(
+            self.broker, self.settings.dispatcher_concurrency, self.visibility_s, max_skips=self.max_skips
+        )
+        for claim in due.claims:
+            self.deliver(claim)
+        return len(due.claims), due.next_due_in_ms
+
+    def close(self) -> None:
+        self.pool.close()
+
     def _wait(self, timeout_s: float) -> None:
         self._freed.wait_and_clear(0 if self.stopping.is_set() else timeout_s)
 
