@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import catalog, errors, run
-from .broker import Broker, rq_job_data, rq_now, translated
+from . import catalog, errors, ids, run
+from .broker import Broker, translated
 from .models import dumps, request_json
 from .record import RunRecord
 
@@ -57,7 +57,12 @@ def answer(broker: Broker, tenant: str, run_id: str, value: Any) -> RunRecord:
     settings = broker.settings
     with translated():
         reply = broker.scripts.answer(
-            args=[run_id, settings.retention_s, rq_now(), rq_job_data(), request_json(value, "input"), asked]
+            ids.partition_of(run_id),
+            run_id,
+            settings.retention_s,
+            broker.rq_mirror,
+            request_json(value, "input"),
+            asked,
         )
     if isinstance(reply, list):
         raise errors.Conflict(f"run {run_id} is {reply[1]}, not waiting for this answer", {"status": reply[1]})

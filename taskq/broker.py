@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
+import binascii
 import functools
 import logging
+import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
 from redis import Redis
 from redis.sentinel import Sentinel
-from rq.job import Job
-from rq.utils import utcformat
 
-from . import errors
+from . import errors, keys
 from .scripts import Scripts
 from .settings import Settings
+
+log = logging.getLogger("taskq")
 
 # A blocking read (XREAD BLOCK) waits at most MAX_BLOCK_MS per call, safely inside the
 # socket timeout that catches a Redis that went silent.
 SOCKET_TIMEOUT_S = 30
+CLUSTER_PARTITIONS = 16
 MAX_BLOCK_MS = 20_000
 
 
@@ -60,23 +62,6 @@ def _sentinel_master(url: str, options: dict[str, Any]) -> Redis:
     return sentinel.master_for(segments[0], db=db, password=password, **options)
 
 
-@functools.cache
-def rq_job_data() -> bytes:
-    """The pickled call stored in every run's RQ job: the job id names the run."""
-    job = Job.create("taskq.engine.execute", connection=Redis(), id="template")
-    return job.to_dict()["data"]
-
-
-def rq_now() -> str:
-    from datetime import datetime
-
-    return utcformat(datetime.now(UTC))
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class Broker:
     def __init__(self, settings: Settings, client: Redis | None = None) -> None:
         self.settings = settings
@@ -94,6 +79,40 @@ class Broker:
     def rq_connection(self) -> Redis:
         """RQ wants bytes back, so it gets a client of its own."""
         return connect(self.settings.redis_url, decode_responses=False)
+
+    @functools.cached_property
+    def partitions(self) -> int:
+        """How many partitions the data is spread over: fixed by the first process that
+        started against this Redis (kept in `taskq:meta`), the same for every process."""
+        wanted = self.settings.partitions or (CLUSTER_PARTITIONS if self.cluster else 1)
+        with translated():
+            self.redis.hsetnx(keys.META, "partitions", wanted)
+            stored = int(self.redis.hget(keys.META, "partitions"))
+        if self.settings.partitions and stored != self.settings.partitions:
+            log.warning("TASKQ_PARTITIONS=%d, but this Redis was set up with %d partitions: using %d",
+                        self.settings.partitions, stored, stored)  # fmt: skip
+        return stored
+
+    @property
+    def cluster(self) -> bool:
+        """Whether Redis is a Redis Cluster (then RQ's keys are not kept: they are not
+        in any partition's slot)."""
+        return False
+
+    @property
+    def rq_mirror(self) -> str:
+        """'1' when the scripts mirror each queue's waiting runs into RQ's list (for
+        `rq info`), '' when they do not (a cluster)."""
+        return "" if self.cluster else "1"
+
+    def partition_for(self, colocate: str = "") -> int:
+        """Where a new run or group lives: with the runs it shares `colocate` with (its
+        limits), else anywhere (spread evenly)."""
+        if self.partitions == 1:
+            return 0
+        if colocate:
+            return binascii.crc32(colocate.encode()) % self.partitions
+        return random.randrange(self.partitions)
 
     def now_ms(self) -> int:
         """Redis's clock, the one every process shares (the scripts read it too)."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from . import action, run, wire
@@ -74,6 +76,9 @@ def put(
     broker: Broker | None = None,
     tenant: str | None = None,
     spec: Callable[[Settings], dict[str, Any]] | None = None,
+    priority: str | None = None,
+    run_at: datetime | None = None,
+    delay_s: float | None = None,
 ) -> RunHandle:
     """Enqueues a run of `processor`; `spec` describes it when this process defines
     it (Processor.spec), so it needs no worker to have advertised it."""
@@ -83,7 +88,10 @@ def put(
     if spec is not None:
         _LOCAL_SPECS[processor] = spec(broker.settings)
     tenant = tenant or default_tenant(broker)
-    req = parse(RunInput, {"input": input, "processor": processor, "metadata": metadata, "webhook": webhook})
+    if delay_s is not None:
+        run_at = datetime.fromtimestamp(time.time() + delay_s, UTC)
+    body = {"input": input, "processor": processor, "metadata": metadata, "webhook": webhook, "priority": priority}
+    req = parse(RunInput, {**body, "run_at": run_at})
     new = run.prepare(broker, _catalog(broker), tenant, req)
     ids, _ = run.create(broker, [new], tenant=tenant)
     return RunHandle(broker, tenant, ids[0])

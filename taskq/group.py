@@ -16,7 +16,7 @@ from . import catalog, errors, keys, run
 from .broker import Broker, translated
 from .catalog import Catalog
 from .clock import now_ms
-from .ids import GROUP_ID, new_group_id
+from .ids import GROUP_ID, new_group_id, partition_of
 from .models import (
     ACTIVE,
     RunInput,
@@ -35,9 +35,10 @@ _CANCEL_BATCH = 500
 
 
 def create(broker: Broker, tenant: str, req: TaskGroupCreate) -> GroupRecord:
-    """Makes an empty group; returns its record."""
+    """Makes an empty group; returns its record. Its runs will live in its partition."""
     ms = now_ms()
-    record = {"id": new_group_id(), "tenant": tenant, "created_ms": str(ms), "modified_ms": str(ms)}
+    partition = broker.partition_for()
+    record = {"id": new_group_id(partition), "tenant": tenant, "created_ms": str(ms), "modified_ms": str(ms)}
     record["num_task_runs"] = "0"
     if req.metadata:
         record["metadata"] = request_json(req.metadata, "metadata")
@@ -47,7 +48,7 @@ def create(broker: Broker, tenant: str, req: TaskGroupCreate) -> GroupRecord:
         # A group that never gets a run expires like a finished one.
         pipe.expire(keys.group(record["id"]), broker.settings.retention_s)
         # The tenant's groups, newest first by id (the dashboard lists them).
-        pipe.zadd(keys.tenant_groups(tenant), {record["id"]: 0})
+        pipe.zadd(keys.tenant_groups(partition, tenant), {record["id"]: 0})
         pipe.execute()
     return GroupRecord(record)
 
@@ -63,15 +64,19 @@ def load(broker: Broker, tenant: str, group_id: str) -> GroupRecord:
 
 def recent(broker: Broker, tenant: str, limit: int = 50) -> list[GroupRecord]:
     """The tenant's newest groups still kept, newest first (their ids sort by creation
-    time); ids whose group has expired are dropped from the index as they are met."""
-    index = keys.tenant_groups(tenant)
+    time, in every partition); ids whose group has expired are dropped from the index
+    as they are met."""
+    found: list[GroupRecord] = []
     with translated():
-        ids = broker.redis.zrange(index, "+", "-", desc=True, bylex=True, offset=0, num=limit)
-        records = load_groups(broker.redis, ids)
-        gone = [gid for gid, rec in zip(ids, records, strict=True) if rec is None]
-        if gone:
-            broker.redis.zrem(index, *gone)
-    return [rec for rec in records if rec is not None and rec.tenant == tenant]
+        for partition in range(broker.partitions):
+            index = keys.tenant_groups(partition, tenant)
+            ids = broker.redis.zrange(index, "+", "-", desc=True, bylex=True, offset=0, num=limit)
+            records = load_groups(broker.redis, ids)
+            gone = [gid for gid, rec in zip(ids, records, strict=True) if rec is None]
+            if gone:
+                broker.redis.zrem(index, *gone)
+            found += [rec for rec in records if rec is not None and rec.tenant == tenant]
+    return sorted(found, key=lambda g: g.id, reverse=True)[:limit]
 
 
 def is_active(broker: Broker, group_id: str) -> bool:
@@ -97,7 +102,8 @@ def add_runs(
     shared = req.ignored()
     with catalog.budget():  # one request, one budget of schema work, however many inputs
         new = [
-            _prepare(broker, procs, tenant, i, item, req.default_task_spec, shared) for i, item in enumerate(req.inputs)
+            _prepare(broker, procs, tenant, group_id, i, item, req.default_task_spec, shared)
+            for i, item in enumerate(req.inputs)
         ]
     with translated():
         # Read before the write: every event of the new runs comes after this id.
@@ -117,7 +123,14 @@ def add_runs(
 
 
 def _prepare(
-    broker: Broker, procs: Catalog, tenant: str, index: int, item: Any, default_spec: TaskSpec | None, shared: list[str]
+    broker: Broker,
+    procs: Catalog,
+    tenant: str,
+    group_id: str,
+    index: int,
+    item: Any,
+    default_spec: TaskSpec | None,
+    shared: list[str],
 ) -> run.NewRun:
     where = f"inputs.{index}."
     if not isinstance(item, dict):
@@ -128,7 +141,7 @@ def _prepare(
     if req.task_spec is None and default_spec is not None:
         req = req.model_copy(update={"task_spec": default_spec})
     try:
-        return run.prepare(broker, procs, tenant, req, where, ignored)
+        return run.prepare(broker, procs, tenant, req, where, ignored, partition=partition_of(group_id))
     except errors.ValidationFailed as exc:
         if exc.message.startswith(where):
             raise
@@ -173,12 +186,12 @@ def cancel(broker: Broker, tenant: str, group_id: str) -> GroupRecord:
     """Cancels every active run of the group (queued ones at once, running ones once
     their worker stops them); returns the group's record afterwards."""
     load(broker, tenant, group_id)
-    retention_s = broker.settings.retention_s
+    retention_s, partition = broker.settings.retention_s, partition_of(group_id)
     for _position, ids in _run_id_batches(broker, group_id, 0, _CANCEL_BATCH):
         # One pipeline per batch; cancel.lua leaves a finished run alone.
         with translated():
             pipe = broker.redis.pipeline(transaction=False)
             for run_id in ids:
-                broker.scripts.cancel(args=[run_id, retention_s], client=pipe)
+                broker.scripts.cancel(partition, run_id, retention_s, broker.rq_mirror, client=pipe)
             pipe.execute()
     return load(broker, tenant, group_id)

@@ -2,8 +2,10 @@
 
 An id is its prefix and 32 hex digits: the creation time (12 hex digits, epoch ms)
 first, so ids sort by creation and an id older than the retention whose record is
-gone can be told apart (410) from one that never was (404); then 20 random ones.
-Anything else is not an id and never reaches a Redis key.
+gone can be told apart (410) from one that never was (404); then the partition its
+data lives in (2 hex digits, keys.py); then 18 random ones. A webhook delivery's id
+is its run's id and a number, so it lives where its run does. Anything else is not
+an id and never reaches a Redis key.
 """
 
 from __future__ import annotations
@@ -20,12 +22,17 @@ RUN_ID = re.compile(r"trun_[0-9a-f]{32}")
 GROUP_ID = re.compile(r"tgrp_[0-9a-f]{32}")
 
 
-def new_run_id() -> str:
-    return f"{RUN_PREFIX}{now_ms():012x}{secrets.token_hex(10)}"
+def new_run_id(partition: int) -> str:
+    return f"{RUN_PREFIX}{now_ms():012x}{partition:02x}{secrets.token_hex(9)}"
 
 
-def new_group_id() -> str:
-    return f"{GROUP_PREFIX}{now_ms():012x}{secrets.token_hex(10)}"
+def new_group_id(partition: int) -> str:
+    return f"{GROUP_PREFIX}{now_ms():012x}{partition:02x}{secrets.token_hex(9)}"
+
+
+def partition_of(any_id: str) -> int:
+    """The partition of a run, group or delivery id (one that matched its pattern)."""
+    return int(any_id[17:19], 16)
 
 
 def created_ms(any_id: str) -> int | None:

@@ -1,148 +1,295 @@
-"""Every Redis key taskq uses, spelled once, behind one prefix.
+"""Every Redis key taskq uses, spelled once.
 
-    taskq:run:{id}                hash    the run record (see run.py for its fields)
-    taskq:run:{id}:events         stream  progress messages and state changes of one run
-    taskq:run:{id}:outputs        hash    the run's output files: name -> entry JSON ({name, key,
-                                          size, content_type, saved_ms})
-    taskq:run:{id}:outputs:order  zset    output file name -> when it was saved (a number counting
-                                          the run's saves): the order they are listed in
-    taskq:idem:{tenant}:{digest}  string  Idempotency-Key -> run id, 24 h
-    taskq:processors              hash    processor name -> JSON spec, written by workers
-    taskq:running                 zset    run id -> lease deadline (ms); the reaper's view
-    taskq:delayed                 zset    run id -> due time (ms); retries waiting their backoff
-    taskq:waiting                 zset    run id -> answer deadline (ms); runs in action_required
-    taskq:outputs:expiring        zset    run id -> when its output files go (ms; +inf while
-                                          the run is active)
-    taskq:outputs:secret          string  the key that signs output URLs (unless configured)
-    taskq:group:{id}              hash    group record and its per-status counters
-    taskq:group:{id}:runs         list    run ids in the order they were added
-    taskq:group:{id}:events       stream  task_group_status and task_run.state events
-    taskq:delivery:{id}           hash    one webhook delivery (one event of one run)
-    taskq:delivery:{id}:attempts  list    JSON of each attempt, oldest first
-    taskq:run:{id}:deliveries     list    the run's delivery ids
-    taskq:deliveries:due          zset    delivery id -> when to try next (ms)
-    taskq:deliveries:dead         zset    delivery id -> when it was given up (ms)
-    taskq:tenant:{tenant}:dead    zset    the same, for the tenant's own deliveries only (the
-                                          dashboard's dead-letter page); trimmed to the
-                                          retention when written, expires with it
-    taskq:tenant:{tenant}:secret  string  the tenant's default webhook secret
-    taskq:tenant:{tenant}:runs    zset    the tenant's run ids, all at score 0: ordered by id,
+Data lives in *partitions*: a partition's keys share one hash tag, `taskq:{<tag>}:…`,
+so every change one script makes (a run, its group, its lane, its limits, the sets it
+sits in) lies in one Redis Cluster slot. On a single Redis there is one partition; on
+a cluster there are several (`partitions`), and each id says its own (ids.py). Each
+script is passed its partition's prefix as KEYS[1] and builds every key it touches
+from the templates below, which scripts.py writes into its prelude (`K.run(id)`,
+`K.running`, …): one spelling for Python and Lua alike.
+
+In a partition (`taskq:{tag}:` + …):
+
+    run:{id}                      hash    the run record (record.py lists its fields)
+    run:{id}:events               stream  progress messages and state changes of one run
+    run:{id}:outputs              hash    output file name -> entry JSON ({name, key, size,
+                                          content_type, saved_ms})
+    run:{id}:outputs:order        zset    output file name -> its save number (the listing order)
+    run:{id}:deliveries           list    the run's webhook delivery ids
+    group:{id}                    hash    the group record and its per-status counters
+    group:{id}:runs               list    its run ids in the order they were added
+    group:{id}:events             stream  task_group_status and task_run.state events
+    idem:{tenant}:{digest}        string  Idempotency-Key -> "run_id request_digest", 24 h
+    delivery:{id}                 hash    one webhook delivery (one event of one run)
+    delivery:{id}:attempts        list    JSON of each attempt, oldest first
+    tenant:{tenant}:runs          zset    the tenant's run ids, all at score 0: ordered by id,
                                           which is by creation time (the list endpoint)
-    taskq:tenant:{tenant}:groups  zset    the tenant's group ids, likewise
-    taskq:metrics                 hash    transition and webhook counters by label and
-                                          duration (metrics.py reads it at scrape time)
-    taskq:rate:{tenant}:{second}  string  runs the tenant created in that second of Redis's
-                                          clock (rate limit)
-    taskq:stranded:{job_id}       string  when the rescue first saw an RQ job left in an
-                                          intermediate list by a worker that died (ms)
-    taskq:dashboard:session:{digest}  string  an open dashboard session -> its tenant;
-                                          expires with the session, deleted by sign-out
+    tenant:{tenant}:groups        zset    the tenant's group ids, likewise
+    tenant:{tenant}:dead          zset    the tenant's dead-lettered deliveries -> when
+    lane:{processor}|{tenant}|{key}   zset  a lane's waiting runs -> priority band * 1e13 +
+                                          created_ms (lanes.md: one per processor, tenant and key)
+    lanes:{processor}:{tenant}    zset    the tenant's lanes of the processor that have runs
+                                          ready -> their turn (taken lowest first)
+    ready:{processor}             zset    tenants with a ready lane of the processor -> turn
+    ready                         set     the processors with a ready lane here
+    parked                        hash    lane -> why it waits: a limit id, or "pause"
+    paused                        zset    lane -> when it may go again (a rate, a RateLimited)
+    limit:{id}                    hash    a limit's state: n (units in flight), tat (the GCRA's
+                                          theoretical arrival time, ms), until (paused until, ms)
+    limit:{id}:waiting            zset    lanes waiting for this limit's units -> since when
+    limits                        set     the ids of the limits used here (taskq info)
+    depth                         hash    queue -> runs waiting in its lanes
+    running                       zset    run id -> lease deadline (ms); the reaper's view
+    delayed                       zset    run id -> when it is due (ms): retries waiting out
+                                          their backoff, runs made with a later `run_at`
+    waiting                       zset    run id -> answer deadline (ms); runs in action_required
+    outputs:expiring              zset    run id -> when its output files go (ms; +inf while active)
+    deliveries:due                zset    delivery id -> when to try next (ms)
+    deliveries:dead               zset    delivery id -> when it was given up (ms)
+    metrics                       hash    transition and webhook counters (metrics.py)
+    schedule:{processor}          hash    a schedule's last and next tick (schedule.py)
 
-RQ's own keys (`rq:queue:{name}`, `rq:job:{id}`) are written by the scripts in
-scripts/ so that a run and its RQ job are created in one atomic step; the RQ job id
-is `{run_id}-{n}`, n counting the times the run was put on its queue.
+Not in a partition (each read or written on its own):
+
+    taskq:meta                    hash    the deployment's fixed facts: partitions
+    taskq:processors              hash    processor name -> JSON spec, written by workers
+    taskq:limits                  hash    named Limit -> its budget, as workers declared it
+    taskq:workers                 zset    worker name -> last beat (ms): who is alive
+    taskq:worker:{name}           hash    a worker: host, pid, queues, processors, concurrency, ...
+    taskq:rate:{tenant}           string  runs the tenant created in the current second
+    taskq:outputs:secret          string  the key that signs output URLs (unless configured)
+    taskq:tenant:{tenant}:secret  string  the tenant's default webhook secret
+    taskq:dashboard:session:{digest}  string  an open dashboard session -> its tenant
+
+RQ's own keys: on a single Redis, `rq:queue:{queue}` lists the run ids waiting in the
+queue's lanes (a mirror, so `rq info` shows its depth), and `rq:workers` /
+`rq:worker:{name}` register each worker with RQ (registration.py).
 """
 
 from __future__ import annotations
 
+import binascii
+import functools
+import re
+from collections.abc import Callable
+
+from .ids import partition_of
+
 PREFIX = "taskq:"
+MAX_PARTITIONS = 256
+
+# Keys inside a partition, relative to its prefix: the one spelling, for Python and
+# (through scripts.py) for Lua. A `{name}` is filled in by the caller.
+TEMPLATES: dict[str, str] = {
+    "run": "run:{id}",
+    "run_events": "run:{id}:events",
+    "run_outputs": "run:{id}:outputs",
+    "run_outputs_order": "run:{id}:outputs:order",
+    "run_deliveries": "run:{id}:deliveries",
+    "group": "group:{id}",
+    "group_runs": "group:{id}:runs",
+    "group_events": "group:{id}:events",
+    "idempotency": "idem:{tenant}:{digest}",
+    "delivery": "delivery:{id}",
+    "delivery_attempts": "delivery:{id}:attempts",
+    "tenant_runs": "tenant:{tenant}:runs",
+    "tenant_groups": "tenant:{tenant}:groups",
+    "tenant_dead": "tenant:{tenant}:dead",
+    "lane": "lane:{lane}",
+    "lanes": "lanes:{processor}:{tenant}",
+    "ready": "ready:{processor}",
+    "ready_processors": "ready",
+    "parked": "parked",
+    "paused": "paused",
+    "limit": "limit:{id}",
+    "limit_waiting": "limit:{id}:waiting",
+    "limits": "limits",
+    "depth": "depth",
+    "running": "running",
+    "delayed": "delayed",
+    "waiting": "waiting",
+    "outputs_expiring": "outputs:expiring",
+    "deliveries_due": "deliveries:due",
+    "deliveries_dead": "deliveries:dead",
+    "metrics": "metrics",
+    "schedule": "schedule:{processor}",
+}
+_FIELD = re.compile(r"\{(\w+)\}")
+
+META = PREFIX + "meta"
+PROCESSORS = PREFIX + "processors"
+LIMITS = PREFIX + "limits"
+WORKERS = PREFIX + "workers"
+OUTPUTS_SECRET = PREFIX + "outputs:secret"
+# Pub/Sub: `taskq:wake:{processor}` carries a partition's tag when a lane of the
+# processor becomes ready there, or a run of it is made for later (idle workers wake).
+WAKE = PREFIX + "wake:"
 RQ_QUEUE_PREFIX = "rq:queue:"
-RQ_JOB_PREFIX = "rq:job:"
 RQ_QUEUES = "rq:queues"
 RQ_WORKERS = "rq:workers"
 
-PROCESSORS = PREFIX + "processors"
-RUNNING = PREFIX + "running"
-DELAYED = PREFIX + "delayed"
-WAITING = PREFIX + "waiting"
-OUTPUTS_EXPIRING = PREFIX + "outputs:expiring"
-OUTPUTS_SECRET = PREFIX + "outputs:secret"
-DELIVERIES_DUE = PREFIX + "deliveries:due"
-DELIVERIES_DEAD = PREFIX + "deliveries:dead"
-METRICS = PREFIX + "metrics"
+
+def _slot(key: str) -> int:
+    """The Redis Cluster slot of a key (CRC16/XMODEM of its hash tag, mod 16384)."""
+    return binascii.crc_hqx(key.encode(), 0) % 16384
+
+
+@functools.cache
+def tag(partition: int) -> str:
+    """Partition `partition`'s hash tag. The tags spread over the cluster's slot space
+    the way the bits of their number, reversed, spread over [0, 1): partitions 0..P-1
+    fall evenly into the contiguous slot ranges `redis-cli --cluster create` gives
+    each master, for any P. Fixed forever: data never moves when P grows."""
+    if not 0 <= partition < MAX_PARTITIONS:
+        raise ValueError(f"partition {partition} is not in 0..{MAX_PARTITIONS - 1}")
+    reversed_bits = int(f"{partition:08b}"[::-1], 2)
+    width = 16384 // MAX_PARTITIONS
+    target = reversed_bits * width
+    n = 0
+    while not target <= _slot(f"{partition}.{n}") < target + width:
+        n += 1
+    return f"{partition}.{n}"
+
+
+def prefix(partition: int) -> str:
+    """What every key of the partition begins with (KEYS[1] of its scripts)."""
+    return f"{PREFIX}{{{tag(partition)}}}:"
+
+
+def in_partition(partition: int, template: str, **fields: str) -> str:
+    return prefix(partition) + TEMPLATES[template].format(**fields)
+
+
+def _of(template: str) -> Callable[[int], str]:
+    def key(partition: int) -> str:
+        return in_partition(partition, template)
+
+    return key
+
+
+running = _of("running")
+delayed = _of("delayed")
+waiting = _of("waiting")
+outputs_expiring = _of("outputs_expiring")
+deliveries_due = _of("deliveries_due")
+deliveries_dead = _of("deliveries_dead")
+metrics = _of("metrics")
+depth = _of("depth")
+parked = _of("parked")
+paused = _of("paused")
+limits_used = _of("limits")
 
 
 def run(run_id: str) -> str:
-    return f"{PREFIX}run:{run_id}"
+    return in_partition(partition_of(run_id), "run", id=run_id)
 
 
 def run_events(run_id: str) -> str:
-    return f"{PREFIX}run:{run_id}:events"
+    return in_partition(partition_of(run_id), "run_events", id=run_id)
 
 
 def run_outputs(run_id: str) -> str:
-    return f"{PREFIX}run:{run_id}:outputs"
+    return in_partition(partition_of(run_id), "run_outputs", id=run_id)
 
 
 def run_outputs_order(run_id: str) -> str:
-    return f"{PREFIX}run:{run_id}:outputs:order"
+    return in_partition(partition_of(run_id), "run_outputs_order", id=run_id)
 
 
 def run_deliveries(run_id: str) -> str:
-    return f"{PREFIX}run:{run_id}:deliveries"
-
-
-def idempotency(tenant: str, digest: str) -> str:
-    return f"{PREFIX}idem:{tenant}:{digest}"
+    return in_partition(partition_of(run_id), "run_deliveries", id=run_id)
 
 
 def group(group_id: str) -> str:
-    return f"{PREFIX}group:{group_id}"
+    return in_partition(partition_of(group_id), "group", id=group_id)
 
 
 def group_runs(group_id: str) -> str:
-    return f"{PREFIX}group:{group_id}:runs"
+    return in_partition(partition_of(group_id), "group_runs", id=group_id)
 
 
 def group_events(group_id: str) -> str:
-    return f"{PREFIX}group:{group_id}:events"
+    return in_partition(partition_of(group_id), "group_events", id=group_id)
 
 
 def delivery(delivery_id: str) -> str:
-    return f"{PREFIX}delivery:{delivery_id}"
+    return in_partition(partition_of(delivery_id), "delivery", id=delivery_id)
 
 
 def delivery_attempts(delivery_id: str) -> str:
-    return f"{PREFIX}delivery:{delivery_id}:attempts"
+    return in_partition(partition_of(delivery_id), "delivery_attempts", id=delivery_id)
 
 
-def rate_prefix(tenant: str) -> str:
-    """The tenant's rate-limit counters, one per second (create.lua appends it)."""
-    return f"{PREFIX}rate:{tenant}:"
+def tenant_runs(partition: int, tenant: str) -> str:
+    return in_partition(partition, "tenant_runs", tenant=tenant)
 
 
-def tenant_secret(tenant: str) -> str:
-    return f"{PREFIX}tenant:{tenant}:secret"
+def tenant_groups(partition: int, tenant: str) -> str:
+    return in_partition(partition, "tenant_groups", tenant=tenant)
 
 
-def tenant_runs(tenant: str) -> str:
-    return f"{PREFIX}tenant:{tenant}:runs"
+def tenant_dead(partition: int, tenant: str) -> str:
+    return in_partition(partition, "tenant_dead", tenant=tenant)
 
 
-def tenant_groups(tenant: str) -> str:
-    return f"{PREFIX}tenant:{tenant}:groups"
+def ready(partition: int, processor: str) -> str:
+    return in_partition(partition, "ready", processor=processor)
 
 
-def tenant_dead(tenant: str) -> str:
-    return f"{PREFIX}tenant:{tenant}:dead"
+def lanes(partition: int, processor: str, tenant: str) -> str:
+    return in_partition(partition, "lanes", processor=processor, tenant=tenant)
 
 
-def dashboard_session(digest: str) -> str:
-    return f"{PREFIX}dashboard:session:{digest}"
+def lane(partition: int, lane_id: str) -> str:
+    return in_partition(partition, "lane", lane=lane_id)
 
 
-def rq_worker(name: str) -> str:
-    return f"rq:worker:{name}"
+def limit(partition: int, limit_id: str) -> str:
+    return in_partition(partition, "limit", id=limit_id)
+
+
+def limit_waiting(partition: int, limit_id: str) -> str:
+    return in_partition(partition, "limit_waiting", id=limit_id)
+
+
+def schedule(partition: int, processor: str) -> str:
+    return in_partition(partition, "schedule", processor=processor)
+
+
+def lua_templates() -> str:
+    """The templates as Lua: `K.run(id)`, `K.lane(lane)`, and plain keys such as
+    `K.running`, all from PFX (the partition's prefix, KEYS[1])."""
+    lines = ["local K = {}"]
+    for name, template in TEMPLATES.items():
+        names = _FIELD.findall(template)
+        parts = [p for p in re.split(r"(\{\w+\})", template) if p]
+        expr = " .. ".join(p[1:-1] if _FIELD.fullmatch(p) else repr(p).replace('"', "'") for p in parts)
+        if names:
+            lines.append(f"function K.{name}({', '.join(names)}) return PFX .. {expr} end")
+        else:
+            lines.append(f"K.{name} = PFX .. {expr}")
+    return "\n".join(lines) + "\n"
 
 
 def rq_queue(name: str) -> str:
     return RQ_QUEUE_PREFIX + name
 
 
-def rq_intermediate(queue: str) -> str:
-    """Where RQ's single-queue dequeue (BLMOVE) puts a job until it is taken."""
-    return RQ_QUEUE_PREFIX + queue + ":intermediate"
+def rq_worker(name: str) -> str:
+    return f"rq:worker:{name}"
 
 
-def rq_job(job_id: str) -> str:
-    return RQ_JOB_PREFIX + job_id
+def worker(name: str) -> str:
+    return f"{PREFIX}worker:{name}"
+
+
+def rate(tenant: str) -> str:
+    return f"{PREFIX}rate:{tenant}"
+
+
+def tenant_secret(tenant: str) -> str:
+    return f"{PREFIX}tenant:{tenant}:secret"
+
+
+def dashboard_session(digest: str) -> str:
+    return f"{PREFIX}dashboard:session:{digest}"

@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import LimitDeclarationError, ValidationFailed
+from .errors import LimitDeclarationError, RateLimited, ValidationFailed
 
 _RATE = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]*)\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*")
 _PERIOD_S = {
@@ -49,6 +49,8 @@ _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 # Where a key or a cost is read from: the run's input or its metadata, a dotted path.
 _PATH = re.compile(r"(input|metadata)(\.[A-Za-z0-9_-]+)+|input")
 MAX_KEY_CHARS = 200
+
+__all__ = ["Budget", "Declared", "Limit", "LimitUse", "Rate", "RateLimited", "budget"]
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from . import keys
 from .broker import Broker
 from .models import LEASED, TERMINAL
+from .overview import Overview, overview
 
 RUN_BUCKETS_S = (
     0.005,
@@ -110,48 +111,61 @@ class RedisCollector(Collector):
         self.broker = broker
 
     def collect(self) -> Iterator[Metric]:
-        r = self.broker.redis
-        queues = sorted(q.removeprefix(keys.RQ_QUEUE_PREFIX) for q in r.smembers(keys.RQ_QUEUES))
-        workers = sorted(r.smembers(keys.RQ_WORKERS))
-        pipe = r.pipeline(transaction=False)
-        for q in queues:
-            pipe.llen(keys.rq_queue(q))
-        for key in (keys.RUNNING, keys.DELAYED, keys.DELIVERIES_DUE, keys.DELIVERIES_DEAD):
-            pipe.zcard(key)
-        for w in workers:
-            pipe.hget(w if w.startswith("rq:worker:") else keys.rq_worker(w), "abandoned")
-        pipe.hgetall(keys.METRICS)
-        *counts, fields = pipe.execute()
-        abandoned = counts[len(counts) - len(workers) :]
-        yield from _gauges(queues, counts[: len(counts) - len(workers)])
-        yield _abandoned(workers, abandoned)
+        view = overview(self.broker)
+        pipe = self.broker.redis.pipeline(transaction=False)
+        for partition in range(self.broker.partitions):
+            pipe.hgetall(keys.metrics(partition))
+        fields: dict[str, int] = defaultdict(int)
+        for counters in pipe.execute():
+            for name, n in counters.items():
+                fields[name] += int(n)
+        yield from _gauges(view)
         yield from _from_fields(fields)
 
 
-def _gauges(queues: list[str], counts: list[int]) -> Iterator[Metric]:
-    depth = GaugeMetricFamily("taskq_queue_depth", "runs waiting on an RQ queue", labels=["queue"])
-    for q, n in zip(queues, counts[: len(queues)], strict=True):
-        depth.add_metric([q], n)
+def _gauges(view: Overview) -> Iterator[Metric]:
+    depth = GaugeMetricFamily("taskq_queue_depth", "runs waiting in a queue's lanes", labels=["queue"])
+    for q in view.queues:
+        depth.add_metric([q.name], q.depth)
     yield depth
-    running, delayed, due, dead = counts[len(queues) :]
-    yield GaugeMetricFamily("taskq_runs_running", "runs holding a lease", value=running)
-    yield GaugeMetricFamily("taskq_runs_retry_waiting", "runs waiting out a retry backoff", value=delayed)
-    yield GaugeMetricFamily("taskq_webhooks_pending", "webhook deliveries waiting to be sent", value=due)
-    yield GaugeMetricFamily("taskq_webhooks_dead", "webhook deliveries given up (dead-letter)", value=dead)
-
-
-def _abandoned(workers: list[str], values: list[str | None]) -> Metric:
-    gauge = GaugeMetricFamily(
+    yield GaugeMetricFamily("taskq_runs_running", "runs holding a lease", value=view.running)
+    yield GaugeMetricFamily(
+        "taskq_runs_retry_waiting",
+        "runs waiting to be due (a retry's backoff, a later run_at)",
+        value=view.retry_waiting,
+    )
+    yield GaugeMetricFamily(
+        "taskq_webhooks_pending", "webhook deliveries waiting to be sent", value=view.webhooks_pending
+    )
+    yield GaugeMetricFamily(
+        "taskq_webhooks_dead", "webhook deliveries given up (dead-letter)", value=view.webhooks_dead
+    )
+    abandoned = GaugeMetricFamily(
         "taskq_worker_abandoned_threads",
         "threads whose run was ended without them (stuck in a C call past a timeout or cancel), per worker",
         labels=["worker"],
     )
-    for w, n in zip(workers, values, strict=True):
-        gauge.add_metric([w.removeprefix("rq:worker:")], int(n or 0))
-    return gauge
+    for w in view.workers:
+        abandoned.add_metric([w.name], w.abandoned)
+    yield abandoned
+    in_flight = GaugeMetricFamily("taskq_limit_in_flight", "units of a limit held by runs in flight", labels=["limit"])
+    waiting = GaugeMetricFamily("taskq_limit_lanes_waiting", "lanes waiting for a limit's units", labels=["limit"])
+    for li in view.limits:
+        in_flight.add_metric([li.id], li.in_flight)
+        waiting.add_metric([li.id], li.lanes_waiting)
+    yield in_flight
+    yield waiting
+    parked = GaugeMetricFamily("taskq_lanes_held", "lanes held back by a limit or a pause", labels=["processor"])
+    held: dict[str, int] = defaultdict(int)
+    for lane in view.lanes:
+        if lane.state != "ready":
+            held[lane.processor] += 1
+    for processor, n in sorted(held.items()):
+        parked.add_metric([processor], n)
+    yield parked
 
 
-def _from_fields(fields: dict[str, str]) -> Iterator[Metric]:
+def _from_fields(fields: dict[str, int]) -> Iterator[Metric]:
     created: dict[Labels, int] = defaultdict(int)
     finished: dict[Labels, int] = defaultdict(int)
     attempts: dict[Labels, int] = defaultdict(int)

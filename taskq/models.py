@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import pydantic_core
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -103,9 +104,11 @@ NOT_ACTED_ON = (
     "enable_events",
     "advanced_settings",
     "memory_scope_key",
-    "priority",
-    "run_at",
 )
+
+# A run's priority orders it within its lane (high first); lanes still take turns.
+Priority = Literal["high", "normal", "low"]
+PRIORITY_NAMES: tuple[Priority, ...] = ("high", "normal", "low")  # index: the band a lane is ordered by
 
 
 class Wire(BaseModel):
@@ -220,6 +223,8 @@ class RunInput(Wire):
     metadata: MetadataIn | None = None
     task_spec: TaskSpec | None = None
     webhook: Webhook | None = None
+    priority: Priority | None = None  # None: the processor's own (normal unless it says)
+    run_at: AwareDatetime | None = None  # RFC 3339 with a zone; the run waits, queued, until then
 
     @model_validator(mode="before")
     @classmethod
@@ -288,6 +293,7 @@ class TaskRun(BaseModel):
     outputs_count: int = 0
     outputs_next: str | None = None
     required_action: RequiredAction | None = None
+    priority: Priority = "normal"
 
 
 class TaskRunOutput(BaseModel):

@@ -1,30 +1,33 @@
-"""What an operator asks first (`taskq info`, the dashboard's front page): queues
-with their depth and the age of their oldest run, workers with their concurrency and
-the runs they hold, and what waits (retries, webhooks). Read straight from Redis.
+"""What an operator asks first (`taskq info`, the dashboard's front page, `/metrics`):
+queues with their depth and the age of their oldest waiting run, workers with what
+they serve and hold, limits with their use, the lanes that wait and why, schedules,
+and what else waits (retries, webhooks). Read straight from Redis, every partition
+summed, in a few pipelined round trips.
 
-Workers are those RQ has registered (`rq:workers`, `rq:worker:{name}`); the runs a
-worker holds are the leases in `taskq:running` whose token names it
-(`{worker_name}:{hex}`). A worker that records a `concurrency` field is shown with
-it; otherwise it holds one run at a time.
+Workers are those of taskq's registry that are alive (engine/registration.py); the
+runs a worker holds are the leases whose token names it (`{worker_name}:{hex}.n`).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from . import keys
-from .broker import Broker, now_ms, translated
+from .broker import Broker, translated
+from .lanes import lane_parts
+from .registry import live_workers
 
 MAX_LEASES_READ = 10_000  # more runs in flight than this are counted, not attributed
+MAX_LANES_READ = 200  # lanes shown (ready ones of each processor, then parked ones)
 
 
 @dataclass
 class QueueInfo:
     name: str
     depth: int
-    oldest_age_s: float | None  # since the oldest waiting run was put on the queue
+    oldest_age_s: float | None  # since the oldest run waiting in its lanes was made
 
 
 @dataclass
@@ -32,6 +35,7 @@ class WorkerInfo:
     name: str
     state: str
     queues: list[str]
+    processors: list[str]
     concurrency: int
     in_flight: int
     abandoned: int = 0  # threads whose run was ended without them (stuck in a C call)
@@ -41,11 +45,41 @@ class WorkerInfo:
 
 
 @dataclass
+class LimitInfo:
+    id: str  # n:<name>, p:<processor>[:<key>], t:<tenant>
+    in_flight: int
+    lanes_waiting: int  # lanes parked until it gives units back
+    paused_until_ms: int | None  # a RateLimited pause
+    concurrency: int | None = None  # its budget, as a live worker declares it
+    rate: str | None = None
+
+
+@dataclass
+class LaneInfo:
+    processor: str
+    tenant: str
+    key: str
+    depth: int
+    state: str  # "ready", "waiting for <limit>", "paused"
+
+
+@dataclass
+class ScheduleInfo:
+    processor: str
+    schedule: str
+    last_tick_ms: int | None
+    next_tick_ms: int | None
+
+
+@dataclass
 class Overview:
     queues: list[QueueInfo] = field(default_factory=list)
     workers: list[WorkerInfo] = field(default_factory=list)
+    limits: list[LimitInfo] = field(default_factory=list)
+    lanes: list[LaneInfo] = field(default_factory=list)
+    schedules: list[ScheduleInfo] = field(default_factory=list)
     running: int = 0
-    retry_waiting: int = 0
+    retry_waiting: int = 0  # runs waiting in the due set: retries, and runs made for later
     webhooks_pending: int = 0
     webhooks_dead: int = 0
 
@@ -54,80 +88,142 @@ class Overview:
 
 
 def overview(broker: Broker) -> Overview:
-    r = broker.redis
     with translated():
-        queue_names = sorted(q.removeprefix(keys.RQ_QUEUE_PREFIX) for q in r.smembers(keys.RQ_QUEUES))
-        worker_names = sorted(r.smembers(keys.RQ_WORKERS))
-        pipe = r.pipeline(transaction=False)
-        for q in queue_names:
-            pipe.llen(keys.rq_queue(q))
-            pipe.lindex(keys.rq_queue(q), 0)
-        for key in (keys.RUNNING, keys.DELAYED, keys.DELIVERIES_DUE, keys.DELIVERIES_DEAD):
-            pipe.zcard(key)
-        for w in worker_names:
-            pipe.hgetall(w if w.startswith("rq:worker:") else keys.rq_worker(w))
-        pipe.zrange(keys.RUNNING, 0, MAX_LEASES_READ - 1)
-        replies = pipe.execute()
-        n = 2 * len(queue_names)
-        queue_replies, counts = replies[:n], replies[n : n + 4]
-        worker_records, leased = replies[n + 4 : -1], replies[-1]
-        oldest = _enqueued_ms(broker, [queue_replies[2 * i + 1] for i in range(len(queue_names))])
-        holders = _holders(broker, leased)
-    now = now_ms()
-    out = Overview(running=counts[0], retry_waiting=counts[1], webhooks_pending=counts[2], webhooks_dead=counts[3])
-    for i, q in enumerate(queue_names):
-        enqueued = oldest[i]
-        age = (now - enqueued) / 1000 if enqueued is not None else None
-        out.queues.append(QueueInfo(q, queue_replies[2 * i], age))
-    for w, rec in zip(worker_names, worker_records, strict=True):
-        if not rec:
-            continue  # registered, but its key has expired: a dead worker RQ will clean up
-        name = w.removeprefix("rq:worker:")
-        beat = _rq_time_ms(rec.get("last_heartbeat"))
+        now = broker.now_ms()
+        specs = {name: json.loads(s) for name, s in broker.redis.hgetall(keys.PROCESSORS).items()}
+        out = Overview()
+        _partitions(broker, specs, now, out)
+        _workers(broker, now, out)
+        _schedules(broker, specs, out)
+    return out
+
+
+def _partitions(broker: Broker, specs: dict[str, Any], now: int, out: Overview) -> None:
+    depth: dict[str, int] = {}
+    oldest: dict[str, int] = {}
+    limits: dict[str, LimitInfo] = {}
+    for partition in range(broker.partitions):
+        pipe = broker.redis.pipeline(transaction=False)
+        pipe.hgetall(keys.depth(partition))
+        for key in (keys.running, keys.delayed, keys.deliveries_due, keys.deliveries_dead):
+            pipe.zcard(key(partition))
+        pipe.hgetall(keys.parked(partition))
+        pipe.smembers(keys.limits_used(partition))
+        for name in specs:
+            pipe.zrange(keys.ready(partition, name), 0, MAX_LANES_READ - 1)
+        depths, running, delayed, due, dead, parked, used, *ready = pipe.execute()
+        out.running += running
+        out.retry_waiting += delayed
+        out.webhooks_pending += due
+        out.webhooks_dead += dead
+        for queue, n in depths.items():
+            depth[queue] = depth.get(queue, 0) + int(n)
+        lanes = [(f"{name}|{t}", "ready") for name, tenants in zip(specs, ready, strict=True) for t in tenants]
+        _lanes(broker, partition, specs, lanes, parked, now, oldest, out)
+        _limits(broker, partition, used, limits)
+    out.queues = [
+        QueueInfo(q, n, (now - oldest[q]) / 1000 if q in oldest else None) for q, n in sorted(depth.items()) if n >= 0
+    ]
+    out.limits = sorted(limits.values(), key=lambda li: li.id)
+
+
+def _lanes(
+    broker: Broker,
+    partition: int,
+    specs: dict[str, Any],
+    ready: list[tuple[str, str]],
+    parked: dict[str, str],
+    now: int,
+    oldest: dict[str, int],
+    out: Overview,
+) -> None:
+    """The lanes of the ready tenants (each tenant's lanes) and the parked lanes: their
+    depth, their state, and the age of their oldest run."""
+    pipe = broker.redis.pipeline(transaction=False)
+    for processor_tenant, _ in ready:
+        processor, tenant = processor_tenant.split("|", 1)
+        pipe.zrange(keys.lanes(partition, processor, tenant), 0, MAX_LANES_READ - 1)
+    tenants_lanes = pipe.execute()
+    lanes = [(f"{pt}|{key}", "ready") for (pt, _), keys_ in zip(ready, tenants_lanes, strict=True) for key in keys_]
+    for lane, why in parked.items():
+        lanes.append((lane, "paused" if why == "pause" else f"waiting for {why}"))
+    lanes = lanes[:MAX_LANES_READ]
+    pipe = broker.redis.pipeline(transaction=False)
+    for lane, _ in lanes:
+        pipe.zcard(keys.lane(partition, lane))
+        pipe.zrange(keys.lane(partition, lane), 0, 0, withscores=True)
+    replies = pipe.execute()
+    for i, (lane, state) in enumerate(lanes):
+        count, head = replies[2 * i], replies[2 * i + 1]
+        if not count:
+            continue
+        processor, tenant, key = lane_parts(lane)
+        out.lanes.append(LaneInfo(processor, tenant, key, count, state))
+        queue = (specs.get(processor) or {}).get("queue") or "default"
+        made = int(head[0][1] % 1e13) if head else now  # a lane's score: band * 1e13 + created_ms
+        oldest[queue] = min(oldest.get(queue, now), made)
+
+
+def _limits(broker: Broker, partition: int, used: set[str], limits: dict[str, LimitInfo]) -> None:
+    ids = sorted(used)
+    pipe = broker.redis.pipeline(transaction=False)
+    for limit_id in ids:
+        pipe.hmget(keys.limit(partition, limit_id), "n", "until")
+        pipe.zcard(keys.limit_waiting(partition, limit_id))
+    replies = pipe.execute()
+    for i, limit_id in enumerate(ids):
+        (n, until), waiting = replies[2 * i], replies[2 * i + 1]
+        info = limits.setdefault(limit_id, LimitInfo(limit_id, 0, 0, None))
+        info.in_flight += int(n or 0)
+        info.lanes_waiting += waiting
+        if until:
+            info.paused_until_ms = max(info.paused_until_ms or 0, int(until))
+
+
+def _workers(broker: Broker, now: int, out: Overview) -> None:
+    beats = dict(broker.redis.zrange(keys.WORKERS, 0, -1, withscores=True))
+    held: dict[str, int] = {}
+    pipe = broker.redis.pipeline(transaction=False)
+    for partition in range(broker.partitions):
+        pipe.zrange(keys.running(partition), 0, MAX_LEASES_READ - 1)
+    leased = [run_id for ids in pipe.execute() for run_id in ids][:MAX_LEASES_READ]
+    pipe = broker.redis.pipeline(transaction=False)
+    for run_id in leased:
+        pipe.hget(keys.run(run_id), "token")
+    for token in pipe.execute():
+        if token:
+            name = token.rsplit(":", 1)[0]
+            held[name] = held.get(name, 0) + 1
+    budgets: dict[str, dict[str, Any]] = {}
+    for rec in live_workers(broker):
+        name = rec["name"]
+        budgets.update(json.loads(rec.get("limits") or "{}"))
         out.workers.append(
             WorkerInfo(
                 name=name,
                 state=rec.get("state", "?"),
                 queues=[q for q in rec.get("queues", "").split(",") if q],
+                processors=[p for p in rec.get("processors", "").split(",") if p],
                 concurrency=int(rec.get("concurrency") or 1),
-                in_flight=holders.get(name, 0),
+                in_flight=held.get(name, 0),
                 abandoned=int(rec.get("abandoned") or 0),
-                hostname=rec.get("hostname", ""),
+                hostname=rec.get("host", ""),
                 pid=rec.get("pid", ""),
-                last_heartbeat_age_s=(now - beat) / 1000 if beat else None,
+                last_heartbeat_age_s=(now - beats[name]) / 1000 if name in beats else None,
             )
         )
-    return out
+    out.workers.sort(key=lambda w: w.name)
+    for info in out.limits:
+        budget = budgets.get(info.id)
+        if budget:
+            info.concurrency = budget.get("concurrency") or None
+            info.rate = budget.get("rate")
 
 
-def _enqueued_ms(broker: Broker, job_ids: list[str | None]) -> list[int | None]:
+def _schedules(broker: Broker, specs: dict[str, Any], out: Overview) -> None:
+    scheduled = [(name, spec["schedule"]) for name, spec in sorted(specs.items()) if spec.get("schedule")]
     pipe = broker.redis.pipeline(transaction=False)
-    for job_id in job_ids:
-        pipe.hget(keys.rq_job(job_id or "-"), "enqueued_at")
-    return [_rq_time_ms(v) for v in pipe.execute()]
-
-
-def _holders(broker: Broker, run_ids: list[str]) -> dict[str, int]:
-    """Runs in flight per worker name, from the lease tokens."""
-    pipe = broker.redis.pipeline(transaction=False)
-    for run_id in run_ids:
-        pipe.hget(keys.run(run_id), "token")
-    held: dict[str, int] = {}
-    for token in pipe.execute():
-        if token:
-            name = token.rsplit(":", 1)[0]
-            held[name] = held.get(name, 0) + 1
-    return held
-
-
-def _rq_time_ms(value: str | None) -> int | None:
-    """RQ's timestamps (ISO, UTC, sometimes without a zone) as epoch ms."""
-    if not value:
-        return None
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
+    for name, _ in scheduled:
+        pipe.hmget(keys.schedule(broker.partition_for(f"schedule:{name}"), name), "last", "next")
+    for (name, schedule), (last, next_) in zip(scheduled, pipe.execute(), strict=True):
+        out.schedules.append(ScheduleInfo(name, schedule, int(last) if last else None, int(next_) if next_ else None))

@@ -5,8 +5,10 @@
 
 The input arrives as the annotated pydantic model (or the raw dict / str); the
 return value is validated against the return annotation and stored as the output.
-Workers advertise each processor's spec in Redis (`taskq:processors`) so the gateway
-can check names and inputs without importing user code.
+Flow control (`limits`, `concurrency`, `rate_limit`, `key`), a default `priority` and
+a `schedule` are declared here too (limits.py, schedule.py). Workers advertise each
+processor's spec in Redis (`taskq:processors`) so the gateway can check names and
+inputs, and place runs in their lanes, without importing user code.
 """
 
 from __future__ import annotations
@@ -15,15 +17,19 @@ import functools
 import importlib
 import inspect
 import json
+import re
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from . import client, keys
-from .errors import OutputInvalid
+from . import client, keys, limits
+from .errors import ConfigurationError, OutputInvalid
+from .limits import Declared, Limit, LimitUse
+from .models import PRIORITY_NAMES
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -33,6 +39,8 @@ if TYPE_CHECKING:
     from .client import RunHandle
 
 REGISTRY: dict[str, Processor] = {}
+# A processor's name is part of its lanes' keys and wake-up channel: a plain word.
+NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
 @dataclass
@@ -45,10 +53,19 @@ class Processor:
     retry_on: tuple[type[BaseException], ...] = (Exception,)
     input_type: Any = None
     output_type: Any = None
+    flow: Declared = field(default_factory=Declared)  # its limits and key (limits.py)
+    priority: str = "normal"  # its runs' priority unless a run says
+    schedule: Any = None  # schedule.Schedule: when it runs by itself
     _input_adapter: TypeAdapter[Any] | None = field(default=None, repr=False)
     _output_adapter: TypeAdapter[Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if not NAME.fullmatch(self.name):
+            raise ConfigurationError(f"processor name {self.name!r}: use 1-100 letters, digits, '_', '.' or '-'")
+        if self.priority not in PRIORITY_NAMES:
+            raise ConfigurationError(
+                f"{self.name}: priority is one of {', '.join(PRIORITY_NAMES)}, not {self.priority!r}"
+            )
         if self.input_type not in (None, inspect.Parameter.empty):
             self._input_adapter = TypeAdapter(self.input_type)
         if self.output_type not in (None, inspect.Signature.empty):
@@ -66,6 +83,9 @@ class Processor:
             "timeout_s": self.timeout_s,
             "input_schema": _schema(self._input_adapter),
             "output_schema": _schema(self._output_adapter),
+            "flow": self.flow.to_json(),
+            "priority": self.priority,
+            "schedule": self.schedule.describe() if self.schedule else None,
         }
 
     def spec(self, settings: Settings) -> dict[str, Any]:
@@ -108,12 +128,27 @@ class Processor:
         metadata: dict[str, Any] | None = None,
         webhook: dict[str, Any] | None = None,
         broker: Broker | None = None,
+        priority: str | None = None,
+        run_at: datetime | None = None,
+        delay_s: float | None = None,
     ) -> RunHandle:
         """Enqueues a run straight from Python: the same record, statuses and webhooks
-        as a run made over HTTP. Returns a handle that can wait for the result."""
+        as a run made over HTTP. `priority` ("high", "normal", "low") orders it in its
+        lane; `run_at` (an aware datetime) or `delay_s` keeps it queued until then.
+        Returns a handle that can wait for the result."""
         if isinstance(input, BaseModel):
             input = input.model_dump(mode="json")
-        return client.put(self.name, input, metadata=metadata, webhook=webhook, broker=broker, spec=self.spec)
+        return client.put(
+            self.name,
+            input,
+            metadata=metadata,
+            webhook=webhook,
+            broker=broker,
+            spec=self.spec,
+            priority=priority,
+            run_at=run_at,
+            delay_s=delay_s,
+        )
 
 
 def task(
@@ -124,14 +159,32 @@ def task(
     retries: int | None = None,
     timeout: int | None = None,
     retry_on: Iterable[type[BaseException]] = (Exception,),
+    limits: Iterable[Limit | LimitUse] = (),
+    concurrency: int | None = None,
+    rate_limit: str | None = None,
+    key: str | None = None,
+    priority: str = "normal",
+    schedule: str | float | None = None,
+    tz: str | None = None,
+    schedule_input: Any = None,
 ) -> Any:
-    """Declares a processor. Usable bare (`@task`) or with options (`@task(name=...)`)."""
+    """Declares a processor. Usable bare (`@task`) or with options (`@task(name=...)`).
+
+    Flow control (docs/flow-control.md): `concurrency` and `rate_limit` cap this
+    processor's runs across every worker, per value of `key` ("input.<path>" or
+    "metadata.<name>") when given; `limits` lists named `Limit`s it shares with others
+    (`Limit.cost(...)` when a run weighs more than one unit). `priority` is its runs'
+    default. `schedule` (a five-field cron, UTC unless `tz`, or every N seconds) makes
+    it run by itself, with `schedule_input` (docs/scheduling.md)."""
 
     def decorate(fn: Callable[..., Any]) -> Processor:
+        from .schedule import Schedule  # schedule.py imports this module's Processor for its ticks
+
         hints = typing.get_type_hints(fn)
         params = list(inspect.signature(fn).parameters)
+        proc_name = name or fn.__name__
         proc = Processor(
-            name=name or fn.__name__,
+            name=proc_name,
             func=fn,
             queue=queue,
             retries=retries,
@@ -139,11 +192,38 @@ def task(
             retry_on=tuple(retry_on),
             input_type=hints.get(params[0]) if params else None,
             output_type=hints.get("return"),
+            flow=_declared(proc_name, limits, concurrency, rate_limit, key),
+            priority=priority,
+            schedule=Schedule.parse(proc_name, schedule, tz, schedule_input) if schedule is not None else None,
         )
         REGISTRY[proc.name] = proc
         return proc
 
     return decorate(func) if func is not None else decorate
+
+
+def _declared(
+    name: str, uses: Iterable[Limit | LimitUse], concurrency: int | None, rate_limit: str | None, key: str | None
+) -> Declared:
+    """A processor's flow control, checked now: a bad declaration stops the import."""
+    own = None
+    if concurrency is not None or rate_limit is not None:
+        own = limits.budget(name, rate_limit, concurrency)
+    if key is not None:
+        limits.check_path(key, f"{name}: key")
+    shared = []
+    for use in uses:
+        use = use if isinstance(use, LimitUse) else LimitUse(use)
+        if isinstance(use.units, str):
+            limits.check_path(use.units, f"{name}: cost of {use.limit.name}")
+        shared.append(
+            (
+                use.limit.name,
+                limits.budget(use.limit.name, use.limit.rate_limit, use.limit.concurrency, use.limit.burst),
+                use.units,
+            )
+        )
+    return Declared(own=own, key=key, shared=shared)
 
 
 def load_apps(modules: Iterable[str]) -> dict[str, Processor]:

@@ -26,7 +26,11 @@ A run is the hash `taskq:run:{id}`; its fields (absent when empty):
     warnings         JSON list of WarningObjects: request fields not acted on
     required_action  its question while waiting (JSON: message, schema), asked at
                      asked_ms, due by answer_deadline_ms; answers: those given (action.py)
-    taskgroup_id, delivery_seq, pushes
+    lane             where it waits when due: `processor|tenant|key` (flow-control.md)
+    priority_band    0 high, 1 normal, 2 low: its place in its lane
+    limits           the limits it needs to start, "id*units,…" (limits.py); holds: those
+                     it holds while running, given back when it stops
+    taskgroup_id, delivery_seq
 
 A group is the hash `taskq:group:{id}`: id, tenant, metadata, created_ms, modified_ms,
 num_task_runs, and `c:<status>`, how many of its runs are in each status (kept by
@@ -45,7 +49,7 @@ from typing import Any
 from redis import Redis
 
 from . import keys
-from .models import RunStatus
+from .models import PRIORITY_NAMES, Priority, RunStatus
 
 
 def _int(value: str | None) -> int:
@@ -137,6 +141,14 @@ class RunRecord:
     @functools.cached_property
     def warnings(self) -> list[dict[str, Any]] | None:
         return _json(self.raw.get("warnings"))
+
+    @property
+    def lane(self) -> str:
+        return self.raw.get("lane", "")
+
+    @property
+    def priority(self) -> Priority:
+        return PRIORITY_NAMES[_int(self.raw.get("priority_band") or "1")]
 
     # -- where it stands
     @property
@@ -339,6 +351,9 @@ LINKS = (
     "created_ms",
     "attempts",
     "errors_n",
+    "holds",
+    "lane",
+    "queue",
 )
 
 

@@ -10,9 +10,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import catalog, errors, ids, keys, upstream
-from .broker import MAX_BLOCK_MS, Broker, rq_job_data, rq_now, translated
+from . import catalog, errors, ids, keys, lanes, upstream
+from .broker import MAX_BLOCK_MS, Broker, translated
 from .catalog import Catalog
+from .clock import now_ms
 from .models import NOT_ACTED_ON, RunInput, RunStatus, TaskRunResult, dumps, request_json
 from .record import RunRecord, load_runs
 from .webhooks import address
@@ -26,21 +27,29 @@ MAX_FIELD_CHARS = 200
 
 @dataclass
 class NewRun:
-    """A checked request for one run, ready to be written."""
+    """A checked request for one run, ready to be written: its partition, when it is
+    due (None: now) and its record's fields."""
 
     run_id: str
-    queue: str
-    timeout_s: int
+    partition: int
+    due_ms: int | None
     fields: dict[str, str | int]
 
 
 def prepare(
-    broker: Broker, procs: Catalog, tenant: str, req: RunInput, where: str = "", ignored: list[str] | None = None
+    broker: Broker,
+    procs: Catalog,
+    tenant: str,
+    req: RunInput,
+    where: str = "",
+    ignored: list[str] | None = None,
+    partition: int | None = None,
 ) -> NewRun:
     """Checks one run request against its processor and task_spec; raises
     ValidationFailed (naming the field under `where`) and writes nothing. The run's
     warnings name the request's fields taskq does not act on: `ignored`, or else
-    those of `req`."""
+    those of `req`. `partition`: where it must live (its group's, its Idempotency-Key's);
+    otherwise with its limits, or anywhere."""
     spec = procs.get(req.processor)
     settings = broker.settings
     if req.processor == "http" and isinstance(req.input, dict):
@@ -56,18 +65,24 @@ def prepare(
         catalog.check(req.input, spec["input_schema"], f"{where}input")
     if spec_out is not None and spec_out.type == "json":
         catalog.check_schema(spec_out.json_schema, f"{where}task_spec.output_schema")
-
-    timeout_s = int(spec["timeout_s"])  # the worker's settings filled it in (Processor.spec)
-    run_id = ids.new_run_id()
+    flow = lanes.place(req, spec, tenant, where)
+    due_ms = _due(req, settings.retention_s, where)
+    if partition is None:
+        partition = broker.partition_for(flow.colocate)
+    run_id = ids.new_run_id(partition)
     fields: dict[str, str | int] = {
         "id": run_id,
         "tenant": tenant,
         "processor": req.processor,
         "queue": spec.get("queue") or "default",
-        "timeout_s": timeout_s,
+        "timeout_s": int(spec["timeout_s"]),  # the worker's settings filled it in (Processor.spec)
         "max_retries": spec["retries"],
         "input": request_json(req.input, f"{where}input"),
+        "lane": flow.lane,
+        "priority_band": flow.band,
     }
+    if flow.limits:
+        fields["limits"] = flow.limits
     if req.metadata:
         fields["metadata"] = request_json(req.metadata, f"{where}metadata")
     if warnings := not_acted_on(req.ignored(where) if ignored is None else ignored, where):
@@ -79,7 +94,21 @@ def prepare(
         fields["webhook"] = req.webhook.model_dump_json()
         if req.webhook.every_change:
             fields["webhook_all"] = "1"
-    return NewRun(run_id, str(fields["queue"]), timeout_s, fields)
+    return NewRun(run_id, partition, due_ms, fields)
+
+
+def _due(req: RunInput, retention_s: int, where: str) -> int | None:
+    """When a run asked for later is due (None: now); a 422 past what taskq keeps."""
+    if req.run_at is None:
+        return None
+    due = int(req.run_at.timestamp() * 1000)
+    if due - now_ms() > retention_s * 1000:
+        field = f"{where}run_at"
+        raise errors.ValidationFailed(
+            f"{field}: more than the retention ({retention_s} s) ahead; a run cannot wait longer than taskq keeps it",
+            {"field": field},
+        )
+    return due if due > now_ms() else None
 
 
 def not_acted_on(fields: list[str], where: str = "") -> list[dict[str, Any]]:
@@ -112,32 +141,36 @@ def create(
     idempotency_key: str | None = None,
     request: bytes = b"",
     group_id: str | None = None,
+    guard: Guard | None = None,
+    partition: int | None = None,
 ) -> tuple[list[str], bool]:
-    """Writes the runs and their RQ jobs in one atomic step. Returns the run ids and
-    whether they were made now (False: the Idempotency-Key had already made one).
-    The same Idempotency-Key with another `request` (its raw bytes) is a 422."""
+    """Writes the runs (all of one partition) in one atomic step. Returns the run ids
+    and whether they were made now (False: the Idempotency-Key had already made one,
+    or the `guard`'s tick was fired by another worker). The same Idempotency-Key with
+    another `request` (its raw bytes) is a 422."""
     settings = broker.settings
-    idem = ""
-    if idempotency_key:
-        idem = keys.idempotency(tenant, hashlib.sha256(idempotency_key.encode()).hexdigest()[:32])
+    if settings.rate_limit_per_s:
+        _count_against_rate(broker, tenant, len(runs))
+    partition = runs[0].partition if runs else partition
+    assert partition is not None and all(r.partition == partition for r in runs), "one create, one partition"
+    idem = idempotency_digest(idempotency_key) if idempotency_key else ""
     args: list[str | int | bytes] = [
-        rq_now(),
-        rq_job_data(),
         settings.retention_s,
+        tenant,
         idem,
         settings.idempotency_ttl_s,
+        hashlib.sha256(request).hexdigest()[:32] if idem else "",
         settings.max_queue_length,
         group_id or "",
-        keys.rate_prefix(tenant),
-        settings.rate_limit_per_s,
-        hashlib.sha256(request).hexdigest()[:32] if idem else "",
+        broker.rq_mirror,
+        *(guard.args() if guard else ("", "", "", "", "")),
     ]
     for run in runs:
-        args += [run.run_id, run.queue, run.timeout_s, len(run.fields)]
+        args += [run.run_id, run.due_ms or "", len(run.fields)]
         for name, value in run.fields.items():
             args += [name, value]
     with translated():
-        reply = broker.scripts.create(args=args)
+        reply = broker.scripts.create(partition, *args)
     if reply[0] == "mismatch":
         raise errors.ValidationFailed(
             f"Idempotency-Key was already used for run {reply[1]} with a different request",
@@ -145,15 +178,50 @@ def create(
         )
     if reply[0] == "full":
         raise errors.QueueFull(f"queue {reply[1]!r} is full; retry later", retry_after_s=5)
-    if reply[0] == "limited":
-        raise errors.RateLimitExceeded(
-            f"rate limit of {settings.rate_limit_per_s} runs a second reached; retry shortly", retry_after_s=1
-        )
+    if reply[0] == "skipped":
+        return [], False
     if reply[0] != "created":
         return [reply[1]], False
     for run in runs:  # as stored: Redis's clock, not this process's
         run.fields["created_ms"] = int(reply[1])
+        if run.due_ms:
+            run.fields["next_attempt_ms"] = run.due_ms
     return list(reply[2:]), True
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Makes a create happen only if a schedule's next tick is still `expected`, and
+    moves it to `next_ms` (schedule.py): exactly one run per tick."""
+
+    processor: str
+    expected: int | None
+    next_ms: int
+    tick_ms: int | None
+    spec: str
+
+    def args(self) -> tuple[str | int, ...]:
+        return (self.processor, self.expected or "", self.next_ms, self.tick_ms or "", self.spec)
+
+
+def idempotency_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def partition_of_key(broker: Broker, key: str | None) -> int | None:
+    """The partition a request with this Idempotency-Key lives in (where its key is)."""
+    return None if not key else int(idempotency_digest(key)[:8], 16) % broker.partitions
+
+
+def _count_against_rate(broker: Broker, tenant: str, count: int) -> None:
+    """The tenant's runs this second of Redis's clock (TASKQ_RATE_LIMIT_PER_S): a 429
+    past the limit, counting the whole call (a group add counts each run)."""
+    with translated():
+        used = broker.scripts.rate(keys.rate(tenant), count, broker.settings.rate_limit_per_s)
+    if not used:
+        raise errors.RateLimitExceeded(
+            f"rate limit of {broker.settings.rate_limit_per_s} runs a second reached; retry shortly", retry_after_s=1
+        )
 
 
 def load(broker: Broker, tenant: str, run_id: str) -> RunRecord:
@@ -212,7 +280,7 @@ def cancel(broker: Broker, tenant: str, run_id: str) -> RunRecord:
     """queued: cancelled at once; running: cancelling until its worker stops it."""
     load(broker, tenant, run_id)
     with translated():
-        reply = broker.scripts.cancel(args=[run_id, broker.settings.retention_s])
+        reply = broker.scripts.cancel(ids.partition_of(run_id), run_id, broker.settings.retention_s, broker.rq_mirror)
     if isinstance(reply, list):
         raise errors.Conflict(f"run {run_id} is {reply[1]} and cannot be cancelled", {"status": reply[1]})
     return load(broker, tenant, run_id)

@@ -4,8 +4,8 @@ The index is the sorted set `taskq:tenant:{tenant}:runs` that create.lua writes 
 the same step as the runs. Every member has score 0, so the set is ordered by run id,
 and a run id begins with its creation time in hex: the lexicographic order is the
 creation order, to the millisecond (runs made in the same millisecond, as one group
-add makes them, come in the order of their random id suffixes). A page is one ZRANGE … BYLEX REV from the cursor (O(log N + page)),
-then one pipelined HMGET per id read.
+add makes them, come in the order of their random id suffixes). A page is one ZRANGE … BYLEX REV from the cursor per partition (O(log N + page)
+each, merged by id), then one pipelined HMGET per id read.
 
 Filters (`status`, `processor`, `metadata.<key>`) are applied to the records as they are read, so a
 filtered page costs the ids it has to look at, not the page size: at most
@@ -72,20 +72,19 @@ def list_runs(
         after = decode_cursor(cursor)
         upper = f"({after}" if upper == "+" else f"({min(after, upper[1:])}"
     lower = f"[{RUN_PREFIX}{flt.created_after_ms:012x}" if flt.created_after_ms is not None else "-"
-    index = keys.tenant_runs(tenant)
     found: list[TaskRun] = []
     scanned = 0
     while True:
         want = limit - len(found)
         batch = min(MAX_SCANNED - scanned, max(want, 50) if _filtered(flt) else want)
         with translated():
-            ids = broker.redis.zrange(index, upper, lower, desc=True, bylex=True, offset=0, num=batch)
+            ids = _newest(broker, tenant, upper, lower, batch)
             records = load_runs(broker.redis, ids, WIRE)
         for i, (run_id, record) in enumerate(zip(ids, records, strict=True)):
             if record is not None and record.tenant == tenant and flt.matches(record):
                 found.append(wire.to_task_run(record))
             if len(found) == limit:
-                more = i + 1 < len(ids) or _older_exists(broker, index, run_id, lower)
+                more = i + 1 < len(ids) or bool(_newest(broker, tenant, f"({run_id}", lower, 1))
                 return TaskRunList(runs=found, next_cursor=encode_cursor(run_id) if more else None)
         scanned += len(ids)
         if len(ids) < batch:
@@ -99,9 +98,14 @@ def _filtered(flt: RunFilter) -> bool:
     return flt.status is not None or flt.processor is not None or bool(flt.metadata)
 
 
-def _older_exists(broker: Broker, index: str, last: str, lower: str) -> bool:
+def _newest(broker: Broker, tenant: str, upper: str, lower: str, count: int) -> list[str]:
+    """The tenant's `count` newest run ids in the id range, from every partition's index
+    (each read for its own newest `count`, then merged: ids sort by creation time)."""
     with translated():
-        return bool(broker.redis.zrange(index, f"({last}", lower, desc=True, bylex=True, offset=0, num=1))
+        pipe = broker.redis.pipeline(transaction=False)
+        for partition in range(broker.partitions):
+            pipe.zrange(keys.tenant_runs(partition, tenant), upper, lower, desc=True, bylex=True, offset=0, num=count)
+        return sorted((run_id for ids in pipe.execute() for run_id in ids), reverse=True)[:count]
 
 
 def encode_cursor(run_id: str) -> str:

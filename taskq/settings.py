@@ -32,7 +32,12 @@ class Settings:
 
     max_body_bytes: int = 1 << 20
     max_output_bytes: int = 8 << 20  # a run's stored output, as JSON
-    max_queue_length: int = 0  # 0 = unbounded; otherwise a full queue answers 429
+    max_queue_length: int = 0  # 0 = unbounded; otherwise a full queue answers 429 (per partition)
+    # Runs one tenant may have in flight at once, across every worker; 0 = no cap.
+    tenant_concurrency: int = 0
+    # Partitions the data is spread over (keys.py); 0 = 1 on a single Redis, 16 on a
+    # Redis Cluster. Fixed at first start (kept in Redis): every process uses that.
+    partitions: int = 0
     rate_limit_per_s: int = 0  # runs a tenant may create a second; 0 = no limit; over it, 429
     retention_s: int = 7 * 24 * 3600
     idempotency_ttl_s: int = 24 * 3600

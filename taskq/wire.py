@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import outputs, paths
+from . import lanes, outputs, paths, registry
 from .broker import Broker
 from .clock import iso
 from .models import (
@@ -27,10 +27,17 @@ from .models import (
 from .record import GroupRecord, RunRecord
 
 
-def to_task_run(rec: RunRecord, broker: Broker | None = None) -> TaskRun:
+def to_task_run(rec: RunRecord, broker: Broker | None = None, explain: str = "") -> TaskRun:
     """The run on the wire; with `broker`, the first page of its output files with
-    fresh URLs (without, where to list them)."""
+    fresh URLs (without, where to list them). `explain`: a queued run held back says
+    why in its warnings: "workers" whether a live worker serves it, "all" that and
+    whether its lane waits for a limit or a pause."""
     status = rec.status
+    warnings = [WarningObject(**w) for w in rec.warnings or []]
+    if explain and broker is not None and status is RunStatus.queued:
+        held = lanes.why_waiting(broker, rec, registry.served(broker), lane=explain == "all")
+        if held is not None:
+            warnings.append(WarningObject(**held.warning()))
     return TaskRun(
         run_id=rec.id,
         interaction_id=rec.id,
@@ -42,7 +49,7 @@ def to_task_run(rec: RunRecord, broker: Broker | None = None) -> TaskRun:
         created_at=iso(rec.created_ms) or "",
         modified_at=iso(rec.modified_ms) or "",
         error=ErrorObject(**rec.error) if rec.error else None,
-        warnings=[WarningObject(**w) for w in rec.warnings] if rec.warnings else None,
+        warnings=warnings or None,
         attempts=rec.attempts,
         max_retries=rec.max_retries,
         started_at=iso(rec.started_ms),
@@ -51,12 +58,15 @@ def to_task_run(rec: RunRecord, broker: Broker | None = None) -> TaskRun:
         errors=[ErrorObject(**e) for e in rec.errors],
         **_outputs(rec, broker),
         required_action=required_action(rec),
+        priority=rec.priority,
     )
 
 
-def new_task_run(fields: Mapping[str, str | int]) -> TaskRun:
-    """The TaskRun of a run just made (run.NewRun's fields), without reading it back."""
-    return to_task_run(RunRecord({**{k: str(v) for k, v in fields.items()}, "status": RunStatus.queued.value}))
+def new_task_run(fields: Mapping[str, str | int], broker: Broker | None = None) -> TaskRun:
+    """The TaskRun of a run just made (run.NewRun's fields), without reading it back;
+    with `broker`, saying why it will wait when no live worker serves it."""
+    record = RunRecord({**{k: str(v) for k, v in fields.items()}, "status": RunStatus.queued.value})
+    return to_task_run(record, broker, explain="workers" if broker is not None else "")
 
 
 def _outputs(rec: RunRecord, broker: Broker | None) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from taskq import testing
+from taskq import keys, testing
 from taskq.broker import Broker
 from taskq.gateway import create_app
 from taskq.processor import advertise, load_apps
@@ -157,7 +157,13 @@ def broker(settings: Settings) -> Iterator[Broker]:
     """A clean database, with the example app's processors advertised as a worker would."""
     b = Broker(settings)
     b.redis.flushdb()
-    advertise(b.redis, load_apps(settings.app).values(), settings)
+    assert b.partitions == 1  # fixed in Redis now, as a process starting up does
+    processors = load_apps(settings.app).values()
+    advertise(b.redis, processors, settings)
+    # A worker that serves them all, alive for the test (as `advertise` stands for one):
+    # runs made meanwhile are not told that no live worker serves their processor.
+    b.redis.zadd(keys.WORKERS, {"test-worker": b.now_ms() + 24 * 3600 * 1000})
+    b.redis.hset(keys.worker("test-worker"), mapping={"processors": ",".join(p.name for p in processors)})
     yield b
     b.close()
 

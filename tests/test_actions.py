@@ -56,8 +56,8 @@ def test_ask_frees_the_worker_and_the_answers_come_back_in_order(broker, client,
     assert run["required_action"]["message"] == "approve spending 12?"
     assert run["required_action"]["schema"] == APPROVAL
     assert run["required_action"]["asked_at"] <= run["required_action"]["expires_at"]
-    assert broker.redis.zscore(keys.RUNNING, run_id) is None
-    assert broker.redis.zscore(keys.WAITING, run_id) is not None
+    assert broker.redis.zscore(keys.running(0), run_id) is None
+    assert broker.redis.zscore(keys.waiting(0), run_id) is not None
     other = submit(client, "echo", {"meanwhile": True})
     got = client.get(f"/v1/tasks/runs/{other}/result?timeout=20", headers=HEADERS)
     assert got.status_code == 200 and got.json["output"]["content"] == {"meanwhile": True}
@@ -94,7 +94,7 @@ def test_ask_frees_the_worker_and_the_answers_come_back_in_order(broker, client,
         "running",
         "completed",
     ]
-    assert broker.redis.zscore(keys.WAITING, run_id) is None
+    assert broker.redis.zscore(keys.waiting(0), run_id) is None
 
 
 def test_answering_a_run_that_is_not_waiting_is_409_and_a_bad_body_changes_nothing(client, worker):
@@ -120,7 +120,7 @@ def test_a_waiting_run_can_be_cancelled(broker, client, worker):
     r = client.post(f"/v1/tasks/runs/{run_id}/cancel", headers=HEADERS)
     assert r.status_code == 200 and r.json["status"] == "cancelled" and r.json["is_active"] is False
     assert r.json["required_action"] is None
-    assert broker.redis.zscore(keys.WAITING, run_id) is None
+    assert broker.redis.zscore(keys.waiting(0), run_id) is None
     assert answer(client, run_id, {"approved": True}).status_code == 409
 
 
@@ -226,7 +226,7 @@ def test_an_answer_checked_against_an_exploding_schema_is_422_and_changes_nothin
     assert r.status_code == 422 and r.json["error"]["detail"]["field"] == "input", r.json
     assert "expands past 100,000 keywords" in r.json["error"]["message"]
     assert broker.redis.hgetall(keys.run(run_id)) == before
-    assert broker.redis.zscore(keys.WAITING, run_id) is not None
+    assert broker.redis.zscore(keys.waiting(0), run_id) is not None
 
 
 def test_each_status_set_is_defined_once_and_the_lua_steps_receive_it():

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from taskq import keys
 from taskq.broker import connect
 from taskq.gateway import create_app
 from tests.conftest import HEADERS, free_port, wait_until
@@ -34,7 +35,7 @@ def test_a_sentinel_url_finds_the_master(broker, redis_server, tmp_path):
         client = create_app(broker.settings.replace(redis_url=url)).test_client()
         r = client.post("/v1/tasks/runs", json={"input": {}, "processor": "echo"}, headers=HEADERS)
         assert r.status_code == 202
-        assert broker.redis.hget(f"taskq:run:{r.json['run_id']}", "status") == "queued"
+        assert broker.redis.hget(keys.run(r.json["run_id"]), "status") == "queued"
     finally:
         proc.terminate()
         proc.wait(10)
@@ -89,7 +90,7 @@ def test_a_password_or_acl_user_in_redis_url_is_used(tmp_path):
                 .test_client()
                 .post("/v1/tasks/runs", json={"input": {}, "processor": "echo"}, headers=HEADERS)
             )
-            assert r.status_code == 202 and broker.redis.hget(f"taskq:run:{r.json['run_id']}", "status") == "queued"
+            assert r.status_code == 202 and broker.redis.hget(keys.run(r.json["run_id"]), "status") == "queued"
             broker.close()
         # And without the password nothing is reachable
         assert not answers(f"redis://127.0.0.1:{port}/0")

@@ -116,7 +116,7 @@ def test_between_attempts_the_run_is_queued_with_next_attempt_at(broker, client,
         )
     )
     assert run["next_attempt_at"] and run["error"]["message"] == "Flaky: attempt 1 fails on purpose"  # type: ignore[index]
-    assert broker.redis.zscore(keys.DELAYED, run_id) is not None
+    assert broker.redis.zscore(keys.delayed(0), run_id) is not None
 
 
 def test_a_non_retryable_error_fails_at_once(client, drain):
@@ -233,7 +233,7 @@ def test_a_processor_timeout_is_capped_at_the_maximum(broker):
 
     spec = Processor(name="long", func=lambda inp: inp, timeout_s=13 * 3600).spec(broker.settings)
     new = run.prepare(broker, Catalog(broker, {"long": spec}), "t", RunInput(input={}, processor="long"))
-    assert new.timeout_s == spec["timeout_s"] == broker.settings.max_timeout_s == 12 * 3600
+    assert new.fields["timeout_s"] == spec["timeout_s"] == broker.settings.max_timeout_s == 12 * 3600
 
 
 def test_async_processors_run_many_at_once_on_the_event_loop(broker, client, drain):
@@ -274,7 +274,7 @@ def test_the_claim_leaves_rq_nothing_to_clean_up(broker, client, drain):
     drain()
     assert all(result(client, r).status_code == 200 for r in run_ids)
     assert broker.redis.llen("rq:queue:default") == 0
-    assert not broker.redis.keys("rq:job:*") and not broker.redis.zcard(keys.RUNNING)
+    assert not broker.redis.keys("rq:job:*") and not broker.redis.zcard(keys.running(0))
 
 
 def test_rq_sees_the_queue_depth_and_the_worker(broker, client, worker):

@@ -240,28 +240,23 @@ def test_a_finished_run_expires_after_the_retention_and_then_answers_410(broker,
     assert r.status_code == 410 and "expired" in r.json["error"]["message"]
 
 
-def test_a_worker_that_does_not_serve_the_processor_hands_the_run_back(broker, client, worker):
+def test_a_worker_only_takes_runs_of_processors_it_serves_and_a_run_nobody_serves_says_why(broker, client, worker):
+    broker.redis.zrem(keys.WORKERS, "test-worker")  # only real workers from here on
     other_app = broker.settings.replace(app=("taskq.processors",))  # serves only the built-in `http`
     worker(settings=other_app, name="old-deploy")
     run_id = submit(client, "echo", {"n": 1})
-    handed = wait_until(lambda: (run := get(client, run_id))["attempts"] >= 1 and run["status"] == "queued" and run)
-    assert handed["errors"] == []  # not a failure, and no retry used up
+    # Given only a worker that does not serve `echo`: the run waits, untouched, saying why
+    waiting = wait_until(
+        lambda: any(w["detail"].get("waiting") == "no_worker" for w in get(client, run_id)["warnings"] or [])
+    )
+    assert waiting and get(client, run_id)["status"] == "queued" and get(client, run_id)["attempts"] == 0
+    # When one that serves it starts (on the same queue), it takes the run, once
     worker(name="new-deploy")
     run = wait_status(client, run_id, "completed")
-    assert run["error"] is None
-
-
-def test_a_run_whose_worker_died_as_it_took_it_is_put_back(broker, client, worker):
-    # What a single-queue RQ worker does first (BLMOVE into RQ's intermediate list),
-    # and then it dies before taskq's claim: the run is queued and on no queue.
-    run_id = submit(client, "echo", {"n": 1})
-    job_id = broker.redis.lmove("rq:queue:default", "rq:queue:default:intermediate", "LEFT", "RIGHT")
-    assert job_id == f"{run_id}-1" and get(client, run_id)["status"] == "queued"
-
-    worker()
-    run = wait_status(client, run_id, "completed")
-    assert run["attempts"] == 1
-    assert broker.redis.llen("rq:queue:default:intermediate") == 0
+    assert run["attempts"] == 1 and run["error"] is None and run["errors"] == []
+    more = [submit(client, "echo", {"n": n}) for n in range(20)]
+    for run_id in more:  # never handed back and forth: one attempt each
+        assert wait_status(client, run_id, "completed")["attempts"] == 1
 
 
 def test_a_child_process_is_replaced_after_max_runs_per_child(client, spawn, broker):
@@ -311,12 +306,9 @@ def test_sigterm_puts_back_a_run_whose_thread_is_stuck_in_a_c_call(client, worke
 
 
 def _worker_field(broker, field):  # type: ignore[no-untyped-def]
-    """The field of the one registered worker's RQ record (None when none is registered)."""
-    names = broker.redis.smembers("rq:workers")
-    if len(names) != 1:
-        return None
-    name = next(iter(names))
-    return broker.redis.hget(name if name.startswith("rq:worker:") else f"rq:worker:{name}", field)
+    """The field of the one worker registered besides the test's own (None when none is)."""
+    names = [n for n in broker.redis.zrange(keys.WORKERS, 0, -1) if n != "test-worker"]
+    return broker.redis.hget(keys.worker(names[0]), field) if len(names) == 1 else None
 
 
 def test_a_run_stuck_in_a_c_call_past_its_timeout_fails_and_its_slot_goes_to_the_next_run(broker, client, worker):

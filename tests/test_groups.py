@@ -46,7 +46,7 @@ def sse_events(text: str) -> list[dict[str, Any]]:
 
 
 def run_keys(broker) -> list[str]:  # type: ignore[no-untyped-def]
-    return list(broker.redis.scan_iter(match="taskq:run:*"))
+    return list(broker.redis.scan_iter(match=keys.prefix(0) + "run:*"))
 
 
 # -- groups

@@ -94,8 +94,9 @@ def hincrbys(broker) -> int:  # type: ignore[no-untyped-def]
 def test_one_command_per_transition_on_the_metrics_hash(client, broker):
     broker.redis.config_resetstat()
     run_id = submit(client, "echo", {})
-    assert broker.redis.hgetall(keys.METRICS) == {"run||queued||echo": "1"}
-    assert hincrbys(broker) == 1  # a run without a group or webhook increments nothing else
-    client.post(f"/v1/tasks/runs/{run_id}/cancel", headers=HEADERS)
-    assert broker.redis.hgetall(keys.METRICS) == {"run||queued||echo": "1", "run|queued|cancelled||echo": "1"}
+    assert broker.redis.hgetall(keys.metrics(0)) == {"run||queued||echo": "1"}
+    # a run without a group or webhook increments nothing else but its queue's depth
     assert hincrbys(broker) == 2
+    client.post(f"/v1/tasks/runs/{run_id}/cancel", headers=HEADERS)
+    assert broker.redis.hgetall(keys.metrics(0)) == {"run||queued||echo": "1", "run|queued|cancelled||echo": "1"}
+    assert hincrbys(broker) == 4  # and out of its lane: the depth again

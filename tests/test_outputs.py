@@ -191,10 +191,10 @@ def test_files_are_deleted_when_their_run_expires(broker, client, worker, out_di
     run_id = submit(client, "render", {"files": {"keep.txt": "for a while"}})
     assert client.get(f"/v1/tasks/runs/{run_id}/result?timeout=20", headers=HEADERS).status_code == 200
     assert files_of(out_dir, run_id) == ["keep.txt"]
-    assert broker.redis.zscore(keys.OUTPUTS_EXPIRING, run_id) is not None
+    assert broker.redis.zscore(keys.outputs_expiring(0), run_id) is not None
 
     wait_until(lambda: not (out_dir / run_id).exists(), timeout_s=20)
-    assert broker.redis.zscore(keys.OUTPUTS_EXPIRING, run_id) is None
+    assert broker.redis.zscore(keys.outputs_expiring(0), run_id) is None
 
 
 # --- Serving: what a browser does with a file -------------------------------------------
@@ -527,7 +527,7 @@ def test_a_runs_listing_expires_with_it_and_its_webhook_lists_the_first_page(bro
     for key in (keys.run_outputs(run_id), keys.run_outputs_order(run_id)):
         assert 0 < broker.redis.ttl(key) <= settings.retention_s, key
     # The dispatcher's claim carries what the payload needs to list the files
-    (claim,) = [c for c in delivery.take_due(broker, 10, 30, max_skips=10).claims if c.run_id == run_id]
+    (claim,) = [c for c in delivery.take_due(broker, 0, 10, 30, max_skips=10).claims if c.run_id == run_id]
     data = json.loads(delivery.payload(claim.run, claim.status, claim.created_ms, broker))["data"]
     assert len(data["outputs"]) == 100 and data["outputs_count"] == 120 and data["outputs_next"]
 

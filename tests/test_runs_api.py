@@ -30,7 +30,10 @@ def test_create_returns_202_with_a_queued_task_run(client, broker):
     assert run["created_at"].endswith("Z") and run["attempts"] == 0 and run["max_retries"] == 3
     stored = broker.redis.hgetall(keys.run(run["run_id"]))
     assert stored["status"] == "queued"
-    assert broker.redis.lrange("rq:queue:default", 0, -1) == [run["run_id"] + "-1"]  # the RQ job of push 1
+    # It waits in its lane (its processor's, its tenant's), mirrored in RQ's list for `rq info`.
+    assert broker.redis.zrange(keys.lane(0, stored["lane"]), 0, -1) == [run["run_id"]]
+    assert stored["lane"].startswith("research|") and broker.redis.hget(keys.depth(0), "default") == "1"
+    assert broker.redis.lrange("rq:queue:default", 0, -1) == [run["run_id"]]
 
 
 def test_get_run_and_its_input(client):
@@ -251,8 +254,6 @@ NOT_ACTED_ON_VALUES = {
     "enable_events": True,
     "advanced_settings": {"location": "us"},
     "memory_scope_key": "team-a",
-    "priority": "high",
-    "run_at": "2030-01-01T00:00:00Z",
 }
 
 

@@ -130,7 +130,7 @@ def test_an_unusable_secret_is_422(client, broker):
         headers=HEADERS,
     )
     assert r.status_code == 422 and "webhook.secret" in r.json["error"]["message"]
-    assert not broker.redis.keys("taskq:run:*")
+    assert not broker.redis.keys(keys.prefix(0) + "run:*")
 
 
 def test_tenant_secret_is_made_once_per_tenant(client):
@@ -153,8 +153,8 @@ def test_exhausted_delivery_is_dead_lettered_and_can_be_redelivered(client, deli
     schedule = broker.settings.webhook_schedule
     assert len(d["attempts"]) == len(schedule) + 1 == len(receiver.at("/down"))
     assert d["dead_at"] and d["next_attempt_at"] is None
-    assert broker.redis.zscore(keys.DELIVERIES_DEAD, d["delivery_id"]) is not None
-    assert broker.redis.zscore(keys.DELIVERIES_DUE, d["delivery_id"]) is None
+    assert broker.redis.zscore(keys.deliveries_dead(0), d["delivery_id"]) is not None
+    assert broker.redis.zscore(keys.deliveries_due(0), d["delivery_id"]) is None
 
     receiver.answers["/down"] = ["200"]
     url = f"/v1/tasks/runs/{run_id}/webhook-deliveries/{d['delivery_id']}/redeliver"
@@ -163,7 +163,7 @@ def test_exhausted_delivery_is_dead_lettered_and_can_be_redelivered(client, deli
     deliver(until=lambda: state_of(client, run_id) == "delivered")
     (d,) = deliveries(client, run_id)
     assert d["attempts"][-1]["status_code"] == 200 and d["attempts"][-1]["attempt"] == len(schedule) + 2
-    assert broker.redis.zscore(keys.DELIVERIES_DEAD, d["delivery_id"]) is None
+    assert broker.redis.zscore(keys.deliveries_dead(0), d["delivery_id"]) is None
     assert client.post(url, headers=HEADERS).status_code == 409
 
 
@@ -173,7 +173,7 @@ def test_410_stops_at_once(client, deliver, receiver, broker):
     deliver(until=lambda: state_of(client, run_id) == "gone")
     (d,) = deliveries(client, run_id)
     assert [(a["status_code"], a["outcome"]) for a in d["attempts"]] == [(410, "gone")]
-    assert broker.redis.zcard(keys.DELIVERIES_DUE) == 0
+    assert broker.redis.zcard(keys.deliveries_due(0)) == 0
     assert len(receiver.at("/gone")) == 1
 
 
@@ -423,7 +423,7 @@ def dead_letter_all_due(broker: Broker) -> int:
     dispatcher does when a schedule runs out; returns how many."""
     from taskq.webhooks import delivery
 
-    due = delivery.take_due(broker, 10_000, 60, max_skips=1)
+    due = delivery.take_due(broker, 0, 10_000, 60, max_skips=1)
     for claim in due.claims:
         assert delivery.record_attempt(broker, claim, DEAD_ATTEMPT, "dead")
     return len(due.claims)
@@ -431,14 +431,14 @@ def dead_letter_all_due(broker: Broker) -> int:
 
 def due_deliveries(broker: Broker, run_id: str, n: int) -> None:
     """n more pending deliveries of the run, written as set_status writes one."""
-    from taskq.broker import now_ms
+    from taskq.clock import now_ms
 
     pipe = broker.redis.pipeline()
     for i in range(2, n + 2):
         did = f"{run_id}.{i}"
         pipe.hset(keys.delivery(did), mapping={"run_id": run_id, "status": "cancelled", "created_ms": now_ms()})
         pipe.rpush(keys.run_deliveries(run_id), did)
-        pipe.zadd(keys.DELIVERIES_DUE, {did: now_ms()})
+        pipe.zadd(keys.deliveries_due(0), {did: now_ms()})
     pipe.execute()
 
 
@@ -456,7 +456,7 @@ def test_a_tenants_dead_letters_are_shown_however_many_other_tenants_died_since(
     mine = cancelled_run(client, "http://127.0.0.1:9/h")
     due_deliveries(broker, mine, 2_099)
     assert dead_letter_all_due(broker) == 2_100
-    assert broker.redis.zcard(keys.DELIVERIES_DEAD) == 2_101
+    assert broker.redis.zcard(keys.deliveries_dead(0)) == 2_101
     # When B reads its dead-letter page, Then its delivery is there, and A's are not
     b_page = client.application.test_client()
     signed_in(b_page, OTHER_KEY)
@@ -474,10 +474,10 @@ def test_a_tenants_dead_letters_are_shown_however_many_other_tenants_died_since(
 
 
 def test_the_tenants_dead_letter_index_keeps_to_the_retention(client, broker: Broker):
-    from taskq.broker import now_ms
+    from taskq.clock import now_ms
     from taskq.ids import tenant_of
 
-    index = keys.tenant_dead(tenant_of(HEADERS["x-api-key"]))
+    index = keys.tenant_dead(0, tenant_of(HEADERS["x-api-key"]))
     stale = now_ms() - broker.settings.retention_s * 1000 - 1
     broker.redis.zadd(index, {"trun_stale.1": stale})
     cancelled_run(client, "http://127.0.0.1:9/h")

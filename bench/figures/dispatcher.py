@@ -17,6 +17,8 @@ import urllib.request
 import rq
 from rq.webhook import Webhook
 
+from taskq.ids import partition_of
+
 from .. import rqside
 from ..report import Row
 from ..session import Session
@@ -73,7 +75,7 @@ def _taskq(s: Session, receiver: str, hanging: str, slow: bool) -> dict[str, flo
     ids = s.fill_taskq(n, webhook=url)
     pipe = s.broker.redis.pipeline(transaction=False)
     for run_id in ids:
-        s.broker.scripts.cancel(args=[run_id, int(time.time() * 1000), s.settings.retention_s], client=pipe)
+        s.broker.scripts.cancel(partition_of(run_id), run_id, s.settings.retention_s, s.broker.rq_mirror, client=pipe)
     pipe.execute()
     wanted = sum(1 for i in range(n) if url(i).endswith("/fast"))
     dispatcher = s.spawner.dispatcher(s.settings)

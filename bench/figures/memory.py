@@ -63,7 +63,7 @@ def _usage(s: Session, system: str, ids: list[str]) -> dict[str, float]:
     if system == "taskq":
         names = {"run hash": keys.run, "run events": keys.run_events, "run deliveries": keys.run_deliveries}
     else:
-        names = {"rq job": keys.rq_job, "rq result": lambda i: f"rq:results:{i}"}
+        names = {"rq job": lambda i: f"rq:job:{i}", "rq result": lambda i: f"rq:results:{i}"}
     totals = {}
     for label, key_of in names.items():
         pipe = s.r.pipeline(transaction=False)

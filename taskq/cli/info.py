@@ -7,6 +7,7 @@ import os
 import click
 
 from ..broker import Broker
+from ..clock import iso
 from ..errors import TaskqError
 from ..overview import overview
 from . import show
@@ -40,12 +41,13 @@ def info(as_json: bool) -> None:
     show.out.print()
     show.table(
         "workers",
-        ["worker", "state", "queues", "concurrency", "in flight", "abandoned", "host", "pid", "heartbeat"],
+        ["worker", "state", "queues", "serves", "concurrency", "in flight", "abandoned", "host", "pid", "heartbeat"],
         [
             (
                 w.name,
                 w.state,
                 ",".join(w.queues),
+                ",".join(w.processors),
                 w.concurrency,
                 w.in_flight,
                 w.abandoned,
@@ -57,8 +59,40 @@ def info(as_json: bool) -> None:
         ],
     )
     show.out.print()
+    if view.limits:
+        show.table(
+            "limits",
+            ["limit", "in flight", "concurrency", "rate", "lanes waiting", "paused until"],
+            [
+                (
+                    li.id,
+                    li.in_flight,
+                    li.concurrency or "-",
+                    li.rate or "-",
+                    li.lanes_waiting,
+                    iso(li.paused_until_ms) or "-",
+                )
+                for li in view.limits
+            ],
+        )
+        show.out.print()
+    held = [lane for lane in view.lanes if lane.state != "ready"]
+    if held:
+        show.table("lanes held back", ["processor", "tenant", "key", "runs", "why"],
+                   [(ln.processor, ln.tenant, ln.key, ln.depth, ln.state) for ln in held])  # fmt: skip
+        show.out.print()
+    if view.schedules:
+        show.table(
+            "schedules",
+            ["processor", "schedule", "last tick", "next tick"],
+            [
+                (sc.processor, sc.schedule, iso(sc.last_tick_ms) or "-", iso(sc.next_tick_ms) or "-")
+                for sc in view.schedules
+            ],
+        )
+        show.out.print()
     show.out.print(
-        f"running {view.running}   retry-waiting {view.retry_waiting}   "
+        f"running {view.running}   due later {view.retry_waiting}   "
         f"webhooks pending {view.webhooks_pending}   dead-lettered {view.webhooks_dead}"
     )
 

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from .. import catalog
 from ..broker import Broker
 from ..context import CurrentRun, _current
-from ..errors import ActionRequired, OutputInvalid, RunInterrupted, SchemaRefused, TaskqError
+from ..errors import ActionRequired, OutputInvalid, RateLimited, RunInterrupted, SchemaRefused, TaskqError
 from ..models import NOT_FINITE, dumps, not_finite_at
 from ..processor import Processor
 from ..record import RunRecord
@@ -31,13 +31,21 @@ log = logging.getLogger("taskq.worker")
 @dataclass
 class Outcome:
     """What happened to an attempt: `what` is one of finish.lua's (completed, error,
-    cancelled, shutdown, handback, action_required) or `lost` (nothing to write: the lease is gone);
+    cancelled, shutdown, ratelimited, action_required) or `lost` (nothing to write: the lease is gone);
     `fields` are more fields for the run record (the output)."""
 
     what: str
     fields: dict[str, str] = field(default_factory=dict)
     error: dict[str, Any] | None = None
     retryable: bool = False
+    pause_ms: int = 0  # ratelimited: how long the limits it held pause
+
+    @property
+    def arg(self) -> str:
+        """finish.lua's `arg`: '1' for a retryable error; a rate limit's pause in ms."""
+        if self.what == "ratelimited":
+            return str(self.pause_ms)
+        return "1" if self.retryable else ""
 
 
 def interrupted(record: RunRecord, reason: str, timeout_s: int) -> Outcome:
@@ -104,6 +112,13 @@ def _output_json(content: Any) -> str:
         raise OutputInvalid(f"{not_finite_at(content, 'output') or 'output'}: {NOT_FINITE}") from exc
 
 
+def rate_limited(record: RunRecord, exc: RateLimited) -> Outcome:
+    """The outcome of a processor told "too many requests": the run waits again and
+    every limit it held pauses for `retry_after`."""
+    log.info("run %s attempt %d: rate limited; its limits pause %g s", record.id, record.attempts, exc.retry_after)
+    return Outcome("ratelimited", pause_ms=int(exc.retry_after * 1000))
+
+
 def asked(exc: ActionRequired) -> Outcome:
     """The outcome of a processor that asked a person (action.py): the run waits."""
     return Outcome("action_required", {"required_action": dumps(exc.required_action)})
@@ -143,6 +158,8 @@ def call_sync(
         raise
     except ActionRequired as exc:  # taskq/action.py: the run waits for a person
         return asked(exc)
+    except RateLimited as exc:  # what it calls said 429: wait again, no retry spent
+        return rate_limited(record, exc)
     except Exception as exc:
         return _raised(proc, record, exc)
     return conclude(proc, record, value, broker.settings.max_output_bytes)
@@ -162,6 +179,8 @@ async def call_async(proc: Processor, record: RunRecord, broker: Broker) -> Outc
         raise
     except ActionRequired as exc:  # taskq/action.py: the run waits for a person
         return asked(exc)
+    except RateLimited as exc:
+        return rate_limited(record, exc)
     except Exception as exc:
         return _raised(proc, record, exc)
     return conclude(proc, record, value, broker.settings.max_output_bytes)

@@ -1,11 +1,11 @@
 """The engine: one worker process carrying up to `concurrency` runs at once.
 
-    claim (one script: up to as many runs as free slots)
+    claim (one script per partition: up to as many runs as free slots, lanes in turn)
       -> a slot per run: a thread (pool `threads`), a child process (pool
          `processes`), or a task on the event loop (`async def` processors)
       -> outcome -> finisher (one script call per batch of ended attempts)
       -> slot free -> claim again
-    idle: a blocking peek at the queues (claims.Peeker), never a polling sleep
+    idle: a wait for a wake-up (claims.Waker) or the next due time, never a polling loop
     supervisor: one heartbeat for every lease; timeouts, cancels, shutdown grace
     maintenance: due retries promoted, lost runs reaped
 
@@ -37,16 +37,21 @@ from ..record import RunRecord
 from ..settings import POOLS
 from . import attempt
 from .attempt import Outcome
-from .claims import Claimer, Peeker
+from .claims import Claimer, Waker, budgets
 from .finisher import Finisher
 from .leases import Supervisor
 from .maintenance import Maintenance
 from .pools import EventLoop, Threads
 from .processes import Children
 from .registration import Registration
+from .scheduler import Scheduler
 from .slot import Slot, raise_in_thread
 
 log = logging.getLogger("taskq.worker")
+
+# An idle worker waits at most this long without a wake-up (a safety net: wake-ups,
+# slots freed and due times end the wait sooner).
+IDLE_WAIT_S = 5.0
 
 
 class Engine:
@@ -78,7 +83,9 @@ class Engine:
         self.abandoned = 0  # attempts ended without their code, whose code still runs
         self.abandoned_total = 0
         self.restart = False  # set when too many are abandoned: the caller starts afresh
-        self.claimer = Claimer(broker, queues, f"{self.name}:{uuid.uuid4().hex[:8]}")
+        # The processors of its queues are the ones it serves: it only ever claims theirs.
+        self.served = [p for p in processors.values() if p.queue in queues]
+        self.claimer = Claimer(broker, self.served, f"{self.name}:{uuid.uuid4().hex[:8]}")
         self.threads = Threads()
         self.loop = EventLoop()
         self.children: Children | None = None
@@ -86,7 +93,9 @@ class Engine:
         self.supervisor = Supervisor(broker, self._in_flight, self._beat, self._abandon)
         self.finisher = Finisher(broker, self._release, lambda: len(self.slots))
         self.maintenance = Maintenance(broker)
-        self.peekers = [Peeker(broker, q, self._wake) for q in queues]
+        self.waker = Waker(broker, [p.name for p in self.served], self.claimer, self._wake)
+        scheduled = [p for p in self.served if p.schedule is not None]
+        self.scheduler = Scheduler(broker, scheduled) if scheduled else None
         self._claims = Outage(log, "taking runs")
 
     # -- the loop ---------------------------------------------------------
@@ -109,9 +118,7 @@ class Engine:
                     continue
                 if burst and not records and not self.slots and not self._work_left():
                     break
-                for peeker in self.peekers:
-                    peeker.arm()
-                self._wait(0.05 if burst else 1.0)
+                self._wait(0.05 if burst else self.claimer.next_wake_s(IDLE_WAIT_S))
         finally:
             self._finish()
 
@@ -144,13 +151,13 @@ class Engine:
         return records
 
     def _work_left(self) -> bool:
-        """Whether a run is queued or waiting for a retry: one atomic read, as a
-        retry moves from the one to the other in one step."""
-        pipe = self.broker.redis.pipeline(transaction=True)
-        pipe.zcard(keys.DELAYED)
-        for queue in self.queues:
-            pipe.llen(keys.rq_queue(queue))
-        return any(pipe.execute())
+        """Whether a run waits in a lane or for a retry, in any partition."""
+        pipe = self.broker.redis.pipeline(transaction=False)
+        for partition in range(self.broker.partitions):
+            pipe.hvals(keys.depth(partition))
+            pipe.zcard(keys.delayed(partition))
+        replies = pipe.execute()
+        return any(int(n) > 0 for depths in replies[::2] for n in depths) or any(replies[1::2])
 
     # -- one run ----------------------------------------------------------
 
@@ -160,11 +167,9 @@ class Engine:
         with self._lock:
             self.slots[record.id] = slot
         self.supervisor.changed()
-        if proc is None:
-            # An older deploy sharing the queue: back for a worker that serves it,
-            # with a growing delay, no retry spent.
-            log.warning("run %s: processor %r is not served here; handed back", record.id, record.processor)
-            self._done(slot, Outcome("handback"))
+        if proc is None:  # never claimed (a claim names the processors served): back, no retry spent
+            log.error("run %s: processor %r is not served here; put back", record.id, record.processor)
+            self._done(slot, Outcome("shutdown"))
         elif attempt.is_async(proc):
             self.loop.submit(self._run_async(slot, proc))
         elif self.children is not None:
@@ -274,14 +279,24 @@ class Engine:
             signal.signal(signal.SIGINT, self._on_signal)
         settings = self.broker.settings
         advertise(self.broker.redis, self.processors.values(), settings)
+        if register:
+            self.registration = Registration(
+                self.broker,
+                self.name,
+                self.queues,
+                [p.name for p in self.served],
+                self.concurrency,
+                self.pool,
+                budgets(self.served, settings.tenant_concurrency),
+            )
+            self.registration.birth()
         if self.pool == "processes":
             self.children = Children(self.concurrency, settings, self.max_runs_per_child)
             self.children.wait_ready()
-        for thread in (self.supervisor, self.finisher, self.maintenance, *self.peekers):
-            thread.start()
-        if register:
-            self.registration = Registration(self.broker, self.queues, self.name, self.concurrency)
-            self.registration.birth()
+        for thread in (self.supervisor, self.finisher, self.maintenance, self.waker, self.scheduler):
+            if thread is not None:
+                thread.start()
+        self.waker.ready.wait(5)  # subscribed before the first claim: no wake-up is missed
         log.info(
             "worker %s: %s pool, concurrency %d, queues %s",
             self.name,
@@ -310,8 +325,9 @@ class Engine:
         self.finisher.close()
         self.supervisor.stop()
         self.maintenance.stopped.set()
-        for peeker in self.peekers:
-            peeker.stop()
+        self.waker.stop()
+        if self.scheduler is not None:
+            self.scheduler.stop()
         self.threads.close()
         self.loop.close()
         if self.children is not None:

@@ -14,7 +14,8 @@ from typing import Any
 
 import redis
 
-from ..broker import Broker
+from ..broker import Broker, unavailable
+from ..ids import partition_of
 from .attempt import Outcome
 from .slot import Slot
 
@@ -73,22 +74,28 @@ class Finisher(threading.Thread):
                 return
 
     def _write(self, batch: list[Item]) -> None:
-        settings = self.broker.settings
         writes = [(slot, outcome) for slot, outcome in batch if outcome.what != "lost"]
-        if not writes:
-            return
+        by_partition: dict[int, list[Item]] = {}
+        for slot, outcome in writes:
+            by_partition.setdefault(partition_of(slot.run_id), []).append((slot, outcome))
+        for partition, items in sorted(by_partition.items()):
+            self._write_partition(partition, items)
+
+    def _write_partition(self, partition: int, writes: list[Item]) -> None:
+        settings = self.broker.settings
         args: list[Any] = [
             settings.retention_s,
             int(settings.retry_backoff_base_s * 1000),
             int(settings.retry_backoff_cap_s * 1000),
             settings.action_timeout_s * 1000,
+            self.broker.rq_mirror,
         ]
         for slot, outcome in writes:
             args += [
                 slot.run_id,
                 slot.token,
                 outcome.what,
-                "1" if outcome.retryable else "",
+                outcome.arg,
                 json.dumps(outcome.error) if outcome.error else "",
                 f"{random.uniform(0.5, 1.0):.3f}",
                 2 * len(outcome.fields),
@@ -97,10 +104,12 @@ class Finisher(threading.Thread):
                 args += [name, value]
         for wait_s in (0.1, 0.2, 0.5, 1, 2, 5, 5, 10, 10, 15, 30, 30, 60):
             try:
-                ended = self.broker.scripts.finish(args=args)
+                ended = self.broker.scripts.finish(partition, *args)
                 break
-            except (redis.ConnectionError, redis.TimeoutError):
-                log.warning("writing %d outcome(s) failed (Redis unreachable); again in %g s", len(writes), wait_s)
+            except redis.RedisError as exc:
+                if not unavailable(exc):
+                    raise
+                log.warning("writing %d outcome(s) failed (Redis unavailable); again in %g s", len(writes), wait_s)
                 time.sleep(wait_s)
         else:  # the leases ran out long ago: the reaper retries these runs
             log.error("gave up writing %d outcome(s): Redis unreachable", len(writes))

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from .. import sync
 from ..broker import Broker, Outage
+from ..ids import partition_of
 from .slot import Slot
 
 log = logging.getLogger("taskq.worker")
@@ -87,18 +88,21 @@ class Supervisor(threading.Thread):
     def beat(self) -> None:
         try:
             self._on_beat()
-            slots = self._slots()
-            if not slots:
-                return
-            args: list[str | int] = [int(self.broker.settings.lease_s * 1000)]
-            for slot in slots:
-                args += [slot.run_id, slot.token]
-            states = self.broker.scripts.heartbeat(args=args)
+            by_partition: dict[int, list[Slot]] = {}
+            for slot in self._slots():
+                by_partition.setdefault(partition_of(slot.run_id), []).append(slot)
+            lease_ms = int(self.broker.settings.lease_s * 1000)
+            answers: list[tuple[Slot, str]] = []
+            for partition, slots in sorted(by_partition.items()):
+                args: list[str | int] = [lease_ms]
+                for slot in slots:
+                    args += [slot.run_id, slot.token]
+                answers += zip(slots, self.broker.scripts.heartbeat(partition, *args), strict=True)
         except Exception as exc:  # keep trying: the lease says how long we may
             self._outage.failed(exc)
             return
         self._outage.ok()
-        for slot, state in zip(slots, states, strict=True):
+        for slot, state in answers:
             if state == "cancelling" and slot.interrupt("cancelled"):
                 log.info("run %s was cancelled; stopping it", slot.run_id)
             elif state == "lost" and slot.interrupt("lost"):

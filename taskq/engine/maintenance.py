@@ -1,6 +1,6 @@
-"""The worker's maintenance thread: due retries back on their queue, lost runs
-reaped (and runs left unanswered in action_required failed), runs stranded in an
-RQ intermediate list rescued, output files of expired runs deleted."""
+"""The worker's maintenance thread: lost runs reaped (and runs left unanswered in
+action_required failed), due runs and paused lanes that no claim looked at moved on,
+output files of expired runs deleted; in every partition (scripts/tend.lua)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import random
 import threading
 
 from .. import outputs
-from ..broker import Broker, Outage, rq_job_data, rq_now
+from ..broker import Broker, Outage
 
 log = logging.getLogger("taskq.worker")
 
@@ -36,22 +36,17 @@ class Maintenance(threading.Thread):
                 outage.ok()
 
     def tick(self) -> None:
-        scripts, settings = self.broker.scripts, self.broker.settings
-        reaped = scripts.reap(
-            args=[
+        settings = self.broker.settings
+        for partition in range(self.broker.partitions):
+            reaped = self.broker.scripts.tend(
+                partition,
                 BATCH,
                 settings.retention_s,
                 int(settings.retry_backoff_base_s * 1000),
                 int(settings.retry_backoff_cap_s * 1000),
                 f"{random.uniform(0.5, 1.0):.3f}",
-            ]
-        )
-        if reaped:
-            log.warning("reaped %d run(s) whose worker was lost: %s", len(reaped), ", ".join(reaped[:10]))
-        rescued = scripts.rescue(args=[int(2 * settings.lease_s * 1000)])
-        if rescued:
-            log.warning(
-                "put back %d run(s) stranded in an RQ intermediate list: %s", len(rescued), ", ".join(rescued[:10])
+                self.broker.rq_mirror,
             )
-        scripts.promote(args=[rq_now(), rq_job_data(), BATCH])
-        outputs.sweep(self.broker)  # files of expired runs
+            if reaped:
+                log.warning("reaped %d run(s) whose worker was lost: %s", len(reaped), ", ".join(reaped[:10]))
+            outputs.sweep(self.broker, partition)  # files of expired runs

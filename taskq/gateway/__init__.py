@@ -34,6 +34,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     broker = Broker(settings)
     app.extensions["taskq"] = broker
+    try:
+        log.info("Redis holds %d partition(s)", broker.partitions)  # fixed there now, if it was not
+    except errors.BrokerUnavailable:
+        log.warning("Redis is unreachable at start; requests answer 503 until it is back")
     app.extensions["taskq.catalog"] = Catalog(broker)
     app.extensions["taskq.tenants"] = {tenant_of(key): key for key in settings.api_keys}
     if not settings.api_keys:

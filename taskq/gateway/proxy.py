@@ -61,12 +61,14 @@ def call(upstream: str, path: str) -> tuple[dict[str, Any], int]:
     hook = request.args.get("webhookEndpoint") or request.headers.get("X-Webhook-Endpoint")  # decoded names too
     if hook:
         req["webhook"] = {"url": hook}
-    new = run.prepare(broker(), catalog(), tenant(), parse(RunInput, req))
+    key = request.headers.get("Idempotency-Key")
+    new = run.prepare(
+        broker(), catalog(), tenant(), parse(RunInput, req), partition=run.partition_of_key(broker(), key)
+    )
     if hook:
         # Server-side only: the webhook carries the upstream's answer, not the TaskRun.
         new.fields["webhook_body"] = "upstream_response"
     digest = json.dumps([request.method, path, query, body, hook or ""]).encode()
-    key = request.headers.get("Idempotency-Key")
     ids, _ = run.create(broker(), [new], tenant=tenant(), idempotency_key=key, request=digest)
     return {"run_id": ids[0], "status": "queued"}, 202
 

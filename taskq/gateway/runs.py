@@ -21,12 +21,12 @@ def blueprints() -> list[Blueprint]:
 def create() -> Response:
     raw = body()
     req = parse(RunInput, raw)
-    new = run.prepare(broker(), catalog(), tenant(), req)
     key = request.headers.get("Idempotency-Key")
+    new = run.prepare(broker(), catalog(), tenant(), req, partition=run.partition_of_key(broker(), key))
     ids, created = run.create(broker(), [new], tenant=tenant(), idempotency_key=key, request=raw)
     if created:
-        return json_response(wire.new_task_run(new.fields).model_dump_json(), 202)
-    existing = wire.to_task_run(run.load(broker(), tenant(), ids[0]), broker())
+        return json_response(wire.new_task_run(new.fields, broker()).model_dump_json(), 202)
+    existing = wire.to_task_run(run.load(broker(), tenant(), ids[0]), broker(), explain="all")
     return json_response(existing.model_dump_json(), 202, {"Idempotent-Replayed": "true"})
 
 
@@ -41,7 +41,7 @@ def list_runs() -> Response:
 
 @bp.get("/<run_id>")
 def retrieve(run_id: str) -> dict[str, Any]:
-    return wire.to_task_run(run.load(broker(), tenant(), run_id), broker()).model_dump(mode="json")
+    return wire.to_task_run(run.load(broker(), tenant(), run_id), broker(), explain="all").model_dump(mode="json")
 
 
 @bp.get("/<run_id>/input")

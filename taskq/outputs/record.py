@@ -22,6 +22,7 @@ from .. import errors, keys
 from ..broker import Broker, translated
 from ..clock import iso, now_ms
 from ..errors import OutputRejected
+from ..ids import partition_of
 from ..record import RunRecord
 from .names import check_content_type, check_name
 from .storage import Storage, storage_for
@@ -86,16 +87,14 @@ def save(
     entry = {"name": name, "key": key, "size": capped.count, "content_type": content_type, "saved_ms": now_ms()}
     try:
         reply = broker.scripts.record_output(
-            keys=[keys.run(run_id), keys.run_outputs(run_id), keys.run_outputs_order(run_id), keys.OUTPUTS_EXPIRING],
-            args=[
-                run_id,
-                token,
-                name,
-                json.dumps(entry),
-                capped.count,
-                settings.max_outputs_bytes_per_run,
-                settings.max_outputs_per_run,
-            ],
+            partition_of(run_id),
+            run_id,
+            token,
+            name,
+            json.dumps(entry),
+            capped.count,
+            settings.max_outputs_bytes_per_run,
+            settings.max_outputs_per_run,
         )
     except BaseException:
         store.delete(key)
@@ -217,19 +216,20 @@ def find(broker: Broker, run_id: str, key: str) -> dict[str, Any] | None:
     return next((e for e in entries if e["key"] == key), None)
 
 
-def sweep(broker: Broker) -> int:
-    """Deletes the files of runs past their expiry (one process per run: whoever
-    takes it out of the set). Returns how many runs' files were deleted."""
+def sweep(broker: Broker, partition: int) -> int:
+    """Deletes the files of the partition's runs past their expiry (one process per
+    run: whoever takes it out of the set). Returns how many runs' files were deleted."""
     now = broker.now_ms()  # the clock set_status dated the expiries with
-    due = broker.redis.zrangebyscore(keys.OUTPUTS_EXPIRING, "-inf", now, start=0, num=SWEEP_BATCH)
+    expiring = keys.outputs_expiring(partition)
+    due = broker.redis.zrangebyscore(expiring, "-inf", now, start=0, num=SWEEP_BATCH)
     done = 0
     for run_id in due:
-        if not broker.redis.zrem(keys.OUTPUTS_EXPIRING, run_id):
+        if not broker.redis.zrem(expiring, run_id):
             continue
         try:
             storage(broker).delete_run(run_id)
             done += 1
         except Exception:  # storage away: try again later
             log.warning("could not delete the output files of %s; will retry", run_id, exc_info=True)
-            broker.redis.zadd(keys.OUTPUTS_EXPIRING, {run_id: now + SWEEP_RETRY_MS})
+            broker.redis.zadd(expiring, {run_id: now + SWEEP_RETRY_MS})
     return done

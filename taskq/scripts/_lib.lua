@@ -1,10 +1,9 @@
--- Shared by every script (scripts.py puts it in front of each, after the generated
--- prelude that defines TERMINAL, ACTIVE, NOTIFY, LEASED, ACTIVE_LIST, ALLOWED, LINKS
--- and COUNT from the Python definitions).
--- Times are epoch milliseconds from Redis's own clock (`now_ms`), never a caller's:
--- workers on many machines share no clock, and leases, due times, deadlines and
--- retention must not depend on theirs agreeing. RQ's own timestamps are its ISO strings.
-local P = 'taskq:'
+-- Shared by every script. scripts.py puts in front of it a generated prelude: the
+-- facts defined in Python (TERMINAL, ACTIVE, NOTIFY, LEASED, ACTIVE_LIST, ALLOWED,
+-- LINKS, COUNT, RQ_QUEUE), PFX = KEYS[1] (the partition's key prefix, keys.py) and
+-- the key templates K.* built on it, so every key a script touches lies in its
+-- partition's hash slot. Times are epoch ms from Redis's own clock (`now_ms`), never
+-- a caller's: workers on many machines share no clock.
 
 local NOW = nil
 -- Redis's clock, read once per script call (every change of one call happens at one time).
@@ -16,60 +15,40 @@ local function now_ms()
   return NOW
 end
 
-local function run_key(id) return P .. 'run:' .. id end
-
--- Writes an RQ job for the run and puts it on its queue. Each push gets its own job
--- id, `{run_id}-{n}`: RQ deletes a finished attempt's job after the attempt returns,
--- which must not take the next attempt's job with it. `data` is the one pickled call
--- every run shares (taskq.engine.execute, never called: taskq's worker claims the job).
--- `n` is the push's number when the caller knows it (the first push), else counted.
-local function push_rq_job(id, queue, timeout, rq_data, rq_now, n)
-  n = n or redis.call('HINCRBY', run_key(id), 'pushes', 1)
-  local job_id = id .. '-' .. n
-  redis.call('HSET', 'rq:job:' .. job_id, 'data', rq_data, 'origin', queue,
-    'description', 'taskq run', 'timeout', timeout, 'result_ttl', 0, 'failure_ttl', 0,
-    'status', 'queued', 'created_at', rq_now, 'enqueued_at', rq_now)
-  redis.call('RPUSH', 'rq:queue:' .. queue, job_id)
-  if n == 1 then redis.call('SADD', 'rq:queues', 'rq:queue:' .. queue) end  -- RQ's list of queues
-end
-
 local function append(list, ...)
   for _, v in ipairs({...}) do table.insert(list, v) end
   return list
 end
 
--- A flat HGETALL/field list as a table.
+-- A flat HGETALL/field list as a table (a later value of a field wins).
 local function as_table(flat)
   local t = {}
   for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
   return t
 end
 
--- A run leaves taskq:running. A script that ends many runs sets LEASES_DROPPED to a
--- table first and removes them all with one ZREM (flush_leases) at its end.
+-- "a,b,c" -> {'a', 'b', 'c'}
+local function split(text, sep)
+  local out = {}
+  if not text or text == '' then return out end
+  for part in string.gmatch(text, '[^' .. sep .. ']+') do table.insert(out, part) end
+  return out
+end
+
+-- A run leaves K.running. A script that ends many runs sets LEASES_DROPPED to a table
+-- first and removes them all with one ZREM (flush_leases) at its end.
 local LEASES_DROPPED = nil
 local function drop_lease(id)
-  if LEASES_DROPPED then table.insert(LEASES_DROPPED, id) else redis.call('ZREM', P .. 'running', id) end
+  if LEASES_DROPPED then table.insert(LEASES_DROPPED, id) else redis.call('ZREM', K.running, id) end
 end
 local function flush_leases()
   local ids = LEASES_DROPPED or {}
   for i = 1, #ids, 1000 do
-    redis.call('ZREM', P .. 'running', unpack(ids, i, math.min(i + 999, #ids)))
+    redis.call('ZREM', K.running, unpack(ids, i, math.min(i + 999, #ids)))
   end
   LEASES_DROPPED = nil
 end
 
--- The one step every status change goes through: the record (with `fields`, more
--- field/value pairs written in the same HSET), the run's event, the group's
--- counters and events, the webhook outbox and the metrics change together. `links`
--- is the LINKS fields of the run (record.py), in that order, when the caller has read them
--- already (`links_of`, or an HMGET of LINKS); `fields` then says what changed. A run
--- leaving action_required leaves the waiting set and drops its question; a run ending
--- starts the clock on its output files and their listing (if it has any).
---
--- Each state event carries the run as of that change, so that a replay shows it as it
--- was (events.py): a = attempts, e = how many errors it had (the last is its error),
--- s = started_ms, n = next_attempt_ms (while queued). Its time is the event's id.
 local LINK = {}  -- a LINKS name -> its position, so positions are never spelled twice
 for i, name in ipairs(LINKS) do LINK[name] = i end
 local function links_of(rec)
@@ -87,10 +66,10 @@ local function ceil2(ms)
   return math.ceil(ms / step) * step
 end
 
--- Metrics: ONE command per status change. The field of `taskq:metrics` names the
--- change (old|new), a duration (the queue wait on the way into running; the
--- attempt's time on the way out of it; else empty) and the processor (last: it may
--- hold any character). metrics.py turns the fields into counters and histograms.
+-- Metrics: ONE command per status change. The field of K.metrics names the change
+-- (old|new), a duration (the queue wait on the way into running; the attempt's time
+-- on the way out of a leased status; else empty) and the processor (last: it may hold
+-- any character). metrics.py turns the fields into counters and histograms.
 local function count_transition(old, new, now, r)
   local ms = ''
   local started = r[LINK.started_ms]
@@ -99,20 +78,225 @@ local function count_transition(old, new, now, r)
   elseif LEASED[old] and not LEASED[new] and started then
     ms = ceil2(tonumber(now) - tonumber(started))
   end
-  redis.call('HINCRBY', P .. 'metrics', 'run|' .. (old or '') .. '|' .. new .. '|' .. ms .. '|' .. (r[LINK.processor] or ''), 1)
+  redis.call('HINCRBY', K.metrics, 'run|' .. (old or '') .. '|' .. new .. '|' .. ms .. '|' .. (r[LINK.processor] or ''), 1)
 end
 
-local function set_status(id, old, new, now, retention_s, fields, links)
+-- ---------------------------------------------------------------------------------
+-- Lanes (docs/flow-control.md). A queued run that is due waits in its lane,
+-- `processor|tenant|key`, ordered by priority band, then by age. A lane with runs
+-- that is not parked is *ready*: its key sits in K.lanes(processor, tenant) and the
+-- tenant in K.ready(processor), each scored by its turn; a claim serves the lowest
+-- turn and moves it to the back, so lanes take turns and one backlog delays another
+-- lane by about one run-length, never by its length.
+
+local TURN = 0
+-- A turn after every turn given so far: Redis's clock in µs-ish steps, so turns of
+-- different calls order by time and those of one call by their sequence.
+local function next_turn()
+  TURN = TURN + 1
+  return now_ms() * 1000 + TURN
+end
+
+local function lane_parts(lane)
+  local p = string.find(lane, '|', 1, true)
+  local t = string.find(lane, '|', p + 1, true)
+  return string.sub(lane, 1, p - 1), string.sub(lane, p + 1, t - 1), string.sub(lane, t + 1)
+end
+
+local RQ_MIRROR = false  -- scripts set it: mirror lanes into RQ's queue lists (one Redis only)
+
+-- The lane, if it has runs and is not parked, takes its turn at the back; a tenant
+-- that had no ready lane of the processor becomes ready, and the processor's workers
+-- are told (PUBLISH: the idle ones wake).
+local function make_ready(lane)
+  if redis.call('HEXISTS', K.parked, lane) == 1 or redis.call('ZCARD', K.lane(lane)) == 0 then return end
+  local proc, tenant, key = lane_parts(lane)
+  local turn = next_turn()
+  if redis.call('ZADD', K.lanes(proc, tenant), 'NX', turn, key) == 1 then
+    if redis.call('ZADD', K.ready(proc), 'NX', turn, tenant) == 1 then
+      redis.call('SADD', K.ready_processors, proc)
+      redis.call('PUBLISH', WAKE .. proc, PARTITION)
+    end
+  end
+end
+
+-- The lane has no runs, or is parked: it leaves the ready sets.
+local function unready(lane)
+  local proc, tenant, key = lane_parts(lane)
+  local lanes = K.lanes(proc, tenant)
+  redis.call('ZREM', lanes, key)
+  if redis.call('ZCARD', lanes) == 0 then
+    redis.call('ZREM', K.ready(proc), tenant)
+    if redis.call('ZCARD', K.ready(proc)) == 0 then redis.call('SREM', K.ready_processors, proc) end
+  end
+end
+
+-- A lane whose next run must wait (a limit): out of the ready sets until `until_ms`
+-- (rate, pause) or until the limit `limit_id` gives units back (concurrency).
+local function park(lane, limit_id, until_ms)
+  unready(lane)
+  if until_ms then
+    redis.call('HSET', K.parked, lane, 'pause')
+    redis.call('ZADD', K.paused, until_ms, lane)
+  else
+    redis.call('HSET', K.parked, lane, limit_id)
+    redis.call('ZADD', K.limit_waiting(limit_id), 'NX', now_ms(), lane)
+  end
+end
+
+local function unpark(lane)
+  redis.call('HDEL', K.parked, lane)
+  make_ready(lane)
+end
+
+-- Lanes paused until now or earlier go again.
+local function unpause_due(now, limit)
+  local due = redis.call('ZRANGEBYSCORE', K.paused, '-inf', now, 'LIMIT', 0, limit)
+  if #due > 0 then redis.call('ZREM', K.paused, unpack(due)) end
+  for _, lane in ipairs(due) do unpark(lane) end
+end
+
+-- A queued run (its record `rec`) that is due joins its lane.
+local function enqueue(id, rec)
+  local lane = rec.lane
+  local band = tonumber(rec.priority_band) or 1
+  redis.call('ZADD', K.lane(lane), band * 1e13 + (tonumber(rec.created_ms) or now_ms()), id)
+  redis.call('HINCRBY', K.depth, rec.queue, 1)
+  if RQ_MIRROR then redis.call('RPUSH', RQ_QUEUE .. rec.queue, id) end
+  if redis.call('ZCARD', K.lane(lane)) == 1 then make_ready(lane) end
+end
+
+-- `count` runs of `queue` left their lanes (taken, or cancelled while waiting).
+local function left_lanes(queue, count)
+  redis.call('HINCRBY', K.depth, queue, -count)
+  if RQ_MIRROR then redis.call('LPOP', RQ_QUEUE .. queue, count) end
+end
+
+-- A queued run stops waiting without running (cancelled): out of the due set, or out
+-- of its lane (which leaves the ready sets if it is empty now).
+local function leave_waiting(id, r)
+  if redis.call('ZREM', K.delayed, id) == 1 then return end
+  local lane = r[LINK.lane]
+  if lane and redis.call('ZREM', K.lane(lane), id) == 1 then
+    left_lanes(r[LINK.queue], 1)
+    if redis.call('ZCARD', K.lane(lane)) == 0 then unready(lane) end
+  end
+end
+
+-- A queued run waits: in the due set until `due_ms` if that is later, else in its lane.
+-- (`rec` holds at least lane, queue, priority_band, created_ms.)
+local function wait_for(id, rec, due_ms)
+  if due_ms and tonumber(due_ms) > now_ms() then
+    redis.call('ZADD', K.delayed, due_ms, id)
+  else
+    enqueue(id, rec)
+  end
+end
+
+-- ---------------------------------------------------------------------------------
+-- Limits (limits.py). A run's record lists the limits it needs (`limits`: "id*units,…");
+-- a claim checks each against its budget (BUDGETS[kind], from the claiming worker:
+-- {concurrency, interval_ms, burst}) and takes them all, or parks the lane; the run
+-- then holds them (`holds`) until it leaves a leased status (set_status gives them back).
+
+local BUDGETS = {}  -- budget name ('n:openai', 'p:crawl', 't') -> {conc, interval, burst}
+
+local function budget_of(limit_id)
+  local a, b = string.match(limit_id, '^([^:]+):([^:]*)')
+  if a == 't' then return BUDGETS['t'] end
+  return BUDGETS[(a or '') .. ':' .. (b or '')]
+end
+
+-- Each "id*units" of a list, as {id, units}.
+local function uses(list)
+  local out = {}
+  for _, item in ipairs(split(list, ',')) do
+    local id, n = string.match(item, '^(.*)%*(%d+)$')
+    table.insert(out, {id or item, tonumber(n) or 1})
+  end
+  return out
+end
+
+-- Whether every limit of `needs` lets the run start now: true, or false with the limit
+-- that stops it and, for a rate or a pause, when it may go.
+local function admit(needs, now)
+  for _, use in ipairs(needs) do
+    local id, units = use[1], use[2]
+    local b = budget_of(id)
+    local st = redis.call('HMGET', K.limit(id), 'n', 'tat', 'until')
+    local paused = tonumber(st[3])
+    if paused and paused > now then return false, id, paused end
+    if b then
+      local held = tonumber(st[1]) or 0
+      -- (a run weighing more than the whole budget still goes, alone)
+      if b[1] > 0 and held > 0 and held + units > b[1] then return false, id, nil end
+      if b[2] > 0 then
+        local tat = math.max(tonumber(st[2]) or 0, now)
+        local slack = (b[3] - 1) * b[2]
+        if tat - now > slack then return false, id, tat - slack end
+      end
+    end
+  end
+  return true
+end
+
+-- Takes the units of every limit of `needs` (admit said yes); returns them as `holds`.
+local function take(needs, now)
+  local held = {}
+  for _, use in ipairs(needs) do
+    local id, units = use[1], use[2]
+    local b = budget_of(id)
+    local key = K.limit(id)
+    redis.call('HINCRBY', key, 'n', units)
+    if b and b[2] > 0 then
+      local tat = redis.call('HGET', key, 'tat')
+      redis.call('HSET', key, 'tat', math.max(tonumber(tat) or 0, now) + units * b[2])
+    end
+    redis.call('SADD', K.limits, id)
+    table.insert(held, id .. '*' .. units)
+  end
+  return table.concat(held, ',')
+end
+
+-- Gives back what a run held: units back, and as many lanes waiting for them go again.
+-- `pause_until`: the limits also pause until then (the processor raised RateLimited).
+local function give_back(holds, pause_until)
+  for _, use in ipairs(uses(holds)) do
+    local id, units = use[1], use[2]
+    local key = K.limit(id)
+    if redis.call('HINCRBY', key, 'n', -units) < 0 then redis.call('HSET', key, 'n', 0) end
+    if pause_until then redis.call('HSET', key, 'until', pause_until) end
+    local waiting = redis.call('ZPOPMIN', K.limit_waiting(id), units)  -- lane, score, lane, score, ...
+    for i = 1, #waiting, 2 do unpark(waiting[i]) end
+  end
+end
+
+-- ---------------------------------------------------------------------------------
+
+-- The one step every status change goes through: the record (with `fields`, more
+-- field/value pairs written in the same HSET), the run's event, the group's counters
+-- and events, the webhook outbox, the metrics, the lease and the limits it holds,
+-- together. `links` is the LINKS fields of the run (record.py), in that order, when
+-- the caller has read them already (`links_of`, or an HMGET of LINKS); `fields` then
+-- says what changed. A run leaving action_required leaves the waiting set and drops its
+-- question; a queued run that stops waiting leaves its lane or the due set; a run
+-- leaving a leased status gives its limits back; a run ending starts the clock on its
+-- output files and their listing (if it has any). Only ALLOWED changes are made.
+--
+-- Each state event carries the run as of that change, so that a replay shows it as it
+-- was (wire.as_of): a = attempts, e = how many errors it had (the last is its error),
+-- s = started_ms, n = next_attempt_ms (while queued). Its time is the event's id.
+local function set_status(id, old, new, now, retention_s, fields, links, pause_until)
   if not ALLOWED[old or ''][new] then
     error('taskq: illegal status change ' .. (old or 'new') .. ' -> ' .. new .. ' for ' .. id)
   end
-  local key = run_key(id)
+  local key = K.run(id)
   local pairs_ = append({}, 'status', new, 'modified_ms', now)
   if TERMINAL[new] then append(pairs_, 'finished_ms', now) end
   for _, v in ipairs(fields or {}) do table.insert(pairs_, v) end
   if old == 'action_required' then
     redis.call('HDEL', key, 'required_action', 'asked_ms', 'answer_deadline_ms')
-    redis.call('ZREM', P .. 'waiting', id)
+    redis.call('ZREM', K.waiting, id)
   end
   redis.call('HSET', key, unpack(pairs_))
   local r = links or redis.call('HMGET', key, unpack(LINKS))
@@ -124,16 +308,25 @@ local function set_status(id, old, new, now, retention_s, fields, links)
   end
   local state = {'status', new, 'a', as_of('attempts'), 'e', as_of('errors_n'), 's', as_of('started_ms'),
     'n', new == 'queued' and as_of('next_attempt_ms') or ''}
-  redis.call('XADD', key .. ':events', '*', 'type', 'task_run.state', unpack(state))
+  redis.call('XADD', K.run_events(id), '*', 'type', 'task_run.state', unpack(state))
   local gid, hook, hook_all, has_outputs = r[LINK.taskgroup_id], r[LINK.webhook], r[LINK.webhook_all], r[LINK.has_outputs]
   count_transition(old, new, now, r)
+  if old == 'queued' and new ~= 'running' then leave_waiting(id, r) end
+  if LEASED[old] and not LEASED[new] then
+    drop_lease(id)
+    local holds = r[LINK.holds]
+    if holds then
+      give_back(holds, pause_until)
+      redis.call('HDEL', key, 'holds')
+    end
+  end
   if gid then
-    local gkey = P .. 'group:' .. gid
+    local gkey = K.group(gid)
     if old then redis.call('HINCRBY', gkey, COUNT .. old, -1) end
     redis.call('HINCRBY', gkey, COUNT .. new, 1)
     redis.call('HSET', gkey, 'modified_ms', now)
     if NOTIFY[new] then
-      redis.call('XADD', gkey .. ':events', '*', 'type', 'task_run.state', 'run_id', id, unpack(state))
+      redis.call('XADD', K.group_events(gid), '*', 'type', 'task_run.state', 'run_id', id, unpack(state))
     end
     if TERMINAL[new] then
       local fields_ = {}
@@ -146,9 +339,9 @@ local function set_status(id, old, new, now, retention_s, fields, links)
         for k, v in pairs(as_table(redis.call('HGETALL', gkey))) do
           if string.sub(k, 1, #COUNT) == COUNT or k == 'num_task_runs' then table.insert(counts, k .. '=' .. v) end
         end
-        redis.call('XADD', gkey .. ':events', '*', 'type', 'task_group_status', 'counts', table.concat(counts, ','))
+        redis.call('XADD', K.group_events(gid), '*', 'type', 'task_group_status', 'counts', table.concat(counts, ','))
         -- A finished group expires with its runs; adding runs again persists it.
-        for _, k in ipairs({gkey, gkey .. ':runs', gkey .. ':events'}) do
+        for _, k in ipairs({gkey, K.group_runs(gid), K.group_events(gid)}) do
           redis.call('EXPIRE', k, retention_s)
         end
       end
@@ -157,27 +350,25 @@ local function set_status(id, old, new, now, retention_s, fields, links)
   if hook and (NOTIFY[new] or hook_all == '1') then
     local seq = redis.call('HINCRBY', key, 'delivery_seq', 1)
     local did = id .. '.' .. seq
-    redis.call('HSET', P .. 'delivery:' .. did, 'run_id', id, 'status', new, 'created_ms', now, 'attempts', 0)
-    redis.call('RPUSH', key .. ':deliveries', did)
-    redis.call('ZADD', P .. 'deliveries:due', now, did)
+    redis.call('HSET', K.delivery(did), 'run_id', id, 'status', new, 'created_ms', now, 'attempts', 0)
+    redis.call('RPUSH', K.run_deliveries(id), did)
+    redis.call('ZADD', K.deliveries_due, now, did)
   end
   if TERMINAL[new] then
-    if LEASED[old] then drop_lease(id) end
-    if old == 'queued' then redis.call('ZREM', P .. 'delayed', id) end
     redis.call('EXPIRE', key, retention_s)
-    redis.call('EXPIRE', key .. ':events', retention_s)
-    if hook then redis.call('EXPIRE', key .. ':deliveries', retention_s) end
+    redis.call('EXPIRE', K.run_events(id), retention_s)
+    if hook then redis.call('EXPIRE', K.run_deliveries(id), retention_s) end
     if has_outputs ~= false then
-      redis.call('EXPIRE', key .. ':outputs', retention_s)
-      redis.call('EXPIRE', key .. ':outputs:order', retention_s)
-      redis.call('ZADD', P .. 'outputs:expiring', 'XX', now + retention_s * 1000, id)
+      redis.call('EXPIRE', K.run_outputs(id), retention_s)
+      redis.call('EXPIRE', K.run_outputs_order(id), retention_s)
+      redis.call('ZADD', K.outputs_expiring, 'XX', now + retention_s * 1000, id)
     end
   end
 end
 
 -- The fields that make `err_json` the run's error and add it to its error history.
 local function error_fields(id, err_json)
-  local history = redis.call('HGET', run_key(id), 'errors')
+  local history = redis.call('HGET', K.run(id), 'errors')
   local list = history and cjson.decode(history) or {}
   table.insert(list, cjson.decode(err_json))
   return {'error', err_json, 'errors', cjson.encode(list), 'errors_n', #list}
@@ -191,21 +382,54 @@ end
 
 -- The one retry rule, for every way an attempt can fail (the processor raised, it
 -- timed out, its worker was lost): retried after a backoff while the failures (the
--- attempts, less those a shutdown or a hand-back cut short) are within max_retries
--- and the failure is retryable; failed otherwise. `cur` holds the run's
--- status, attempts, interruptions, max_retries; `policy` is {base_ms, cap_ms,
--- jitter} (jitter in [0.5, 1], chosen by the caller). Returns the new status.
+-- attempts, less those cut short without spending a retry) are within max_retries
+-- and the failure is retryable; failed otherwise. `cur` holds the run's status,
+-- attempts, interruptions, max_retries; `policy` is {base_ms, cap_ms, jitter}.
+-- Returns the new status.
 local function retry_or_fail(id, cur, err_json, retryable, now, retention_s, policy, links, fields)
   fields = append(fields or {}, unpack(error_fields(id, err_json)))
   local failures = (tonumber(cur.attempts) or 0) - (tonumber(cur.interruptions) or 0)
   if retryable and failures <= (tonumber(cur.max_retries) or 0) then
     local due = now + backoff_ms(failures, policy[1], policy[2], policy[3])
     append(fields, 'next_attempt_ms', due)
-    drop_lease(id)
-    redis.call('ZADD', P .. 'delayed', due, id)
     set_status(id, cur.status, 'queued', now, retention_s, fields, links)
+    redis.call('ZADD', K.delayed, due, id)
     return 'queued'
   end
   set_status(id, cur.status, 'failed', now, retention_s, fields, links)
   return 'failed'
+end
+
+-- Runs due by now (retries past their backoff, runs made for later) join their lanes.
+local function promote_due(now, limit)
+  local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, limit)
+  if #due == 0 then return 0 end
+  redis.call('ZREM', K.delayed, unpack(due))
+  for _, id in ipairs(due) do
+    local r = redis.call('HMGET', K.run(id), 'status', 'lane', 'queue', 'priority_band', 'created_ms')
+    if r[1] == 'queued' and r[2] then
+      enqueue(id, {lane = r[2], queue = r[3], priority_band = r[4], created_ms = r[5]})
+    end
+  end
+  return #due
+end
+
+-- When something here is next due: a delayed run, a paused lane (ms, or false).
+local function next_due()
+  local a = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')[2]
+  local b = redis.call('ZRANGE', K.paused, 0, 0, 'WITHSCORES')[2]
+  if a and b then return math.min(tonumber(a), tonumber(b)) end
+  return tonumber(a or b) or false
+end
+
+-- Moves on what is due by now (runs into their lanes, paused lanes back), if anything
+-- is; returns when the next thing is due after that.
+local function tend_due(now, limit)
+  local due = next_due()
+  if due and due <= now then
+    promote_due(now, limit)
+    unpause_due(now, limit)
+    due = next_due()
+  end
+  return due
 end

@@ -1,11 +1,12 @@
--- heartbeat: a worker renews the leases of every attempt it holds, in one step.
--- ARGV: lease_ms, then run_id, token pairs.
+-- heartbeat: a worker renews the leases of every attempt it holds in one partition,
+-- in one step.
+-- KEYS: the partition's prefix. ARGV: lease_ms, then run_id, token pairs.
 -- Returns per run 'running', 'cancelling' (stop it), or 'lost' (someone else holds
 -- the run, or it ended without this worker).
 local states, held = {}, {}
 local deadline = now_ms() + tonumber(ARGV[1])
 for i = 2, #ARGV, 2 do
-  local cur = redis.call('HMGET', run_key(ARGV[i]), 'status', 'token')
+  local cur = redis.call('HMGET', K.run(ARGV[i]), 'status', 'token')
   if cur[2] ~= ARGV[i + 1] or not LEASED[cur[1]] then
     table.insert(states, 'lost')
   else
@@ -13,5 +14,5 @@ for i = 2, #ARGV, 2 do
     append(held, deadline, ARGV[i])
   end
 end
-if #held > 0 then redis.call('ZADD', P .. 'running', 'XX', unpack(held)) end
+if #held > 0 then redis.call('ZADD', K.running, 'XX', unpack(held)) end
 return states

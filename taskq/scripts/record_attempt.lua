@@ -3,16 +3,16 @@
 -- (schedule exhausted: into the dead-letter set, and the run's tenant's own index of
 -- it, trimmed to the retention and expiring with it). Only the claim's holder may
 -- record; a stale token (the claim timed out and was taken over) changes nothing.
--- ARGV: delivery_id, token, attempt_json, state, delay_ms, retention_s.
+-- KEYS: the partition's prefix. ARGV: delivery_id, token, attempt_json, state, delay_ms, retention_s.
 -- Returns 1 when recorded, 0 for a stale claim.
 local did, token, now, state = ARGV[1], ARGV[2], now_ms(), ARGV[4]
 local attempt, retention = ARGV[3], ARGV[6]
-local key = P .. 'delivery:' .. did
+local key = K.delivery(did)
 if redis.call('HGET', key, 'claim') ~= token then return 0 end
-local due, dead = P .. 'deliveries:due', P .. 'deliveries:dead'
-redis.call('RPUSH', key .. ':attempts', attempt)
+local due, dead = K.deliveries_due, K.deliveries_dead
+redis.call('RPUSH', K.delivery_attempts(did), attempt)
 -- Metrics: one command per attempt (see count_transition in _lib.lua).
-redis.call('HINCRBY', P .. 'metrics', 'webhook|' .. state .. '|' .. ceil2(cjson.decode(attempt).latency_ms or 0), 1)
+redis.call('HINCRBY', K.metrics, 'webhook|' .. state .. '|' .. ceil2(cjson.decode(attempt).latency_ms or 0), 1)
 redis.call('HINCRBY', key, 'attempts', 1)
 redis.call('HINCRBY', key, 'round', 1)
 redis.call('HDEL', key, 'claim', 'next_ms')
@@ -27,15 +27,15 @@ else
     redis.call('ZADD', dead, now, did)
     redis.call('HSET', key, 'dead_ms', now)
     local run_id = redis.call('HGET', key, 'run_id')
-    local tenant = run_id and redis.call('HGET', P .. 'run:' .. run_id, 'tenant')
+    local tenant = run_id and redis.call('HGET', K.run(run_id), 'tenant')
     if tenant then
-      local mine = P .. 'tenant:' .. tenant .. ':dead'
+      local mine = K.tenant_dead(tenant)
       redis.call('ZADD', mine, now, did)
       redis.call('ZREMRANGEBYSCORE', mine, '-inf', now - tonumber(retention) * 1000)
       redis.call('EXPIRE', mine, retention)
     end
   end
   redis.call('EXPIRE', key, retention)
-  redis.call('EXPIRE', key .. ':attempts', retention)
+  redis.call('EXPIRE', K.delivery_attempts(did), retention)
 end
 return 1

@@ -3,14 +3,14 @@
 -- run's limits on files and bytes. O(log n) in the run's files: their number and
 -- total size are counters on the run (outputs_count, outputs_bytes), and no list is
 -- read or rewritten.
--- KEYS: the run, its outputs (hash name -> entry), their order (zset name -> save
---       number), taskq:outputs:expiring
+-- KEYS: the partition's prefix (the run, its outputs: hash name -> entry, their
+--       order: zset name -> save number, and outputs:expiring are K.* of it)
 -- ARGV: run_id, token, name, entry_json ({name, key, size, content_type, saved_ms}),
 --       size, max_bytes_per_run, max_files_per_run
 -- Returns {'ok', total_bytes, replaced_key ('' if none)} | {'lost'} (the attempt no
 -- longer holds the run) | {'over', total_bytes_without_it} | {'full', files}.
-local run, files, order, expiring = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, token, name, entry, size = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local run, files, order, expiring = K.run(id), K.run_outputs(id), K.run_outputs_order(id), K.outputs_expiring
 local cur = redis.call('HMGET', run, 'status', 'token', 'outputs')
 if not LEASED[cur[1]] or cur[2] ~= token then return {'lost'} end
 

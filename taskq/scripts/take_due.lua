@@ -14,18 +14,15 @@
 --
 -- ARGV: visibility_ms, limit, token_base, retention_s, per_host, max_skips,
 --       defer_ms, n, the n run fields wanted, then (host, in_flight) pairs.
+-- KEYS: the partition's prefix.
 -- Returns {next_due_in_ms or '', skipped, deferred, claim, claim, ...}, next_due_in_ms only
 -- when nothing is due now; each claim is {did, token, round, attempts, run_id, status,
--- created_ms, host, tenant_secret (only when the webhook has no secret of its own and
--- the tenant's exists), {the run fields' values, in order}}.
+-- created_ms, host, {the run fields' values, in order}}.
 local now, vis, limit, base = now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local per_host, max_skips, defer = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local n = tonumber(ARGV[8])
-local fields, webhook_at, tenant_at = {}, 0, 0
-for i = 1, n do
-  fields[i] = ARGV[8 + i]
-  if fields[i] == 'webhook' then webhook_at = i elseif fields[i] == 'tenant' then tenant_at = i end
-end
+local fields = {}
+for i = 1, n do fields[i] = ARGV[8 + i] end
 local in_flight = {}
 for i = 9 + n, #ARGV, 2 do in_flight[ARGV[i]] = tonumber(ARGV[i + 1]) end
 
@@ -49,19 +46,19 @@ local function host_of(hook)
   return authority
 end
 
-local due, dead = P .. 'deliveries:due', P .. 'deliveries:dead'
+local due, dead = K.deliveries_due, K.deliveries_dead
 -- (Each tenant's own index of it is trimmed where record_attempt writes it: the
 -- tenant of a delivery this old has expired with it, so it cannot be found here.)
 redis.call('ZREMRANGEBYSCORE', dead, '-inf', now - tonumber(ARGV[4]) * 1000)
 local out, skipped, claimed = {'', 0, 0}, {}, 0
 for i, did in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit + max_skips)) do
   if claimed >= limit or #skipped >= max_skips then break end
-  local key = P .. 'delivery:' .. did
+  local key = K.delivery(did)
   local d = redis.call('HMGET', key, 'run_id', 'status', 'round', 'attempts', 'created_ms', 'host')
   if not d[1] then
     redis.call('ZREM', due, did)
   else
-    local run_key = P .. 'run:' .. d[1]
+    local run_key = K.run(d[1])
     local host, hook = d[6], nil
     if not host then
       hook = decode(redis.call('HGET', run_key, 'webhook'))
@@ -78,13 +75,7 @@ for i, did in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, l
       redis.call('ZADD', due, now + vis, did)
       redis.call('HSET', key, 'claim', token, 'state', 'pending')
       local run = redis.call('HMGET', run_key, unpack(fields))
-      hook = hook or decode(run[webhook_at])
-      local secret = false
-      local own = hook and hook.secret
-      if (type(own) ~= 'string' or own == '') and run[tenant_at] then
-        secret = redis.call('GET', P .. 'tenant:' .. run[tenant_at] .. ':secret')
-      end
-      table.insert(out, {did, token, d[3] or '0', d[4] or '0', d[1], d[2], d[5] or tostring(now), host, secret, run})
+      table.insert(out, {did, token, d[3] or '0', d[4] or '0', d[1], d[2], d[5] or tostring(now), host, run})
     end
   end
 end

@@ -26,6 +26,7 @@ from typing import Any
 from .. import errors, keys, paths, run, wire
 from ..broker import Broker, translated
 from ..clock import iso, now_ms
+from ..ids import partition_of
 from ..models import RunStatus, TaskRunOutput, WebhookAttempt, WebhookDelivery, dumps
 from ..record import DELIVERY, DeliveryRecord, RunRecord, load_deliveries
 from . import signing
@@ -38,8 +39,7 @@ MAX_INLINE_OUTPUT_BYTES = 64 * 1024
 @dataclass
 class Claim:
     """A due delivery this dispatcher holds until it records the attempt, with what
-    sending it needs: the run's fields (empty when the run has expired) and the
-    tenant's secret (None when the webhook has its own, or the tenant has none yet)."""
+    sending it needs: the run's fields (None when the run has expired)."""
 
     delivery_id: str
     token: str
@@ -49,7 +49,6 @@ class Claim:
     status: str
     created_ms: int
     host: str  # the receiver, `host:port`: the unit of the per-host cap
-    tenant_secret: str | None = field(default=None, repr=False)
     run: RunRecord | None = field(default=None, repr=False)
 
 
@@ -76,6 +75,7 @@ def tenant_secret(broker: Broker, tenant: str) -> str:
 
 def take_due(
     broker: Broker,
+    partition: int,
     limit: int,
     visibility_s: float,
     *,
@@ -84,8 +84,8 @@ def take_due(
     max_skips: int = 0,
     defer_s: float = 1.0,
 ) -> Due:
-    """Claims up to `limit` due deliveries, at most `per_host` in flight per receiver
-    counting `in_flight` (0: no cap); see scripts/take_due.lua."""
+    """Claims up to `limit` due deliveries of the partition, at most `per_host` in
+    flight per receiver counting `in_flight` (0: no cap); see scripts/take_due.lua."""
     pairs = [x for host, n in (in_flight or {}).items() if n > 0 for x in (host, n)]
     args = [
         int(visibility_s * 1000),
@@ -100,16 +100,16 @@ def take_due(
         *pairs,
     ]
     with translated():
-        reply = broker.scripts.take_due(args=args)
+        reply = broker.scripts.take_due(partition, *args)
     claims = [_claim(c) for c in reply[3:]]
     next_due = int(float(reply[0])) if reply[0] else None
     return Due(claims, next_due, int(reply[1]), int(reply[2]))
 
 
 def _claim(c: list[Any]) -> Claim:
-    run_fields = {name: value for name, value in zip(DELIVERY, c[9], strict=True) if value is not None}
+    run_fields = {name: value for name, value in zip(DELIVERY, c[8], strict=True) if value is not None}
     record = RunRecord(run_fields) if run_fields.get("id") else None
-    return Claim(c[0], c[1], int(c[2]), int(c[3]), c[4], c[5], int(c[6]), c[7], c[8], record)
+    return Claim(c[0], c[1], int(c[2]), int(c[3]), c[4], c[5], int(c[6]), c[7], record)
 
 
 def record_attempt(broker: Broker, claim: Claim, attempt: dict[str, Any], state: str, delay_ms: int = 0) -> bool:
@@ -117,7 +117,13 @@ def record_attempt(broker: Broker, claim: Claim, attempt: dict[str, Any], state:
     now, by Redis's clock); False when the claim had gone stale."""
     with translated():
         done = broker.scripts.record_attempt(
-            args=[claim.delivery_id, claim.token, json.dumps(attempt), state, delay_ms, broker.settings.retention_s]
+            partition_of(claim.delivery_id),
+            claim.delivery_id,
+            claim.token,
+            json.dumps(attempt),
+            state,
+            delay_ms,
+            broker.settings.retention_s,
         )
     return bool(done)
 
@@ -159,7 +165,7 @@ def redeliver(broker: Broker, tenant: str, run_id: str, delivery_id: str) -> Web
     if not re.fullmatch(re.escape(run_id) + r"\.[0-9]{1,9}", delivery_id):
         raise errors.NotFound(f"delivery {delivery_id} not found for run {run_id}")
     with translated():
-        reply = broker.scripts.redeliver(args=[delivery_id])
+        reply = broker.scripts.redeliver(partition_of(delivery_id), delivery_id)
     if isinstance(reply, list):
         if reply[0] == "missing":
             raise errors.NotFound(f"delivery {delivery_id} not found for run {run_id}")
@@ -200,5 +206,9 @@ def dead_for_tenant(broker: Broker, tenant: str, limit: int = 100) -> list[Webho
     other tenants' deliveries died meanwhile."""
     since_ms = now_ms() - broker.settings.retention_s * 1000
     with translated():
-        mine = broker.redis.zrevrangebyscore(keys.tenant_dead(tenant), "+inf", since_ms, start=0, num=limit)
-        return [_shape(d) for d in load_deliveries(broker.redis, mine)]
+        mine: list[tuple[str, float]] = []
+        for partition in range(broker.partitions):
+            index = keys.tenant_dead(partition, tenant)
+            mine += broker.redis.zrevrangebyscore(index, "+inf", since_ms, start=0, num=limit, withscores=True)
+        newest = [did for did, _ in sorted(mine, key=lambda pair: pair[1], reverse=True)[:limit]]
+        return [_shape(d) for d in load_deliveries(broker.redis, newest)]

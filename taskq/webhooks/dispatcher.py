@@ -22,7 +22,8 @@ from types import FrameType
 from typing import Any
 
 from .. import sync
-from ..broker import Broker, Outage, now_ms
+from ..broker import Broker, Outage
+from ..clock import now_ms
 from ..models import Webhook
 from . import delivery, signing, transport
 
@@ -55,6 +56,8 @@ class Dispatcher:
         self.visibility_s = 2 * self.settings.webhook_timeout_s + 1
         self._outage = Outage(log, "delivering webhooks")
         self.stats = Stats()
+        self._secrets: dict[str, str] = {}
+        self._next_partition = 0
         self.pool = transport.Pool(per_origin=self.per_host or self.settings.dispatcher_concurrency)
 
     def run_forever(self) -> None:
@@ -102,15 +105,7 @@ class Dispatcher:
         # From here on, only a send that ends wakes the wait below.
         self._freed.clear()
         try:
-            due = delivery.take_due(
-                self.broker,
-                free,
-                self.visibility_s,
-                per_host=self.per_host,
-                in_flight=self.in_flight(),
-                max_skips=self.max_skips,
-                defer_s=BLOCKED_DEFER_S,
-            )
+            due = self._take_due(free)
         except BaseException:
             self._release(free)
             raise
@@ -128,19 +123,57 @@ class Dispatcher:
             wait_s = min(wait_s, due.next_due_in_ms / 1000)
         self._wait(wait_s)
 
+    def _take_due(self, free: int) -> delivery.Due:
+        """Claims up to `free` due deliveries, from the partitions in turn."""
+        partitions = self.broker.partitions
+        claims: list[delivery.Claim] = []
+        next_due: list[int] = []
+        skipped = deferred = 0
+        for step in range(partitions):
+            if len(claims) >= free:
+                break
+            partition = (self._next_partition + step) % partitions
+            due = delivery.take_due(
+                self.broker,
+                partition,
+                free - len(claims),
+                self.visibility_s,
+                per_host=self.per_host,
+                in_flight=self._in_flight_with(claims),
+                max_skips=self.max_skips,
+                defer_s=BLOCKED_DEFER_S,
+            )
+            claims += due.claims
+            skipped, deferred = skipped + due.skipped, deferred + due.deferred
+            if due.next_due_in_ms is not None:
+                next_due.append(due.next_due_in_ms)
+        self._next_partition = (self._next_partition + 1) % partitions
+        return delivery.Due(claims, min(next_due) if next_due and not claims else None, skipped, deferred)
+
+    def _in_flight_with(self, claims: list[delivery.Claim]) -> dict[str, int]:
+        counts = self.in_flight()
+        for claim in claims:
+            counts[claim.host] = counts.get(claim.host, 0) + 1
+        return counts
+
     def step(self) -> tuple[int, int | None]:
         """Delivers what is due now in this thread, one after another, with no pool
         (tests, and anyone driving deliveries by hand): returns how many attempts were
         made and, when none was due, how soon the next one is (ms, or None)."""
-        due = delivery.take_due(
-            self.broker, self.settings.dispatcher_concurrency, self.visibility_s, max_skips=self.max_skips
-        )
+        due = self._take_due(self.settings.dispatcher_concurrency)
         for claim in due.claims:
             self.deliver(claim)
         return len(due.claims), due.next_due_in_ms
 
     def close(self) -> None:
         self.pool.close()
+
+    def _tenant_secret(self, tenant: str) -> str:
+        """A tenant's default signing secret: made once, never changed, so kept here."""
+        secret = self._secrets.get(tenant)
+        if secret is None:
+            secret = self._secrets[tenant] = delivery.tenant_secret(self.broker, tenant)
+        return secret
 
     def _wait(self, timeout_s: float) -> None:
         self._freed.wait_and_clear(0 if self.stopping.is_set() else timeout_s)
@@ -176,7 +209,7 @@ class Dispatcher:
             # A pydantic ValidationError is a ValueError: a stored webhook that today's
             # rules refuse (headers, say) is dead, not retried forever.
             hook = Webhook.model_validate_json(record.get("webhook") or "")
-            secret = hook.secret or claim.tenant_secret or delivery.tenant_secret(self.broker, record.tenant)
+            secret = hook.secret or self._tenant_secret(record.tenant)
             key = signing.secret_key(secret)
             # So is a run stored before non-finite numbers were refused: no JSON body.
             body = delivery.payload(record, claim.status, claim.created_ms, self.broker)

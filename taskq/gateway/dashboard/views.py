@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ... import errors, events, group, run, run_list, wire
+from ...clock import iso
 from ...models import RunStatus
 from ...overview import overview
 from ...webhooks import delivery
@@ -17,6 +18,11 @@ from ..http import broker, run_filter, sse_response, tenant
 from .auth import PREFIX, bp, check_origin, sign_in, sign_out
 
 GROUP_RUNS_SHOWN = 200
+
+
+@bp.app_template_filter("iso")
+def _iso(ms: int | None) -> str:
+    return iso(ms) or "–"
 
 
 @bp.app_template_filter("pretty")
@@ -85,7 +91,7 @@ def runs() -> str:
 @bp.get("/runs/<run_id>")
 def run_page(run_id: str) -> str:
     record = run.load(broker(), tenant(), run_id)
-    task_run = wire.to_task_run(record, broker())
+    task_run = wire.to_task_run(record, broker(), explain="all")
     result = wire.to_result(record).output if task_run.status is RunStatus.completed else None
     return render_template(
         "dashboard/run.html",

@@ -1,15 +1,18 @@
--- reap: runs whose lease ran out lost their worker (kill -9, a machine gone).
--- Each goes through the one retry rule (retry_or_fail) as a retryable failure,
--- "worker lost"; a cancelling one is cancelled. Runs in action_required past their
--- deadline (taskq:waiting) fail: no answer came.
--- ARGV: limit, retention_s, backoff_base_ms, backoff_cap_ms, jitter.
--- Returns the ids reaped.
+-- tend: what every worker's maintenance thread does for each partition, now and then:
+-- runs whose lease ran out lost their worker (kill -9, a machine gone) and go through
+-- the one retry rule (retry_or_fail) as a retryable failure, "worker lost" (a
+-- cancelling one is cancelled); runs in action_required past their deadline fail (no
+-- answer came); runs due by now join their lanes and paused lanes past their pause
+-- go again (as claims do: this catches what no claim looked at).
+-- KEYS: the partition's prefix.
+-- ARGV: limit, retention_s, backoff_base_ms, backoff_cap_ms, jitter, rq_mirror.
+-- Returns {the ids reaped or failed}.
 local now, limit, retention, reaped = now_ms(), ARGV[1], ARGV[2], {}
 local policy = {tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'running', '-inf', now, 'LIMIT', 0, limit)) do
-  local key = run_key(id)
-  local r = redis.call('HMGET', key, 'status', 'attempts', 'interruptions', 'max_retries')
-  redis.call('ZREM', P .. 'running', id)
+RQ_MIRROR = ARGV[6] == '1'
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.running, '-inf', now, 'LIMIT', 0, limit)) do
+  local r = redis.call('HMGET', K.run(id), 'status', 'attempts', 'interruptions', 'max_retries')
+  redis.call('ZREM', K.running, id)
   if LEASED[r[1]] then
     if r[1] == 'cancelling' then
       set_status(id, r[1], 'cancelled', now, retention, {'token', ''})
@@ -24,8 +27,8 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'running', '-inf', now, 'LI
     table.insert(reaped, id)
   end
 end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'waiting', '-inf', now, 'LIMIT', 0, limit)) do
-  local raw = redis.call('HMGET', run_key(id), 'status', 'required_action', 'asked_ms', 'answer_deadline_ms')
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.waiting, '-inf', now, 'LIMIT', 0, limit)) do
+  local raw = redis.call('HMGET', K.run(id), 'status', 'required_action', 'asked_ms', 'answer_deadline_ms')
   if raw[1] == 'action_required' then
     local asked = cjson.decode(raw[2])
     local waited_s = math.floor((tonumber(raw[4]) - tonumber(raw[3])) / 1000)
@@ -35,7 +38,8 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'waiting', '-inf', now, 'LI
     set_status(id, 'action_required', 'failed', now, retention, error_fields(id, err))
     table.insert(reaped, id)
   else
-    redis.call('ZREM', P .. 'waiting', id)
+    redis.call('ZREM', K.waiting, id)
   end
 end
+tend_due(now, limit)
 return reaped
