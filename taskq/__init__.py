@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib import metadata
 
 from .context import CurrentRun, current_run
+from .errors import RateLimited
+from .limits import Limit
 from .outputs.output import Output
 from .processor import Processor, task
 
@@ -15,4 +17,4 @@ try:
 except metadata.PackageNotFoundError:  # imported from a checkout that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["CurrentRun", "Output", "Processor", "current_run", "task"]
+__all__ = ["CurrentRun", "Limit", "Output", "Processor", "RateLimited", "current_run", "task"]

@@ -33,15 +33,17 @@ In a partition (`taskq:{tag}:` + …):
     ready:{processor}             zset    tenants with a ready lane of the processor -> turn
     ready                         set     the processors with a ready lane here
     parked                        hash    lane -> why it waits: a limit id, or "pause"
-    paused                        zset    lane -> when it may go again (a rate, a RateLimited)
     limit:{id}                    hash    a limit's state: n (units in flight), tat (the GCRA's
-                                          theoretical arrival time, ms), until (paused until, ms)
+                                          theoretical arrival time, ms), until (paused until, ms);
+                                          units started: in all, this minute (wn of minute win),
+                                          the minute before (pn)
     limit:{id}:waiting            zset    lanes waiting for this limit's units -> since when
     limits                        set     the ids of the limits used here (taskq info)
     depth                         hash    queue -> runs waiting in its lanes
     running                       zset    run id -> lease deadline (ms); the reaper's view
-    delayed                       zset    run id -> when it is due (ms): retries waiting out
-                                          their backoff, runs made with a later `run_at`
+    delayed                       zset    what is due later -> when (ms): run ids (retries waiting
+                                          out their backoff, runs made with a later `run_at`) and
+                                          paused lanes (a rate, a RateLimited; a lane has a '|')
     waiting                       zset    run id -> answer deadline (ms); runs in action_required
     outputs:expiring              zset    run id -> when its output files go (ms; +inf while active)
     deliveries:due                zset    delivery id -> when to try next (ms)
@@ -100,7 +102,6 @@ TEMPLATES: dict[str, str] = {
     "ready": "ready:{processor}",
     "ready_processors": "ready",
     "parked": "parked",
-    "paused": "paused",
     "limit": "limit:{id}",
     "limit_waiting": "limit:{id}:waiting",
     "limits": "limits",
@@ -176,7 +177,6 @@ deliveries_dead = _of("deliveries_dead")
 metrics = _of("metrics")
 depth = _of("depth")
 parked = _of("parked")
-paused = _of("paused")
 limits_used = _of("limits")
 
 

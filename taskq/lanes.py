@@ -103,7 +103,7 @@ def why_waiting(broker: Broker, record: RunRecord, served: set[str], lane: bool 
         if parked is None:
             return None
         if parked == "pause":
-            until = broker.redis.zscore(keys.paused(partition), record.lane)
+            until = broker.redis.zscore(keys.delayed(partition), record.lane)
             state = {}
         else:
             until = None

@@ -150,11 +150,16 @@ def _gauges(view: Overview) -> Iterator[Metric]:
     yield abandoned
     in_flight = GaugeMetricFamily("taskq_limit_in_flight", "units of a limit held by runs in flight", labels=["limit"])
     waiting = GaugeMetricFamily("taskq_limit_lanes_waiting", "lanes waiting for a limit's units", labels=["limit"])
+    runs = GaugeMetricFamily("taskq_limit_runs_waiting", "runs in the lanes waiting for a limit", labels=["limit"])
+    started = CounterMetricFamily(
+        "taskq_limit_units_started", "units of a limit taken by runs that started", labels=["limit"]
+    )
     for li in view.limits:
         in_flight.add_metric([li.id], li.in_flight)
         waiting.add_metric([li.id], li.lanes_waiting)
-    yield in_flight
-    yield waiting
+        runs.add_metric([li.id], li.runs_waiting)
+        started.add_metric([li.id], li.started)
+    yield from (in_flight, waiting, runs, started)
     parked = GaugeMetricFamily("taskq_lanes_held", "lanes held back by a limit or a pause", labels=["processor"])
     held: dict[str, int] = defaultdict(int)
     for lane in view.lanes:

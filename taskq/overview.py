@@ -50,8 +50,12 @@ class LimitInfo:
     in_flight: int
     lanes_waiting: int  # lanes parked until it gives units back
     paused_until_ms: int | None  # a RateLimited pause
-    concurrency: int | None = None  # its budget, as a live worker declares it
+    concurrency: int | None = None  # its budget, as declared by a live worker or the processor
     rate: str | None = None
+    runs_waiting: int = 0  # runs in the lanes waiting for it (of the first MAX_LANES_READ lanes)
+    started_this_minute: int = 0  # units started since the minute began (Redis's clock)
+    started_last_minute: int = 0  # units started in the minute before
+    started: int = 0  # units started in all
 
 
 @dataclass
@@ -93,7 +97,8 @@ def overview(broker: Broker) -> Overview:
         specs = {name: json.loads(s) for name, s in broker.redis.hgetall(keys.PROCESSORS).items()}
         out = Overview()
         _partitions(broker, specs, now, out)
-        _workers(broker, now, out)
+        named = _workers(broker, now, out)
+        _budgets(named, specs, broker.settings.tenant_concurrency, out)
         _schedules(broker, specs, out)
     return out
 
@@ -113,14 +118,14 @@ def _partitions(broker: Broker, specs: dict[str, Any], now: int, out: Overview) 
             pipe.zrange(keys.ready(partition, name), 0, MAX_LANES_READ - 1)
         depths, running, delayed, due, dead, parked, used, *ready = pipe.execute()
         out.running += running
-        out.retry_waiting += delayed
+        out.retry_waiting += delayed - sum(1 for why in parked.values() if why == "pause")  # (paused lanes)
         out.webhooks_pending += due
         out.webhooks_dead += dead
         for queue, n in depths.items():
             depth[queue] = depth.get(queue, 0) + int(n)
         lanes = [(f"{name}|{t}", "ready") for name, tenants in zip(specs, ready, strict=True) for t in tenants]
         _lanes(broker, partition, specs, lanes, parked, now, oldest, out)
-        _limits(broker, partition, used, limits)
+        _limits(broker, partition, used, limits, now)
     out.queues = [
         QueueInfo(q, n, (now - oldest[q]) / 1000 if q in oldest else None) for q, n in sorted(depth.items()) if n >= 0
     ]
@@ -164,23 +169,38 @@ def _lanes(
         oldest[queue] = min(oldest.get(queue, now), made)
 
 
-def _limits(broker: Broker, partition: int, used: set[str], limits: dict[str, LimitInfo]) -> None:
+def _limits(broker: Broker, partition: int, used: set[str], limits: dict[str, LimitInfo], now: int) -> None:
     ids = sorted(used)
     pipe = broker.redis.pipeline(transaction=False)
     for limit_id in ids:
-        pipe.hmget(keys.limit(partition, limit_id), "n", "until")
-        pipe.zcard(keys.limit_waiting(partition, limit_id))
+        pipe.hmget(keys.limit(partition, limit_id), "n", "until", "win", "wn", "pn", "started")
+        pipe.zrange(keys.limit_waiting(partition, limit_id), 0, MAX_LANES_READ - 1)
     replies = pipe.execute()
+    pipe = broker.redis.pipeline(transaction=False)
+    for waiting in replies[1::2]:
+        for lane in waiting:
+            pipe.zcard(keys.lane(partition, lane))
+    depths = iter(pipe.execute())
+    minute = now // 60000
     for i, limit_id in enumerate(ids):
-        (n, until), waiting = replies[2 * i], replies[2 * i + 1]
+        (n, until, win, wn, pn, started), waiting = replies[2 * i], replies[2 * i + 1]
         info = limits.setdefault(limit_id, LimitInfo(limit_id, 0, 0, None))
         info.in_flight += int(n or 0)
-        info.lanes_waiting += waiting
-        if until:
+        info.lanes_waiting += len(waiting)
+        info.runs_waiting += sum(next(depths) for _ in waiting)
+        info.started += int(started or 0)
+        win = int(win or 0)
+        if win == minute:
+            info.started_this_minute += int(wn or 0)
+            info.started_last_minute += int(pn or 0)
+        elif win == minute - 1:
+            info.started_last_minute += int(wn or 0)
+        if until and int(until) > now:
             info.paused_until_ms = max(info.paused_until_ms or 0, int(until))
 
 
-def _workers(broker: Broker, now: int, out: Overview) -> None:
+def _workers(broker: Broker, now: int, out: Overview) -> dict[str, dict[str, Any]]:
+    """The live workers; returns the budgets of the named limits they declare."""
     beats = dict(broker.redis.zrange(keys.WORKERS, 0, -1, withscores=True))
     held: dict[str, int] = {}
     pipe = broker.redis.pipeline(transaction=False)
@@ -213,8 +233,20 @@ def _workers(broker: Broker, now: int, out: Overview) -> None:
             )
         )
     out.workers.sort(key=lambda w: w.name)
+    return budgets
+
+
+def _budgets(named: dict[str, dict[str, Any]], specs: dict[str, Any], tenant_cap: int, out: Overview) -> None:
+    """Each limit's budget: a named one's as live workers declare it, a processor's
+    own from its spec, the tenant cap from the settings."""
     for info in out.limits:
-        budget = budgets.get(info.id)
+        kind, _, rest = info.id.partition(":")
+        if kind == "n":
+            budget = named.get(info.id)
+        elif kind == "p":
+            budget = (specs.get(rest.split(":", 1)[0]) or {}).get("flow", {}).get("own")
+        else:
+            budget = {"concurrency": tenant_cap}
         if budget:
             info.concurrency = budget.get("concurrency") or None
             info.rate = budget.get("rate")

@@ -16,7 +16,8 @@ A run is the hash `taskq:run:{id}`; its fields (absent when empty):
                      Redis's clock
     attempts         attempts started; interruptions: those cut short without spending
                      a retry (a shutdown, a question)
-    token            the lease holder of the current attempt
+    token            the lease holder of the current attempt; worker: the name of the
+                     worker that took the latest attempt
     error, errors, errors_n   the last error, every attempt's (JSON), and how many
     output_type, output   the result: 'json' or 'text', and its JSON
     outputs_count, outputs_bytes, outputs_seq   its output files: how many, their total
@@ -166,6 +167,10 @@ class RunRecord:
     @property
     def token(self) -> str:
         return self.raw.get("token", "")
+
+    @property
+    def worker(self) -> str:
+        return self.raw.get("worker", "")
 
     @property
     def created_ms(self) -> int:

@@ -8,6 +8,7 @@ CI runs every tier."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ import redis as redis_lib
 
 from taskq import keys, testing
 from taskq.broker import Broker
+from taskq.engine.claims import budgets
 from taskq.gateway import create_app
 from taskq.processor import advertise, load_apps
 from taskq.settings import Settings
@@ -163,7 +165,9 @@ def broker(settings: Settings) -> Iterator[Broker]:
     # A worker that serves them all, alive for the test (as `advertise` stands for one):
     # runs made meanwhile are not told that no live worker serves their processor.
     b.redis.zadd(keys.WORKERS, {"test-worker": b.now_ms() + 24 * 3600 * 1000})
-    b.redis.hset(keys.worker("test-worker"), mapping={"processors": ",".join(p.name for p in processors)})
+    named = {k: v.to_json() for k, v in budgets(processors, 0).items() if k.startswith("n:")}
+    record = {"processors": ",".join(p.name for p in processors), "limits": json.dumps(named)}
+    b.redis.hset(keys.worker("test-worker"), mapping=record)
     yield b
     b.close()
 

@@ -10,7 +10,7 @@ import time
 
 from pydantic import BaseModel
 
-from taskq import current_run, task
+from taskq import Limit, RateLimited, current_run, task
 
 
 class CompanyInput(BaseModel):
@@ -203,3 +203,63 @@ async def aspend(inp: dict) -> dict:
     Output.from_bytes("receipt.txt", f"approved={answer}".encode()).save()
     await asyncio.sleep(0)
     return {"approved": answer}
+
+
+# -- Flow control (docs/flow-control.md): limits that hold across every worker -------
+
+# One budget, shared by name by every processor that lists it: at most two calls to
+# "the model" at once, whichever processor makes them, on however many workers.
+MODEL = Limit("model", concurrency=2)
+# A budget in tokens: each run weighs what its input says it will spend.
+TOKENS = Limit("tokens", rate_limit="100/s")
+
+
+@task(name="summarize", limits=[MODEL])
+def summarize(inp: dict) -> dict:
+    """Stands for a call to a model (sleeps `seconds`): shares MODEL with translate."""
+    time.sleep(float(inp.get("seconds", 0.2)))
+    return {"summary": str(inp.get("text", ""))[:40]}
+
+
+@task(name="translate", limits=[MODEL])
+def translate(inp: dict) -> dict:
+    """Likewise: together with summarize, at most two at once."""
+    time.sleep(float(inp.get("seconds", 0.2)))
+    return {"text": str(inp.get("text", ""))}
+
+
+@task(name="complete", limits=[TOKENS.cost("input.max_tokens")])
+def complete(inp: dict) -> dict:
+    """Spends `max_tokens` of the 100 tokens a second: a run of 50 weighs 50."""
+    return {"tokens": inp["max_tokens"]}
+
+
+@task(name="crawl", concurrency=1, key="input.domain")
+def crawl(inp: dict) -> dict:
+    """One page at a time per domain (sleeps `seconds`); domains take turns, so a
+    domain with a long backlog holds up no other."""
+    time.sleep(float(inp.get("seconds", 0.2)))
+    return {"domain": inp["domain"]}
+
+
+@task(name="paced", rate_limit="5/s")
+def paced(inp: dict) -> dict:
+    """At most five starts a second, across every worker."""
+    return {}
+
+
+@task(name="polite", retries=0, limits=[MODEL])
+def polite(inp: dict) -> dict:
+    """Told "429, retry after `retry_after` s" on its first attempt: waits, then goes
+    on. No retry is spent (it has none), and MODEL pauses for every worker meanwhile."""
+    if current_run().attempt == 1:
+        raise RateLimited(retry_after=float(inp.get("retry_after", 1)))
+    return {"attempt": current_run().attempt}
+
+
+@task(name="ponder", retries=0, limits=[MODEL])
+def ponder(inp: dict) -> dict:
+    """Holds a MODEL slot for `seconds` and is never retried: for a worker lost while
+    holding one (its slot comes back when its lease runs out)."""
+    time.sleep(float(inp.get("seconds", 1)))
+    return {}

@@ -62,14 +62,16 @@ def info(as_json: bool) -> None:
     if view.limits:
         show.table(
             "limits",
-            ["limit", "in flight", "concurrency", "rate", "lanes waiting", "paused until"],
+            ["limit", "in flight", "concurrency", "rate", "started/min", "last min", "runs waiting", "paused until"],
             [
                 (
                     li.id,
                     li.in_flight,
                     li.concurrency or "-",
                     li.rate or "-",
-                    li.lanes_waiting,
+                    li.started_this_minute,
+                    li.started_last_minute,
+                    li.runs_waiting,
                     iso(li.paused_until_ms) or "-",
                 )
                 for li in view.limits

@@ -96,8 +96,7 @@ class Claimer:
 
     def _claim_from(self, partition: int, count: int) -> list[RunRecord]:
         settings = self.broker.settings
-        with self._lock:
-            marks = self._marks.get(partition, 0)
+        marks = self.marks(partition)
         reply = self.broker.scripts.claim(
             partition,
             int(settings.lease_s * 1000),
@@ -105,19 +104,38 @@ class Claimer:
             self.token_base,
             count,
             self.broker.rq_mirror,
-            len(self.names),
-            *self.names,
-            *self.budget_args,
+            *self.request,
         )
+        return self.took(partition, marks, reply)
+
+    @property
+    def request(self) -> list[str | int | float]:
+        """What this worker serves, as the scripts read it (_lib.lua, read_request)."""
+        return [len(self.names), *self.names, *self.budget_args]
+
+    def worth_claiming(self, partition: int) -> bool:
+        """Whether runs may be ready in the partition (a finish takes runs only then)."""
+        with self._lock:
+            return partition in self.hot or self.due_ms.get(partition, float("inf")) <= now_ms()
+
+    def marks(self, partition: int) -> int:
+        """The wake-ups of the partition so far: pass to `took` with the reply."""
+        with self._lock:
+            return self._marks.get(partition, 0)
+
+    def took(self, partition: int, marks: int, reply: list[object]) -> list[RunRecord]:
+        """The runs a claim took, from its reply ({next_due, more, runs...}); notes
+        whether the partition has ready lanes left and when it is next due."""
         next_due, more, *records = reply
+        due = float(str(next_due)) if next_due else None
         with self._lock:
             # Not hot any more, unless a wake-up came while the script ran: that one
             # may be about a lane made ready after the script looked.
             if not more and self._marks.get(partition, 0) == marks:
                 self.hot.discard(partition)
-            if next_due:
-                self.due_ms[partition] = min(float(next_due), self.due_ms.get(partition, float("inf")))
-        return [RunRecord.from_hash(flat) for flat in records]
+            if due is not None:
+                self.due_ms[partition] = min(due, self.due_ms.get(partition, float("inf")))
+        return [RunRecord.from_hash(flat) for flat in records]  # type: ignore[arg-type]
 
     def next_wake_s(self, cap_s: float) -> float:
         """How long an idle worker may wait before something here comes due."""

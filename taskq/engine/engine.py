@@ -91,7 +91,8 @@ class Engine:
         self.children: Children | None = None
         self.registration: Registration | None = None
         self.supervisor = Supervisor(broker, self._in_flight, self._beat, self._abandon)
-        self.finisher = Finisher(broker, self._release, lambda: len(self.slots))
+        self._reserved = 0  # slots promised to claims under way (reserve)
+        self.finisher = Finisher(broker, self._release, self)
         self.maintenance = Maintenance(broker)
         self.waker = Waker(broker, [p.name for p in self.served], self.claimer, self._wake)
         scheduled = [p for p in self.served if p.schedule is not None]
@@ -107,13 +108,12 @@ class Engine:
         self._start(register, handle_signals)
         try:
             while not self._stopping:
-                free = self.concurrency - len(self.slots)
+                free = self.reserve()
                 if free <= 0:
                     self._wait(1.0)
                     continue
                 records = self._claim(free)
-                for record in records:
-                    self._begin(record)
+                self._start_all(records, free)
                 if len(records) >= free:
                     continue
                 if burst and not records and not self.slots and not self._work_left():
@@ -136,6 +136,29 @@ class Engine:
             self.children.drain()
         self.supervisor.shutdown_after(grace)
         self._wake.set()
+
+    def reserve(self, freeing: int = 0) -> int:
+        """Reserves every slot free once `freeing` more are (the finisher's batch), for
+        a claim under way; none while stopping. `started` ends the reservation."""
+        with self._lock:
+            if self._stopping:
+                return 0
+            free = max(0, self.concurrency - len(self.slots) + freeing - self._reserved)
+            self._reserved += free
+            return free
+
+    def started(self, records: list[RunRecord], reserved: int) -> None:
+        """Begins the runs a finish took, in the slots reserved for it; slots it left
+        free wake the loop, which may find runs elsewhere."""
+        self._start_all(records, reserved)
+        if len(records) < reserved:
+            self._wake.set()
+
+    def _start_all(self, records: list[RunRecord], reserved: int) -> None:
+        for record in records:
+            self._begin(record)
+        with self._lock:
+            self._reserved -= reserved
 
     def _wait(self, timeout_s: float) -> None:
         self._wake.wait_and_clear(timeout_s)

@@ -74,11 +74,9 @@ class Registration:
             for name, budget in mine.items():
                 if name in theirs and theirs[name] != budget:
                     raise LimitDeclarationError(
-                        f"Limit {name[2:]!r} is declared here as {budget['rate'] or ''} concurrency "
-                        f"{budget['concurrency']} burst {budget['burst']}, but live worker {other['name']} on "
-                        f"{other.get('host')} declares {theirs[name]['rate'] or ''} concurrency "
-                        f"{theirs[name]['concurrency']} burst {theirs[name]['burst']}: stop the workers with the "
-                        "old budget first, or give the new budget a new name"
+                        f"Limit {name[2:]!r} is declared here as {_described(budget)}, but live worker "
+                        f"{other['name']} on {other.get('host')} declares {_described(theirs[name])}: stop the "
+                        "workers with the old budget first, or give the new budget a new name"
                     )
 
     def birth(self) -> None:
@@ -124,3 +122,11 @@ class Registration:
         finally:
             if self.rq_worker is not None:
                 self.rq_worker.connection.close()
+
+
+def _described(budget: dict[str, Any]) -> str:
+    """A budget as a person would say it: "rate 500/60s, concurrency 50, burst 1"."""
+    parts = [f"rate {budget['rate']}"] if budget.get("rate") else []
+    if budget.get("concurrency"):
+        parts.append(f"concurrency {budget['concurrency']}")
+    return ", ".join([*parts, f"burst {budget.get('burst', 1)}"])

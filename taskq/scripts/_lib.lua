@@ -66,10 +66,19 @@ local function ceil2(ms)
   return math.ceil(ms / step) * step
 end
 
--- Metrics: ONE command per status change. The field of K.metrics names the change
--- (old|new), a duration (the queue wait on the way into running; the attempt's time
--- on the way out of a leased status; else empty) and the processor (last: it may hold
--- any character). metrics.py turns the fields into counters and histograms.
+-- Metrics: at most ONE command per status change. The field of K.metrics names the
+-- change (old|new), a duration (the queue wait on the way into running; the attempt's
+-- time on the way out of a leased status; else empty) and the processor (last: it may
+-- hold any character). metrics.py turns the fields into counters and histograms. A
+-- script that changes many runs sets COUNTS to a table first: equal fields are then
+-- added up and written once each by flush_counts at its end (durations rounded to two
+-- digits make most fields of one batch equal).
+local COUNTS = nil
+local function flush_counts()
+  for field, n in pairs(COUNTS or {}) do redis.call('HINCRBY', K.metrics, field, n) end
+  COUNTS = nil
+end
+
 local function count_transition(old, new, now, r)
   local ms = ''
   local started = r[LINK.started_ms]
@@ -78,7 +87,12 @@ local function count_transition(old, new, now, r)
   elseif LEASED[old] and not LEASED[new] and started then
     ms = ceil2(tonumber(now) - tonumber(started))
   end
-  redis.call('HINCRBY', K.metrics, 'run|' .. (old or '') .. '|' .. new .. '|' .. ms .. '|' .. (r[LINK.processor] or ''), 1)
+  local field = 'run|' .. (old or '') .. '|' .. new .. '|' .. ms .. '|' .. (r[LINK.processor] or '')
+  if COUNTS then
+    COUNTS[field] = (COUNTS[field] or 0) + 1
+  else
+    redis.call('HINCRBY', K.metrics, field, 1)
+  end
 end
 
 -- ---------------------------------------------------------------------------------
@@ -137,7 +151,7 @@ local function park(lane, limit_id, until_ms)
   unready(lane)
   if until_ms then
     redis.call('HSET', K.parked, lane, 'pause')
-    redis.call('ZADD', K.paused, until_ms, lane)
+    redis.call('ZADD', K.delayed, until_ms, lane)  -- (a lane has '|' in it, a run id never)
   else
     redis.call('HSET', K.parked, lane, limit_id)
     redis.call('ZADD', K.limit_waiting(limit_id), 'NX', now_ms(), lane)
@@ -147,13 +161,6 @@ end
 local function unpark(lane)
   redis.call('HDEL', K.parked, lane)
   make_ready(lane)
-end
-
--- Lanes paused until now or earlier go again.
-local function unpause_due(now, limit)
-  local due = redis.call('ZRANGEBYSCORE', K.paused, '-inf', now, 'LIMIT', 0, limit)
-  if #due > 0 then redis.call('ZREM', K.paused, unpack(due)) end
-  for _, lane in ipairs(due) do unpark(lane) end
 end
 
 -- A queued run (its record `rec`) that is due joins its lane.
@@ -241,17 +248,25 @@ local function admit(needs, now)
 end
 
 -- Takes the units of every limit of `needs` (admit said yes); returns them as `holds`.
+-- Also counts the units started: in all (`started`), this minute (`wn`, the minute
+-- being `win`) and the minute before (`pn`), for taskq info, the dashboard and /metrics.
 local function take(needs, now)
   local held = {}
+  local minute = math.floor(now / 60000)
   for _, use in ipairs(needs) do
     local id, units = use[1], use[2]
     local b = budget_of(id)
     local key = K.limit(id)
-    redis.call('HINCRBY', key, 'n', units)
-    if b and b[2] > 0 then
-      local tat = redis.call('HGET', key, 'tat')
-      redis.call('HSET', key, 'tat', math.max(tonumber(tat) or 0, now) + units * b[2])
+    local st = redis.call('HMGET', key, 'n', 'tat', 'win', 'wn', 'started')
+    local win, wn = tonumber(st[3]), tonumber(st[4]) or 0
+    local changed = {'n', (tonumber(st[1]) or 0) + units, 'started', (tonumber(st[5]) or 0) + units}
+    if win ~= minute then
+      append(changed, 'win', minute, 'pn', win == minute - 1 and wn or 0)
+      wn = 0
     end
+    append(changed, 'wn', wn + units)
+    if b and b[2] > 0 then append(changed, 'tat', math.max(tonumber(st[2]) or 0, now) + units * b[2]) end
+    redis.call('HSET', key, unpack(changed))
     redis.call('SADD', K.limits, id)
     table.insert(held, id .. '*' .. units)
   end
@@ -400,26 +415,28 @@ local function retry_or_fail(id, cur, err_json, retryable, now, retention_s, pol
   return 'failed'
 end
 
--- Runs due by now (retries past their backoff, runs made for later) join their lanes.
+-- What is due by now moves on: runs (retries past their backoff, runs made for later)
+-- join their lanes, lanes paused until now go again.
 local function promote_due(now, limit)
   local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, limit)
   if #due == 0 then return 0 end
   redis.call('ZREM', K.delayed, unpack(due))
-  for _, id in ipairs(due) do
-    local r = redis.call('HMGET', K.run(id), 'status', 'lane', 'queue', 'priority_band', 'created_ms')
-    if r[1] == 'queued' and r[2] then
-      enqueue(id, {lane = r[2], queue = r[3], priority_band = r[4], created_ms = r[5]})
+  for _, member in ipairs(due) do
+    if string.find(member, '|', 1, true) then
+      unpark(member)
+    else
+      local r = redis.call('HMGET', K.run(member), 'status', 'lane', 'queue', 'priority_band', 'created_ms')
+      if r[1] == 'queued' and r[2] then
+        enqueue(member, {lane = r[2], queue = r[3], priority_band = r[4], created_ms = r[5]})
+      end
     end
   end
   return #due
 end
 
--- When something here is next due: a delayed run, a paused lane (ms, or false).
+-- When something here is next due: a delayed run or a paused lane (ms, or false).
 local function next_due()
-  local a = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')[2]
-  local b = redis.call('ZRANGE', K.paused, 0, 0, 'WITHSCORES')[2]
-  if a and b then return math.min(tonumber(a), tonumber(b)) end
-  return tonumber(a or b) or false
+  return tonumber(redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')[2]) or false
 end
 
 -- Moves on what is due by now (runs into their lanes, paused lanes back), if anything
@@ -428,8 +445,140 @@ local function tend_due(now, limit)
   local due = next_due()
   if due and due <= now then
     promote_due(now, limit)
-    unpause_due(now, limit)
     due = next_due()
   end
   return due
+end
+
+-- ---------------------------------------------------------------------------------
+-- Claims: a worker takes up to `want` runs of the processors it serves (claim.lua,
+-- and finish.lua for the slots its outcomes free, in the same step).
+
+-- What a worker serves and the budgets of the limits its runs can need, from ARGV at
+-- `i`: n_processors, the processors..., n_budgets, then per budget: name ('n:openai',
+-- 'p:crawl', 't' for every tenant), concurrency (0: none), interval_ms (0: no rate),
+-- burst. Returns the processors, and the index after them.
+local function read_request(i)
+  local procs = {}
+  for _ = 1, tonumber(ARGV[i]) do
+    i = i + 1
+    table.insert(procs, ARGV[i])
+  end
+  i = i + 1
+  local n_budgets = tonumber(ARGV[i])
+  i = i + 1
+  for _ = 1, n_budgets do
+    BUDGETS[ARGV[i]] = {tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])}
+    i = i + 4
+  end
+  return procs, i
+end
+
+-- Lanes take turns: the lowest turn among the processors' ready tenants, within it its
+-- lowest-turn lane, from which the runs at the head are taken if every limit each needs
+-- lets it start (else the lane parks and the next turn is tried). A lane serves up to
+-- its share of `want` in one turn (`want` / the tenants ready), so a lone backlog fills
+-- every free slot in one call while several take turns. A taken run goes queued ->
+-- running with one more attempt, a lease until `now + lease_ms`, and the limits it took
+-- (`holds`); its token is `base.attempt` (`base`: '<worker name>:<nonce>'). Nothing is
+-- between a lane and a lease, so a worker that dies at any moment strands nothing.
+-- Appends to `out` each run taken, as a flat field/value list of it as it now is (a
+-- field may appear twice: the later value is the current one); returns whether ready
+-- lanes of these processors are left here.
+local function claim_runs(out, procs, want, now, lease_ms, retention, base)
+  local worker = string.match(base, '^(.*):[^:]*$') or base
+  local deadline = now + lease_ms
+  -- Each processor's head: its ready tenant with the lowest turn (and whether it is
+  -- alone), for the processors served that have a ready lane here.
+  local heads = {}
+  local function read_head(proc)
+    local h = redis.call('ZRANGE', K.ready(proc), 0, 1, 'WITHSCORES')
+    heads[proc] = h[1] and {h[1], tonumber(h[2]), h[3] == nil} or nil
+  end
+  local ready_here = {}
+  for _, proc in ipairs(redis.call('SMEMBERS', K.ready_processors)) do ready_here[proc] = true end
+  local served = {}
+  for _, proc in ipairs(procs) do
+    if ready_here[proc] then
+      table.insert(served, proc)
+      read_head(proc)
+    end
+  end
+  local leases, left = {}, {}
+  local tenant_cap = BUDGETS['t'] and BUDGETS['t'][1] > 0
+
+  -- Takes up to `quota` runs from the head of `lane`; returns how many it looked at,
+  -- whether the lane had to park (its next run must wait for a limit), and whether
+  -- runs are left in it.
+  local function serve(lane, quota)
+    local ids = redis.call('ZRANGE', K.lane(lane), 0, quota)  -- one more: is any left?
+    local taken, parked = {}, false
+    for n, id in ipairs(ids) do
+      if n > quota then break end
+      local key = K.run(id)
+      local flat = redis.call('HGETALL', key)
+      local rec = as_table(flat)
+      if rec.status == 'queued' then
+        local needs = uses(rec.limits)
+        if tenant_cap then table.insert(needs, {'t:' .. rec.tenant, 1}) end
+        local ok, limit_id, until_ms = admit(needs, now)
+        if not ok then
+          park(lane, limit_id, until_ms)
+          parked = true
+          break
+        end
+        local attempt = (tonumber(rec.attempts) or 0) + 1
+        local changed = {'attempts', attempt, 'token', base .. '.' .. attempt, 'started_ms', now, 'worker', worker}
+        if #needs > 0 then append(changed, 'holds', take(needs, now)) end
+        if rec.next_attempt_ms then redis.call('HDEL', key, 'next_attempt_ms') end
+        set_status(id, 'queued', 'running', now, retention, changed, links_of(rec))
+        append(leases, deadline, id)
+        table.insert(out, append(flat, 'status', 'running', 'modified_ms', now, unpack(changed)))
+        left[rec.queue] = (left[rec.queue] or 0) + 1
+        want = want - 1
+      end
+      table.insert(taken, id)  -- taken, or no longer queued (cancelled, expired): out either way
+    end
+    if #taken > 0 then redis.call('ZREM', K.lane(lane), unpack(taken)) end
+    return #taken, parked, #ids > #taken
+  end
+
+  while want > 0 do
+    local proc, head = nil, nil
+    for _, p in ipairs(served) do
+      local h = heads[p]
+      if h and (head == nil or h[2] < head[2]) then proc, head = p, h end
+    end
+    if proc == nil then break end
+    local tenant, tenant_alone = head[1], head[3]
+    local lanes = K.lanes(proc, tenant)
+    local first = redis.call('ZRANGE', lanes, 0, 1)
+    local key = first[1]
+    local same = false  -- the head stays as it was (not worth reading again)
+    if key == nil then
+      unready(proc .. '|' .. tenant .. '|')  -- (a tenant with no lane left: out of the ready sets)
+    else
+      local lane = proc .. '|' .. tenant .. '|' .. key
+      local share = want
+      if not tenant_alone then share = math.ceil(want / redis.call('ZCARD', K.ready(proc))) end
+      local _, parked, more = serve(lane, share)
+      if not parked then
+        if not more then
+          unready(lane)
+        else  -- to the back: its tenant's next lane goes next, and the next tenant before it
+          local turn = next_turn()
+          if first[2] then redis.call('ZADD', lanes, turn, key) end
+          if tenant_alone then same = true else redis.call('ZADD', K.ready(proc), turn, tenant) end
+        end
+      end
+    end
+    if not same or want > 0 then read_head(proc) end
+  end
+
+  for queue, count in pairs(left) do left_lanes(queue, count) end
+  if #leases > 0 then redis.call('ZADD', K.running, unpack(leases)) end
+  for _, proc in ipairs(served) do
+    if heads[proc] then return true end
+  end
+  return false
 end

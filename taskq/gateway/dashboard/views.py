@@ -61,6 +61,7 @@ def logout() -> WerkzeugResponse:
     return redirect(url_for("dashboard.login"))
 
 
+@bp.get("/")  # (decorators apply from the bottom: "" is registered first, url_for's)
 @bp.get("")
 def home() -> str:
     return render_template("dashboard/home.html", view=overview(broker()))
