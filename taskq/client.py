@@ -89,6 +89,8 @@ def put(
         _LOCAL_SPECS[processor] = spec(broker.settings)
     tenant = tenant or default_tenant(broker)
     if delay_s is not None:
+        if run_at is not None:
+            raise ValueError("give run_at or delay_s, not both")
         run_at = datetime.fromtimestamp(time.time() + delay_s, UTC)
     body = {"input": input, "processor": processor, "metadata": metadata, "webhook": webhook, "priority": priority}
     req = parse(RunInput, {**body, "run_at": run_at})

@@ -3,7 +3,10 @@
 An id is its prefix and 32 hex digits: the creation time (12 hex digits, epoch ms)
 first, so ids sort by creation and an id older than the retention whose record is
 gone can be told apart (410) from one that never was (404); then the partition its
-data lives in (2 hex digits, keys.py); then 18 random ones. A webhook delivery's id
+data lives in (2 hex digits, keys.py); then 18 random ones, except that the ids one
+process makes in one millisecond count up from the first's (as monotonic ULIDs do),
+so ids made together sort in the order they were made: a lane orders runs of one
+millisecond by id (a group add makes thousands at once). A webhook delivery's id
 is its run's id and a number, so it lives where its run does. Anything else is not
 an id and never reaches a Redis key.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
 
 from .clock import now_ms
 
@@ -22,12 +26,33 @@ RUN_ID = re.compile(r"trun_[0-9a-f]{32}")
 GROUP_ID = re.compile(r"tgrp_[0-9a-f]{32}")
 
 
+_TAIL_BITS = 72
+_last = (0, 0)  # the last (ms, tail) made here
+_lock = threading.Lock()
+
+
+def _time_and_tail() -> tuple[int, int]:
+    global _last
+    with _lock:
+        ms, tail = now_ms(), secrets.randbits(_TAIL_BITS - 8)  # room to count up
+        last_ms, last_tail = _last
+        if ms <= last_ms and last_tail + 1 < 1 << _TAIL_BITS:  # (the clock may step back)
+            ms, tail = last_ms, last_tail + 1
+        _last = (ms, tail)
+        return ms, tail
+
+
+def _new(prefix: str, partition: int) -> str:
+    ms, tail = _time_and_tail()
+    return f"{prefix}{ms:012x}{partition:02x}{tail:018x}"
+
+
 def new_run_id(partition: int) -> str:
-    return f"{RUN_PREFIX}{now_ms():012x}{partition:02x}{secrets.token_hex(9)}"
+    return _new(RUN_PREFIX, partition)
 
 
 def new_group_id(partition: int) -> str:
-    return f"{GROUP_PREFIX}{now_ms():012x}{partition:02x}{secrets.token_hex(9)}"
+    return _new(GROUP_PREFIX, partition)
 
 
 def partition_of(any_id: str) -> int:

@@ -226,6 +226,15 @@ class RunInput(Wire):
     priority: Priority | None = None  # None: the processor's own (normal unless it says)
     run_at: AwareDatetime | None = None  # RFC 3339 with a zone; the run waits, queued, until then
 
+    @field_validator("run_at", mode="before")
+    @classmethod
+    def _timestamp_text(cls, value: Any) -> Any:
+        # A number would pass as seconds since the epoch (or ms? pydantic guesses): the
+        # wire says RFC 3339, so a number is refused rather than guessed at.
+        if isinstance(value, int | float):
+            raise ValueError("run_at is an RFC 3339 timestamp with a zone, e.g. 2026-12-01T09:30:00Z")
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _seed_spelling(cls, data: Any) -> Any:

@@ -57,6 +57,9 @@ class Settings:
     concurrency: int = 0
     pool: str = "threads"  # or "processes": pre-forked children, for CPU-bound or leaky code
     max_runs_per_child: int = 0  # processes pool: a child is replaced after this many runs; 0 = never
+    # Whether a worker fires the schedules of the processors it serves (schedule.py).
+    # One worker with it on is enough (more are safe: one run per tick however many).
+    schedules: bool = True
 
     heartbeat_s: float = 5.0  # a running run renews its lease this often
     lease_s: float = 30.0  # a run whose lease is this old is presumed lost

@@ -138,6 +138,7 @@ def fast_settings(redis_url: str, **overrides: object) -> Settings:
         "webhook_schedule_s": ("0.2", "0.4", "0.8"),
         "dispatcher_poll_s": 0.05,
         "sse_heartbeat_s": 1.0,
+        "schedules": False,  # on where a test is about them: no nightly run in another test at 03:00
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -263,3 +263,20 @@ def ponder(inp: dict) -> dict:
     holding one (its slot comes back when its lease runs out)."""
     time.sleep(float(inp.get("seconds", 1)))
     return {}
+
+
+# -- When runs start (docs/scheduling.md) ------------------------------------------
+
+
+@task(name="notify", priority="high")
+def notify(inp: dict) -> dict:
+    """Sends a notification: its runs go before normal ones in their lane, unless a
+    run says otherwise (`"priority": "low"`)."""
+    return {"sent": str(inp.get("text", ""))}
+
+
+@task(name="nightly_report", schedule="0 3 * * *", schedule_input={"period": "day"})
+def nightly_report(inp: dict) -> dict:
+    """Runs by itself every night at 03:00 UTC (one run per night however many
+    workers serve it), in the tenant of the first API key."""
+    return {"period": inp["period"]}

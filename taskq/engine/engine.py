@@ -95,7 +95,7 @@ class Engine:
         self.finisher = Finisher(broker, self._release, self)
         self.maintenance = Maintenance(broker)
         self.waker = Waker(broker, [p.name for p in self.served], self.claimer, self._wake)
-        scheduled = [p for p in self.served if p.schedule is not None]
+        scheduled = [p for p in self.served if p.schedule is not None] if broker.settings.schedules else []
         self.scheduler = Scheduler(broker, scheduled) if scheduled else None
         self._claims = Outage(log, "taking runs")
 
