@@ -6,14 +6,16 @@ import binascii
 import functools
 import logging
 import random
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import redis
-from redis import Redis
+from redis import Redis, RedisCluster
+from redis.connection import parse_url
 from redis.sentinel import Sentinel
 
 from . import errors, keys
@@ -31,8 +33,10 @@ MAX_BLOCK_MS = 20_000
 
 def connect(url: str, *, decode_responses: bool = True, max_connections: int = 2000) -> Redis:
     """A client for REDIS_URL: `redis://`, `rediss://`, or the Sentinel form
-    `redis+sentinel://[:password@]host:port[,host:port…]/service_name[/db]`.
-    Idle connections are checked, so processes ride out a Redis restart."""
+    `redis+sentinel://[:password@]host:port[,host:port…]/service_name[/db]`. A URL that
+    names a node of a Redis Cluster gets a cluster client (it asks the node: so this
+    raises redis.ConnectionError when Redis cannot be reached). Idle connections are
+    checked, so processes ride out a Redis restart."""
     options: dict[str, Any] = {
         "decode_responses": decode_responses,
         "health_check_interval": 30,
@@ -44,7 +48,16 @@ def connect(url: str, *, decode_responses: bool = True, max_connections: int = 2
     }
     if url.startswith("redis+sentinel://"):
         return _sentinel_master(url, options)
-    return Redis.from_url(url, **options)
+    client = Redis.from_url(url, **options)
+    if not _is_cluster(client):
+        return client
+    client.close()
+    # (a cluster has one database: a /db in the URL must be 0, as the node refuses others)
+    return cast(Redis, RedisCluster.from_url(url, **options))
+
+
+def _is_cluster(client: Redis) -> bool:
+    return bool(client.info("cluster").get("cluster_enabled"))
 
 
 def _sentinel_master(url: str, options: dict[str, Any]) -> Redis:
@@ -63,14 +76,30 @@ def _sentinel_master(url: str, options: dict[str, Any]) -> Redis:
 
 
 class Broker:
+    """The client is made on first use (`redis`): a Redis that cannot be reached when a
+    process starts is then an error of its first command, which every loop and request
+    already handles (a 503, an Outage line), not a crash at start."""
+
     def __init__(self, settings: Settings, client: Redis | None = None) -> None:
         self.settings = settings
-        self.redis = (
-            client
-            if client is not None
-            else connect(settings.redis_url, max_connections=settings.redis_max_connections)
-        )
-        self.scripts = Scripts(self.redis)
+        self._client = client
+        self._lock = threading.Lock()
+        if client is None and not settings.redis_url.startswith("redis+sentinel://"):
+            parse_url(settings.redis_url)  # a URL redis-py cannot read is a ValueError now, not at first use
+
+    @property
+    def redis(self) -> Redis:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = connect(self.settings.redis_url, max_connections=self.settings.redis_max_connections)
+                client = self._client
+        return client
+
+    @functools.cached_property
+    def scripts(self) -> Scripts:
+        return Scripts(self.redis)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Broker:
@@ -84,8 +113,8 @@ class Broker:
     def partitions(self) -> int:
         """How many partitions the data is spread over: fixed by the first process that
         started against this Redis (kept in `taskq:meta`), the same for every process."""
-        wanted = self.settings.partitions or (CLUSTER_PARTITIONS if self.cluster else 1)
         with translated():
+            wanted = self.settings.partitions or (CLUSTER_PARTITIONS if self.cluster else 1)
             self.redis.hsetnx(keys.META, "partitions", wanted)
             stored = int(self.redis.hget(keys.META, "partitions"))
         if self.settings.partitions and stored != self.settings.partitions:
@@ -97,13 +126,22 @@ class Broker:
     def cluster(self) -> bool:
         """Whether Redis is a Redis Cluster (then RQ's keys are not kept: they are not
         in any partition's slot)."""
-        return False
+        return isinstance(self.redis, RedisCluster)
 
     @property
     def rq_mirror(self) -> str:
         """'1' when the scripts mirror each queue's waiting runs into RQ's list (for
         `rq info`), '' when they do not (a cluster)."""
         return "" if self.cluster else "1"
+
+    def node_for(self, partition: int) -> Redis:
+        """A client of the one Redis that holds the partition (its cluster master), for
+        what must run on that node's connection (WAIT after a write)."""
+        client = self.redis
+        if isinstance(client, RedisCluster):
+            node = client.get_node_from_key(keys.prefix(partition))
+            return cast(Redis, client.get_redis_connection(node))
+        return client
 
     def partition_for(self, colocate: str = "") -> int:
         """Where a new run or group lives: with the runs it shares `colocate` with (its
@@ -127,7 +165,8 @@ class Broker:
             return False
 
     def close(self) -> None:
-        self.redis.close()
+        if self._client is not None:
+            self._client.close()
 
 
 # Replies that mean "not now": a Redis loading its data, a replica without its master,

@@ -28,6 +28,10 @@ from .models import PRIORITY_NAMES, RunInput
 from .record import RunRecord
 
 SEPARATOR = "|"
+# Where every run that needs a named Limit lives when the data has several partitions
+# (a Redis Cluster): one budget is one hash in one partition, and a processor may name
+# several Limits that other processors share in other combinations.
+NAMED_HOME = "n:"
 
 
 @dataclass(frozen=True)
@@ -52,11 +56,11 @@ def place(req: RunInput, spec: dict[str, Any], tenant: str, where: str = "") -> 
     if flow.get("own"):
         own = f"p:{name}" + (f":{key}" if key else "")
         uses.append(f"{own}*1")
-        colocate = own
+        colocate = own  # (each key's runs together: keys spread over the partitions)
     for shared in flow.get("shared") or []:
         units = _named(where, lambda s=shared: limits.units_value(s["units"], req.input, metadata))
         uses.append(f"n:{shared['name']}*{units}")
-        colocate = f"n:{shared['name']}"  # a shared budget's runs live together
+        colocate = NAMED_HOME
     priority = req.priority or spec.get("priority") or "normal"
     lane = SEPARATOR.join((name, tenant, key))
     return Placement(lane, PRIORITY_NAMES.index(priority), ",".join(uses), colocate)

@@ -86,6 +86,9 @@ class Overview:
     retry_waiting: int = 0  # runs waiting in the due set: retries, and runs made for later
     webhooks_pending: int = 0
     webhooks_dead: int = 0
+    cluster: bool = False  # a Redis Cluster (else one Redis)
+    masters: int = 1  # the cluster's masters holding slots
+    partitions: int = 1  # the partitions the data is spread over (keys.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,7 +98,9 @@ def overview(broker: Broker) -> Overview:
     with translated():
         now = broker.now_ms()
         specs = {name: json.loads(s) for name, s in broker.redis.hgetall(keys.PROCESSORS).items()}
-        out = Overview()
+        out = Overview(cluster=broker.cluster, partitions=broker.partitions)
+        if broker.cluster:
+            out.masters = len(broker.redis.get_primaries())
         _partitions(broker, specs, now, out)
         named = _workers(broker, now, out)
         _budgets(named, specs, broker.settings.tenant_concurrency, out)
@@ -253,9 +258,15 @@ def _budgets(named: dict[str, dict[str, Any]], specs: dict[str, Any], tenant_cap
 
 
 def _schedules(broker: Broker, specs: dict[str, Any], out: Overview) -> None:
+    """Each schedule with its last and next tick. Its state lives with its runs
+    (Scheduler.partition), so every partition is asked: one round trip."""
     scheduled = [(name, spec["schedule"]) for name, spec in sorted(specs.items()) if spec.get("schedule")]
     pipe = broker.redis.pipeline(transaction=False)
     for name, _ in scheduled:
-        pipe.hmget(keys.schedule(broker.partition_for(f"schedule:{name}"), name), "last", "next")
-    for (name, schedule), (last, next_) in zip(scheduled, pipe.execute(), strict=True):
+        for partition in range(broker.partitions):
+            pipe.hmget(keys.schedule(partition, name), "last", "next")
+    replies = iter(pipe.execute())
+    for name, schedule in scheduled:
+        found = [(last, next_) for last, next_ in (next(replies) for _ in range(broker.partitions)) if next_]
+        last, next_ = found[0] if found else (None, None)
         out.schedules.append(ScheduleInfo(name, schedule, int(last) if last else None, int(next_) if next_ else None))

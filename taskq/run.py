@@ -68,7 +68,9 @@ def prepare(
     flow = lanes.place(req, spec, tenant, where)
     due_ms = _due(req, settings.retention_s, where)
     if partition is None:
-        partition = broker.partition_for(flow.colocate)
+        # The tenant cap is one budget too: a tenant's runs live together when it is on.
+        tenant_cap = f"t:{tenant}" if settings.tenant_concurrency else ""
+        partition = broker.partition_for(flow.colocate or tenant_cap)
     run_id = ids.new_run_id(partition)
     fields: dict[str, str | int] = {
         "id": run_id,
@@ -170,7 +172,10 @@ def create(
         for name, value in run.fields.items():
             args += [name, value]
     with translated():
-        reply = broker.scripts.create(partition, *args)
+        if settings.wait_replicas:
+            reply = _create_on_replicas(broker, partition, args)
+        else:
+            reply = broker.scripts.create(partition, *args)
     if reply[0] == "mismatch":
         raise errors.ValidationFailed(
             f"Idempotency-Key was already used for run {reply[1]} with a different request",
@@ -187,6 +192,24 @@ def create(
         if run.due_ms:
             run.fields["next_attempt_ms"] = run.due_ms
     return list(reply[2:]), True
+
+
+def _create_on_replicas(broker: Broker, partition: int, args: list[str | int | bytes]) -> list[Any]:
+    """The create, then WAIT on the same connection to the partition's master: the runs
+    are on TASKQ_WAIT_REPLICAS replicas before anyone hears they were made."""
+    settings = broker.settings
+    pipe = broker.node_for(partition).pipeline(transaction=False)
+    broker.scripts.create(partition, *args, client=pipe)
+    pipe.execute_command("WAIT", settings.wait_replicas, settings.wait_replicas_timeout_ms)
+    reply, acked = pipe.execute()
+    if reply[0] == "created" and int(acked) < settings.wait_replicas:
+        raise errors.BrokerUnavailable(
+            f"the run was written but reached {acked} of {settings.wait_replicas} replica(s) within "
+            f"{settings.wait_replicas_timeout_ms} ms, so a failover could lose it; retry with the same "
+            "Idempotency-Key",
+            retry_after_s=1,
+        )
+    return list(reply)
 
 
 @dataclass(frozen=True)

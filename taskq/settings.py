@@ -39,6 +39,11 @@ class Settings:
     # Redis Cluster. Fixed at first start (kept in Redis): every process uses that.
     partitions: int = 0
     rate_limit_per_s: int = 0  # runs a tenant may create a second; 0 = no limit; over it, 429
+    # A run is answered as made only once this many replicas of its master have it
+    # (Redis WAIT, at most wait_replicas_timeout_ms; else a 503): a failover then loses
+    # no run that was acknowledged. 0 = answer as soon as the master has it.
+    wait_replicas: int = 0
+    wait_replicas_timeout_ms: int = 1000
     retention_s: int = 7 * 24 * 3600
     idempotency_ttl_s: int = 24 * 3600
     result_timeout_s: int = 600

@@ -31,7 +31,8 @@ def info(as_json: bool) -> None:
         raise click.ClickException(f"cannot read Redis at {where} ({_source()}): {reason}") from None
     finally:
         broker.close()
-    show.err.print(f"Redis {where} ({_source()})", markup=False)
+    shape = f", a cluster of {view.masters} masters, {view.partitions} partitions" if view.cluster else ""
+    show.err.print(f"Redis {where} ({_source()}){shape}", markup=False)
     if as_json:
         show.emit_json(view.to_dict())
         return

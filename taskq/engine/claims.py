@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterable
 from typing import Protocol
 
+from redis import Redis
+
 from .. import keys
 from ..broker import Broker, Outage, connect
 from ..clock import now_ms
@@ -154,7 +156,8 @@ class Waker(threading.Thread):
 
     def __init__(self, broker: Broker, processors: list[str], claimer: Claimer, wake: Wakeable) -> None:
         super().__init__(name="taskq-waker", daemon=True)
-        self.client = connect(broker.settings.redis_url)
+        self.url = broker.settings.redis_url
+        self.client: Redis | None = None  # made in the thread: Redis may not answer yet
         self.channels = [keys.WAKE + name for name in processors]
         self.claimer = claimer
         self.wake = wake
@@ -165,11 +168,13 @@ class Waker(threading.Thread):
     def stop(self) -> None:
         self.stopped = True
         try:
-            self.client.connection_pool.disconnect()  # ends a blocking read under way
+            if self.client is not None:
+                self.client.close()  # ends a blocking read under way
         except Exception:  # already gone
             pass
         self.join(1)
-        self.client.close()
+        if self.client is not None:
+            self.client.close()
 
     def run(self) -> None:
         while not self.stopped:
@@ -186,6 +191,8 @@ class Waker(threading.Thread):
             self.wake.set()
 
     def _listen(self) -> None:
+        if self.client is None:
+            self.client = connect(self.url)
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         try:
             if self.channels:

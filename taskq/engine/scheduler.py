@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from .. import keys
+from .. import keys, lanes
 from ..broker import Broker, Outage
 from ..catalog import Catalog
 from ..client import default_tenant
@@ -27,7 +27,8 @@ class Scheduler(threading.Thread):
         super().__init__(name="taskq-scheduler", daemon=True)
         self.broker = broker
         self.schedules = [p.schedule for p in processors if p.schedule is not None]
-        self.catalog = Catalog(broker, {p.name: p.spec(broker.settings) for p in processors})
+        self.specs = {p.name: p.spec(broker.settings) for p in processors}
+        self.catalog = Catalog(broker, self.specs)
         self.stopped = threading.Event()
         self.outage = Outage(log, "firing schedules")
 
@@ -42,9 +43,19 @@ class Scheduler(threading.Thread):
                 self.outage.ok()
             self.stopped.wait(max(0.0, wait_s))
 
+    def partition(self, schedule: Schedule) -> int:
+        """Where the schedule's state and its runs live: with the runs they share limits
+        with (lanes.place), else a partition of its own; the same at every tick."""
+        body = {"processor": schedule.processor, "input": schedule.input or {}}
+        spec = self.specs[schedule.processor]
+        colocate = lanes.place(parse(RunInput, body), spec, default_tenant(self.broker)).colocate
+        if not colocate and self.broker.settings.tenant_concurrency:
+            colocate = f"t:{default_tenant(self.broker)}"
+        return self.broker.partition_for(colocate or f"schedule:{schedule.processor}")
+
     def tend(self, schedule: Schedule) -> float:
         """Fires the schedule's tick if it is due; returns how long until its next one."""
-        partition = self.broker.partition_for(f"schedule:{schedule.processor}")
+        partition = self.partition(schedule)
         now = self.broker.now_ms()
         next_ms, spec = self.broker.redis.hmget(keys.schedule(partition, schedule.processor), "next", "spec")
         expected = int(next_ms) if next_ms else None
