@@ -128,17 +128,19 @@ def plot_fairness(results: Results, path: Path) -> None:
     system, against the target of two run-lengths."""
     plt = _pyplot()
     series: dict[str, dict[str, Any]] = results.details["fairness"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(7.6, 4.2))
     for system, f in series.items():
         waits = f["waits_ms"]
         ax.plot(range(1, len(waits) + 1), waits, "-", color=COLOURS.get(system), marker="o", label=system)
-    ax.axhline(100, color="grey", linestyle="--", linewidth=1, label="2 run-lengths (100 ms)")
+    ax.axhline(100, color="grey", linestyle="--", linewidth=1, label="2 run-lengths")
     backlog = max(f["backlog"] for f in series.values())
-    ax.set_yscale("log")
+    ax.set_yscale("symlog", linthresh=10)  # linear below 10 ms: a wait of 0 stays on the plot
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("tenant B's run, in the order made")
-    ax.set_ylabel("queue wait (ms, log scale)")
+    ax.set_ylabel("queue wait (ms)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(f"Tenant B's waits behind A's backlog of {backlog:,} runs (50 ms, c=8)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
