@@ -14,7 +14,7 @@ stopped once every run ended, or half as long again as the rate allows (plus 1 s
 
 (b) Cost. One worker at concurrency 32 drains no-op runs of `noop` (no limits), then
 of `bench_bounded` (one Limit with a concurrency and a rate far above what is
-reached: what is measured is the bookkeeping only), `rounds` pairs in alternating
+reached: what is measured is the bookkeeping only), `limit_pairs` pairs in alternating
 order; runs/s (the steady state, as figure 3) and Redis CPU per run, medians
 compared.
 
@@ -256,12 +256,12 @@ def _most_in_window(starts: list[int], window_ms: int) -> int:
 
 
 def _cost(s: Session) -> tuple[list[Drain], list[Drain]]:
-    """`rounds` drains of each, the order alternating, so drift hits both alike."""
+    """`limit_pairs` drains of each, the order alternating, so drift hits both alike."""
     plain: list[Drain] = []
     limited: list[Drain] = []
     n = s.mode.limit_runs
     with s.serving("bench.app"):
-        for i in range(s.mode.rounds):
+        for i in range(s.mode.limit_pairs):
             for which in ("plain", "limited") if i % 2 == 0 else ("limited", "plain"):
                 if which == "plain":
                     plain.append(drain_taskq(s, "noop", n, 1, COST_CONCURRENCY))
