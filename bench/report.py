@@ -135,7 +135,7 @@ def plot_fairness(results: Results, path: Path) -> None:
     ax.axhline(100, color="grey", linestyle="--", linewidth=1, label="2 run-lengths")
     backlog = max(f["backlog"] for f in series.values())
     ax.set_yscale("symlog", linthresh=10)  # linear below 10 ms: a wait of 0 stays on the plot
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, max(w for f in series.values() for w in f["waits_ms"]) * 2)
     ax.set_xlabel("tenant B's run, in the order made")
     ax.set_ylabel("queue wait (ms)")
     ax.xaxis.get_major_locator().set_params(integer=True)
