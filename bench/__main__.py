@@ -1,4 +1,4 @@
-"""python -m bench [--quick | --smoke] [--only 1,3] [--json PATH] [--plot PATH]"""
+"""python -m bench [--quick | --smoke] [--only 1,3] [--json PATH] [--plot PATH] [--plot-fairness PATH]"""
 
 from __future__ import annotations
 
@@ -11,12 +11,22 @@ import tempfile
 import time
 from pathlib import Path
 
-from .report import Row, plot, table, write_json
+from .report import Row, plot, plot_fairness, table, write_json
 from .session import MODES, Session
 
 # figure number -> module in bench/figures (figures 2, 5 and 7 need groups and the
 # dispatcher; each says so in the table when what it measures is not there yet)
-FIGURES = {1: "enqueue", 2: "groups", 3: "workers", 4: "latency", 5: "dispatcher", 6: "memory", 7: "groups"}
+FIGURES = {
+    1: "enqueue",
+    2: "groups",
+    3: "workers",
+    4: "latency",
+    5: "dispatcher",
+    6: "memory",
+    7: "groups",
+    8: "fairness",
+    9: "limits",
+}
 
 
 def machine() -> str:
@@ -48,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated figure numbers (default: all)")
     parser.add_argument("--json", type=Path, help="write every figure and its details here")
     parser.add_argument("--plot", type=Path, help="write the worker-throughput plot (PNG) here")
+    parser.add_argument("--plot-fairness", type=Path, help="write figure 8's plot of B's waits (PNG) here")
     args = parser.parse_args(argv)
     mode = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
     wanted = sorted({int(x) for x in args.only.split(",") if x.strip()} or FIGURES)
@@ -86,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         write_json(results, args.json)
     if args.plot and results.details.get("worker_throughput"):
         plot(results, args.plot)
+    if args.plot_fairness and results.details.get("fairness"):
+        plot_fairness(results, args.plot_fairness)
     return 0
 
 

@@ -48,6 +48,12 @@ def io_wait() -> float:
     return started
 
 
+def point_at(url: str) -> None:
+    """Makes this process's Celery client use the bench's Redis (broker and results)."""
+    app.conf.broker_url = url
+    app.conf.result_backend = url
+
+
 def fill(n: int, task: str = "noop") -> list[str]:
     """n tasks on Celery's queue, through Celery's own `apply_async`."""
     fn = {"noop": noop, "io_wait": io_wait}[task]
@@ -67,6 +73,18 @@ def spans(client: Any, ids: list[str]) -> list[tuple[float, float]]:
         if meta.get("status") == "SUCCESS":
             end = datetime.fromisoformat(meta["date_done"].replace("Z", "+00:00")).timestamp()
             out.append((float(meta["result"]), end))
+    return out
+
+
+def starts(client: Any, ids: list[str]) -> list[float | None]:
+    """When each task started, as it returned it (None: no result yet)."""
+    pipe = client.pipeline(transaction=False)
+    for task_id in ids:
+        pipe.get(f"celery-task-meta-{task_id}")
+    out: list[float | None] = []
+    for raw in pipe.execute():
+        meta = json.loads(raw) if raw else {}
+        out.append(float(meta["result"]) if meta.get("status") == "SUCCESS" else None)
     return out
 
 

@@ -1,4 +1,4 @@
-"""The bench's one table, its JSON, and the throughput plot."""
+"""The bench's one table, its JSON, and its plots (worker throughput; fairness)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ class Results:
 def _num(value: float | None) -> str:
     if value is None:
         return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
     if abs(value) >= 100:
         return f"{value:,.0f}"
     if abs(value) >= 10:
@@ -83,23 +85,31 @@ def write_json(results: Results, path: Path) -> None:
     path.write_text(json.dumps({"rows": rows, "details": results.details}, indent=2, default=str))
 
 
-def plot(results: Results, path: Path) -> None:
-    """Throughput against worker count, one line per system and worker class."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+COLOURS = {"taskq": "tab:blue", "RQ": "tab:orange", "Celery": "tab:green"}
+
+
+def plot(results: Results, path: Path) -> None:
+    """Throughput against worker count, one line per system and worker class."""
+    plt = _pyplot()
+
     series: dict[str, dict[int, float]] = results.details.get("worker_throughput", {})
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     styles = {"taskq": "-", "RQ": "--", "Celery": ":"}
-    colours = {"taskq": "tab:blue", "RQ": "tab:orange", "Celery": "tab:green"}
     for label, points in sorted(series.items(), key=lambda item: item[0].split()[::-1]):
         system, worker_class = label.split()
         by_count = {int(k): v for k, v in points.items()}
         xs = sorted(by_count)
         ax.plot(
-            xs, [by_count[x] for x in xs], styles.get(system, "-"), color=colours.get(system), marker="o", label=label
+            xs, [by_count[x] for x in xs], styles.get(system, "-"), color=COLOURS.get(system), marker="o", label=label
         )
     ax.set_xlabel("worker processes")
     ax.set_ylabel("no-op runs / s")
@@ -108,6 +118,30 @@ def plot(results: Results, path: Path) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend()
     ax.set_title("No-op worker throughput: taskq vs RQ vs Celery (same run)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_fairness(results: Results, path: Path) -> None:
+    """Figure 8: each of tenant B's runs' queue wait, in the order made, one line per
+    system, against the target of two run-lengths."""
+    plt = _pyplot()
+    series: dict[str, dict[str, Any]] = results.details["fairness"]
+    fig, ax = plt.subplots(figsize=(7.6, 4.2))
+    for system, f in series.items():
+        waits = f["waits_ms"]
+        ax.plot(range(1, len(waits) + 1), waits, "-", color=COLOURS.get(system), marker="o", label=system)
+    ax.axhline(100, color="grey", linestyle="--", linewidth=1, label="2 run-lengths")
+    backlog = max(f["backlog"] for f in series.values())
+    ax.set_yscale("symlog", linthresh=10)  # linear below 10 ms: a wait of 0 stays on the plot
+    ax.set_ylim(0, max(w for f in series.values() for w in f["waits_ms"]) * 2)
+    ax.set_xlabel("tenant B's run, in the order made")
+    ax.set_ylabel("queue wait (ms)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title(f"Tenant B's waits behind A's backlog of {backlog:,} runs (50 ms, c=8)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

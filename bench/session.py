@@ -3,7 +3,8 @@ and helpers to fill queues the fast way (one script call or pipeline per batch).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,13 @@ class Mode:
     memory_runs: int  # fig 6
     group_sizes: tuple[int, ...]  # fig 7
     group_reads: int  # fig 7: GETs per size
+    fair_backlog: int  # fig 8: tenant A's 50 ms runs, queued before the worker starts
+    fair_runs: int  # fig 8: tenant B's runs, made once the backlog is being worked
+    fair_gap_s: float  # fig 8: between two of B's runs
+    capped_runs: int  # fig 9: 20 ms runs of a processor with concurrency 4
+    paced_runs: int  # fig 9: no-op runs of a processor with rate_limit 200/s
+    limit_runs: int  # fig 9: no-op runs per drain, with and without limits
+    limit_pairs: int  # fig 9: drains of each, in alternating order
     rounds: int = 3  # fig 1: alternating RQ / taskq rounds per client setting
 
 
@@ -66,11 +74,67 @@ MODES = {
         5_000,
         (1_000, 100_000),
         500,
+        fair_backlog=10_000,
+        fair_runs=20,
+        fair_gap_s=0.25,
+        capped_runs=1_000,
+        paced_runs=2_000,
+        limit_runs=5_000,
+        limit_pairs=5,
     ),
     "quick": Mode(
-        "quick", 2_000, (16,), 8, 6, 600, (1, 2), 960, 3_000, 60, 50, 200, 500, 4, 1_000, (1_000, 10_000), 200
+        "quick",
+        2_000,
+        (16,),
+        8,
+        6,
+        600,
+        (1, 2),
+        960,
+        3_000,
+        60,
+        50,
+        200,
+        500,
+        4,
+        1_000,
+        (1_000, 10_000),
+        200,
+        fair_backlog=1_000,
+        fair_runs=20,
+        fair_gap_s=0.25,
+        capped_runs=200,
+        paced_runs=400,
+        limit_runs=2_000,
+        limit_pairs=3,
     ),
-    "smoke": Mode("smoke", 200, (4,), 4, 1, 40, (1,), 64, 256, 10, 10, 20, 100, 2, 100, (100, 1_000), 20, rounds=1),
+    "smoke": Mode(
+        "smoke",
+        200,
+        (4,),
+        4,
+        1,
+        40,
+        (1,),
+        64,
+        256,
+        10,
+        10,
+        20,
+        100,
+        2,
+        100,
+        (100, 1_000),
+        20,
+        fair_backlog=240,
+        fair_runs=4,
+        fair_gap_s=0.1,
+        capped_runs=20,
+        paced_runs=20,
+        limit_runs=200,
+        limit_pairs=1,
+        rounds=1,
+    ),
 }
 
 
@@ -104,6 +168,17 @@ class Session:
         cpu = self.r.info("cpu")
         return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
+    @contextmanager
+    def serving(self, *apps: str) -> Iterator[None]:
+        """Inside, `settings` names `apps` besides the example app: the workers started
+        and the processors advertised (`reset`) serve theirs too (bench/app.py)."""
+        before = self.settings
+        self.settings = before.replace(app=before.app + apps)
+        try:
+            yield
+        finally:
+            self.settings = before
+
     def reset(self) -> None:
         """An empty database with the example app's processors advertised (as a
         worker would), and fresh command counters."""
@@ -118,9 +193,12 @@ class Session:
         group_id: str | None = None,
         webhook: Callable[[int], str] | None = None,
         processor: str = "noop",
+        tenant: str | None = None,
     ) -> list[str]:
-        """n no-op runs made through taskq's own Python API, `batch` per create script;
-        run i gets a webhook to `webhook(i)` when that is given."""
+        """n runs of `processor` (input {}) made through taskq's own Python API, `batch`
+        per create script, for `tenant` (the bench's API key's by default); run i gets a
+        webhook to `webhook(i)` when that is given."""
+        tenant = tenant or self.tenant
         ids: list[str] = []
         plain = RunInput(input={}, processor=processor)
 
@@ -131,17 +209,17 @@ class Session:
 
         while len(ids) < n:
             news = [
-                run.prepare(self.broker, self._catalog, self.tenant, req(len(ids) + i))
+                run.prepare(self.broker, self._catalog, tenant, req(len(ids) + i))
                 for i in range(min(batch, n - len(ids)))
             ]
-            made, _ = run.create(self.broker, news, tenant=self.tenant, group_id=group_id)
+            made, _ = run.create(self.broker, news, tenant=tenant, group_id=group_id)
             ids += made
         return ids
 
-    def fill_rq(self, n: int, batch: int = 500) -> list[str]:
+    def fill_rq(self, n: int, batch: int = 500, func: Callable[[], None] = rqside.noop) -> list[str]:
         ids: list[str] = []
         while len(ids) < n:
-            datas = [rq.Queue.prepare_data(rqside.noop) for _ in range(min(batch, n - len(ids)))]
+            datas = [rq.Queue.prepare_data(func) for _ in range(min(batch, n - len(ids)))]
             ids += [job.id for job in self.rq_queue.enqueue_many(datas)]
         return ids
 

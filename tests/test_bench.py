@@ -23,6 +23,13 @@ FIGURES = (
     "5 webhook deliveries/s",
     "6 bytes/finished run",
     "7 GET group",
+    "8 tenant B's wait behind A's backlog, p99",
+    "8 A's runs started before B's last",
+    "9 cap violations",
+    "9 most starts in 1 s",
+    "9 starts/s reached",
+    "9 no-op runs/s under limits",
+    "9 Redis CPU/run under limits",
 )
 
 

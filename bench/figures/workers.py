@@ -61,7 +61,7 @@ def run(s: Session) -> None:
     throughput: dict[str, dict[int, float]] = {}
     drains: dict[str, Drain | None] = {}
     for workers in mode.worker_counts:
-        tq = drains[f"taskq noop x{workers}"] = _taskq(s, "noop", mode.worker_runs, workers)
+        tq = drains[f"taskq noop x{workers}"] = drain_taskq(s, "noop", mode.worker_runs, workers)
         rq_ = drains[f"RQ noop x{workers}"] = _rq(s, mode.worker_runs, workers)
         cel = drains[f"Celery noop x{workers}"] = _celery(s, "noop", mode.worker_runs, workers, "solo", 1)
         for label, d in (("taskq threads", tq), ("RQ simple", rq_), ("Celery solo", cel)):
@@ -79,7 +79,7 @@ def run(s: Session) -> None:
                 celery=_rate(cel),
             )
         )
-    tq_io = drains["taskq io c32"] = _taskq(s, "io_wait", mode.io_runs, 1, IO_CONCURRENCY)
+    tq_io = drains["taskq io c32"] = drain_taskq(s, "io_wait", mode.io_runs, 1, IO_CONCURRENCY)
     cel_io = drains["Celery io c32"] = _celery(s, "io_wait", mode.io_runs, 1, "threads", IO_CONCURRENCY)
     met_io = tq_io.rate >= 500 and _beats(tq_io, cel_io) is not False
     s.results.add(
@@ -94,7 +94,7 @@ def run(s: Session) -> None:
             celery=_rate(cel_io),
         )
     )
-    tq_aio = drains["taskq async c256"] = _taskq(s, "aio_wait", mode.async_runs, 1, ASYNC_CONCURRENCY)
+    tq_aio = drains["taskq async c256"] = drain_taskq(s, "aio_wait", mode.async_runs, 1, ASYNC_CONCURRENCY)
     s.results.add(
         Row(
             "3 50 ms async runs/s, 1 process, c=256",
@@ -153,7 +153,7 @@ def run(s: Session) -> None:
             celery=cel1.redis_us if cel1 else None,
         )
     )
-    tq_rss1 = drains["taskq io c1"] = _taskq(s, "io_wait", mode.rss_runs, 1, 1)
+    tq_rss1 = drains["taskq io c1"] = drain_taskq(s, "io_wait", mode.rss_runs, 1, 1)
     ratio = tq_io.rss_kb / max(tq_rss1.rss_kb, 1)
     s.results.add(
         Row(
@@ -186,8 +186,7 @@ def run(s: Session) -> None:
 
 def _configure_celery(s: Session) -> None:
     if celeryside is not None:
-        celeryside.app.conf.broker_url = s.settings.redis_url
-        celeryside.app.conf.result_backend = s.settings.redis_url
+        celeryside.point_at(s.settings.redis_url)
 
 
 def _rate(d: Drain | None) -> float | None:
@@ -202,7 +201,9 @@ def _no_celery(d: Drain | None) -> str:
     return "" if d is not None else "Celery not installed: pip install -e '.[bench]'"
 
 
-def _taskq(s: Session, processor: str, n: int, workers: int, concurrency: int | None = None) -> Drain:
+def drain_taskq(s: Session, processor: str, n: int, workers: int, concurrency: int | None = None) -> Drain:
+    """n runs of `processor` queued first, then drained by `workers` burst workers
+    (s.settings: the example app, and any other `s.serving` names)."""
     s.reset()
     ids = s.fill_taskq(n, processor=processor)
 
