@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from taskq import keys
 from taskq.cli import main
 from taskq.engine.claims import Claimer
-from taskq.limits import Limit, LimitDeclarationError, Rate, check_path
-from taskq.processor import load_apps, task
+from taskq.limits import Budget, Declared, Limit, LimitDeclarationError, Rate, check_path
+from taskq.processor import Processor, load_apps, task
 from tests.conftest import API_KEY, HEADERS, OTHER_KEY, settings_env, wait_until
 
 Interval = tuple[int, int]
@@ -280,3 +280,20 @@ def test_rates_parse_as_units_per_period():
     assert Rate.parse("10/s", "x").interval_ms == 100
     assert Rate.parse("3/10s", "x") == Rate(3, 10)
     assert Rate.parse("1000 / hour", "x") == Rate(1000, 3600)
+
+
+def test_a_claim_that_parks_a_lane_on_its_rate_says_when_it_is_due(client, broker):
+    # (a lone worker must come back for the next start when the rate allows it, not at its next sweep)
+    run_ids = [submit(client, "paced", {}) for _ in range(3)]
+    claimer = Claimer(broker, [load_apps(broker.settings.app)["paced"]], "tester:1")
+    (first,) = claimer.claim(3)
+    assert first.id == run_ids[0] and not claimer.hot
+    assert claimer.due_ms[0] == first.started_ms + 200  # paced: 5/s
+
+
+def test_a_rate_faster_than_one_a_millisecond_admits_many_in_one_millisecond(client, broker):
+    run_ids = [submit(client, "complete", {"max_tokens": 1}) for _ in range(20)]
+    # a worker whose TOKENS budget is a million a second (Redis's clock counts milliseconds)
+    fast = Declared(shared=[("tokens", Budget(rate=Rate.parse("1000000/s", "tokens")), "input.max_tokens")])
+    taken = Claimer(broker, [Processor(name="complete", func=lambda inp: inp, flow=fast)], "tester:1").claim(20)
+    assert sorted(r.id for r in taken) == sorted(run_ids)

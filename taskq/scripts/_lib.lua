@@ -224,13 +224,16 @@ local function uses(list)
   return out
 end
 
--- Whether every limit of `needs` lets the run start now: true, or false with the limit
--- that stops it and, for a rate or a pause, when it may go.
+-- Whether every limit of `needs` lets the run start now: true and the limits' states
+-- (for take), or false with the limit that stops it and, for a rate or a pause, when
+-- it may go. Rates are kept to the millisecond of Redis's clock: a rate faster than one
+-- a millisecond admits as many in one millisecond as fit in it.
 local function admit(needs, now)
-  for _, use in ipairs(needs) do
+  local states = {}
+  for i, use in ipairs(needs) do
     local id, units = use[1], use[2]
     local b = budget_of(id)
-    local st = redis.call('HMGET', K.limit(id), 'n', 'tat', 'until')
+    local st = redis.call('HMGET', K.limit(id), 'n', 'tat', 'until', 'win', 'wn', 'started')
     local paused = tonumber(st[3])
     if paused and paused > now then return false, id, paused end
     if b then
@@ -240,34 +243,35 @@ local function admit(needs, now)
       if b[2] > 0 then
         local tat = math.max(tonumber(st[2]) or 0, now)
         local slack = (b[3] - 1) * b[2]
-        if tat - now > slack then return false, id, tat - slack end
+        if tat - now >= slack + 1 then return false, id, tat - slack end
       end
     end
+    states[i] = st
   end
-  return true
+  return true, states
 end
 
--- Takes the units of every limit of `needs` (admit said yes); returns them as `holds`.
--- Also counts the units started: in all (`started`), this minute (`wn`, the minute
--- being `win`) and the minute before (`pn`), for taskq info, the dashboard and /metrics.
-local function take(needs, now)
+-- Takes the units of every limit of `needs` (admit said yes, and read `states`);
+-- returns them as `holds`. Also counts the units started: in all (`started`), this
+-- minute (`wn`, the minute being `win`) and the minute before (`pn`), for taskq info,
+-- the dashboard and /metrics.
+local function take(needs, now, states)
   local held = {}
   local minute = math.floor(now / 60000)
-  for _, use in ipairs(needs) do
+  for i, use in ipairs(needs) do
     local id, units = use[1], use[2]
     local b = budget_of(id)
-    local key = K.limit(id)
-    local st = redis.call('HMGET', key, 'n', 'tat', 'win', 'wn', 'started')
-    local win, wn = tonumber(st[3]), tonumber(st[4]) or 0
-    local changed = {'n', (tonumber(st[1]) or 0) + units, 'started', (tonumber(st[5]) or 0) + units}
+    local st = states[i]
+    local win, wn = tonumber(st[4]), tonumber(st[5]) or 0
+    local changed = {'n', (tonumber(st[1]) or 0) + units, 'started', (tonumber(st[6]) or 0) + units}
     if win ~= minute then
       append(changed, 'win', minute, 'pn', win == minute - 1 and wn or 0)
       wn = 0
     end
     append(changed, 'wn', wn + units)
     if b and b[2] > 0 then append(changed, 'tat', math.max(tonumber(st[2]) or 0, now) + units * b[2]) end
-    redis.call('HSET', key, unpack(changed))
-    redis.call('SADD', K.limits, id)
+    redis.call('HSET', K.limit(id), unpack(changed))
+    if not st[6] then redis.call('SADD', K.limits, id) end  -- (its first use here)
     table.insert(held, id .. '*' .. units)
   end
   return table.concat(held, ',')
@@ -484,7 +488,8 @@ end
 -- between a lane and a lease, so a worker that dies at any moment strands nothing.
 -- Appends to `out` each run taken, as a flat field/value list of it as it now is (a
 -- field may appear twice: the later value is the current one); returns whether ready
--- lanes of these processors are left here.
+-- lanes of these processors are left here, and the earliest time a lane it parked on a
+-- rate or a pause may go (nil: none), which the caller reports as due.
 local function claim_runs(out, procs, want, now, lease_ms, retention, base)
   local worker = string.match(base, '^(.*):[^:]*$') or base
   local deadline = now + lease_ms
@@ -505,6 +510,7 @@ local function claim_runs(out, procs, want, now, lease_ms, retention, base)
     end
   end
   local leases, left = {}, {}
+  local soonest = nil  -- the earliest a lane it parked on a rate or a pause may go
   local tenant_cap = BUDGETS['t'] and BUDGETS['t'][1] > 0
 
   -- Takes up to `quota` runs from the head of `lane`; returns how many it looked at,
@@ -521,15 +527,16 @@ local function claim_runs(out, procs, want, now, lease_ms, retention, base)
       if rec.status == 'queued' then
         local needs = uses(rec.limits)
         if tenant_cap then table.insert(needs, {'t:' .. rec.tenant, 1}) end
-        local ok, limit_id, until_ms = admit(needs, now)
+        local ok, got, until_ms = admit(needs, now)  -- got: the limits' states, or the one that stops it
         if not ok then
-          park(lane, limit_id, until_ms)
+          park(lane, got, until_ms)
+          if until_ms and (soonest == nil or until_ms < soonest) then soonest = until_ms end
           parked = true
           break
         end
         local attempt = (tonumber(rec.attempts) or 0) + 1
         local changed = {'attempts', attempt, 'token', base .. '.' .. attempt, 'started_ms', now, 'worker', worker}
-        if #needs > 0 then append(changed, 'holds', take(needs, now)) end
+        if #needs > 0 then append(changed, 'holds', take(needs, now, got)) end
         if rec.next_attempt_ms then redis.call('HDEL', key, 'next_attempt_ms') end
         set_status(id, 'queued', 'running', now, retention, changed, links_of(rec))
         append(leases, deadline, id)
@@ -578,7 +585,7 @@ local function claim_runs(out, procs, want, now, lease_ms, retention, base)
   for queue, count in pairs(left) do left_lanes(queue, count) end
   if #leases > 0 then redis.call('ZADD', K.running, unpack(leases)) end
   for _, proc in ipairs(served) do
-    if heads[proc] then return true end
+    if heads[proc] then return true, soonest end
   end
-  return false
+  return false, soonest
 end

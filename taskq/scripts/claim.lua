@@ -13,7 +13,8 @@ COUNTS = {}
 local procs = read_request(6)
 local due = tend_due(now, 1000)
 local out = {'', ''}
-local more = claim_runs(out, procs, want, now, lease_ms, retention, base)
+local more, soonest = claim_runs(out, procs, want, now, lease_ms, retention, base)
+if soonest and (not due or soonest < due) then due = soonest end
 out[1], out[2] = due or '', more and '1' or ''
 flush_counts()
 return out

@@ -87,7 +87,8 @@ if want > 0 then
   local due = tend_due(now, 1000)
   local at = #ended + 1
   append(ended, '', '')
-  local more = claim_runs(ended, procs, want, now, lease_ms, retention, token_base)
+  local more, soonest = claim_runs(ended, procs, want, now, lease_ms, retention, token_base)
+  if soonest and (not due or soonest < due) then due = soonest end
   ended[at], ended[at + 1] = due or '', more and '1' or ''
 end
 flush_counts()
