@@ -10,16 +10,17 @@ run left unanswered for `action_timeout_s` fails (see scripts/reap.lua).
 
 Record fields while waiting: `required_action` (JSON: message, schema),
 `asked_ms` and `answer_deadline_ms` (Redis's clock, set by finish.lua); `answers`
-(JSON list, in the order given).
+(JSON list, in the order given; a payload, kept as payload.py says).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import catalog, errors, ids, run
+from . import catalog, errors, ids, payload, run
 from .broker import Broker, translated
 from .models import dumps, request_json
+from .outputs import payloads
 from .record import RunRecord
 
 if TYPE_CHECKING:
@@ -54,16 +55,27 @@ def answer(broker: Broker, tenant: str, run_id: str, value: Any) -> RunRecord:
         raise errors.Conflict(f"run {run_id} is {status}, not waiting for an answer", {"status": status})
     asked = record.raw["required_action"]
     catalog.check(value, question["schema"], "input")
+    before = record.payload_text("answers")
+    given = request_json(value, "input")
+    # Appended as text: the answers given before stay as they were written.
+    stored = payloads.store(broker, run_id, "answers", f"{before[:-1]},{given}]" if before else f"[{given}]")
     settings = broker.settings
-    with translated():
-        reply = broker.scripts.answer(
-            ids.partition_of(run_id),
-            run_id,
-            settings.retention_s,
-            broker.rq_mirror,
-            request_json(value, "input"),
-            asked,
-        )
+    try:
+        with translated():
+            reply = broker.scripts.answer(
+                ids.partition_of(run_id),
+                run_id,
+                settings.retention_s,
+                broker.rq_mirror,
+                stored,
+                asked,
+                payload.to_bytes(record.raw.get("answers") or ""),
+                "1" if payloads.offloaded(stored) else "",
+            )
+    except BaseException:
+        payloads.discard(broker, [stored])
+        raise
     if isinstance(reply, list):
+        payloads.discard(broker, [stored])
         raise errors.Conflict(f"run {run_id} is {reply[1]}, not waiting for this answer", {"status": reply[1]})
     return run.load(broker, tenant, run_id)

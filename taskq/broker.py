@@ -39,6 +39,9 @@ def connect(url: str, *, decode_responses: bool = True, max_connections: int = 2
     checked, so processes ride out a Redis restart."""
     options: dict[str, Any] = {
         "decode_responses": decode_responses,
+        # Compressed payloads are bytes that need not be UTF-8 (payload.py): they are
+        # decoded to surrogates and encoded back to the same bytes when written.
+        "encoding_errors": "surrogateescape",
         "health_check_interval": 30,
         "socket_keepalive": True,
         "socket_connect_timeout": 5,

@@ -39,6 +39,9 @@ class CurrentRun:
             {"type": "task_run.progress", "message": str(message)[:2000]},  # its time: the event's id
             maxlen=PROGRESS_MAXLEN,
             approximate=True,
+            # Its stream exists from the run's first event until it has ended and folded
+            # its events (record.py): a late message never makes a stream nobody expires.
+            nomkstream=True,
         )
 
 

@@ -19,6 +19,8 @@ map to one HTTP status each, in one handler (gateway/http.py).
     ├── TooManyStreams              429  the tenant holds TASKQ_MAX_STREAMS_PER_TENANT
     │                                    open streams and long polls on this gateway
     ├── BrokerUnavailable           503  Redis cannot be reached
+    ├── StorageUnavailable          503  a payload offloaded to the output storage could
+    │                                    not be read from it (payload.py)
     │
     │   Never an HTTP answer:
     ├── ConfigurationError               the deployment or the app is declared wrongly: the
@@ -129,6 +131,11 @@ class TooManyStreams(TaskqError):
 class BrokerUnavailable(TaskqError):
     status_code = 503
     message = "Redis is unreachable"
+
+
+class StorageUnavailable(TaskqError):
+    status_code = 503
+    message = "the output storage is unreachable"
 
 
 class ConfigurationError(TaskqError, ValueError):

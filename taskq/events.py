@@ -4,7 +4,10 @@ Each stream function checks its arguments (404, 422) before it returns, so a bad
 request is an ordinary error response; what it returns is an iterator of SSE text
 that the gateway sends as it comes. Live streams read Redis Streams with a blocking
 XREAD, so an idle stream costs no polling, and every event carries the stream id as
-its `event_id`: resuming with `last_event_id` continues exactly after it. A comment
+its `event_id`: resuming with `last_event_id` continues exactly after it. A run
+that has ended keeps its events folded into its record under the same ids (its
+stream goes a few seconds later), so a finished run's events read, and resume, as
+they did while it ran, its terminal `task_run.state` last. A comment
 line is sent every `sse_heartbeat_s` so that proxies keep idle streams open, and so
 that a client that has gone away is noticed (the write fails and the iterator is
 closed, which frees its Redis connection) within one heartbeat.
@@ -22,7 +25,7 @@ from . import errors, group, keys, run, wire
 from .broker import MAX_BLOCK_MS, Broker, translated
 from .clock import iso
 from .models import RunStatus, TaskGroupStatus
-from .record import GroupRecord, RunRecord, load_groups, load_runs
+from .record import Entry, GroupRecord, RunRecord, load_groups, load_runs, unfold
 
 HEARTBEAT = ": ping\n\n"
 MAX_STREAM_S = 3600.0
@@ -30,8 +33,6 @@ _READ_BATCH = 200
 # ASCII digits only (\d would take any Unicode digit), within Redis's 64-bit range.
 _STREAM_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")
 _MAX_ID_PART = 2**64 - 1
-
-Entry = tuple[str, dict[str, str]]
 
 
 def sse(data: dict[str, Any], event_id: str | None = None) -> str:
@@ -226,16 +227,38 @@ def _run_events(broker: Broker, tenant: str, run_id: str, after: str, timeout_s:
         if batch is None:
             yield HEARTBEAT
             continue
-        record: RunRecord | None = None
-        for event_id, fields in batch:
-            if fields.get("type") == "task_run.progress":
-                message = {"type": "task_run.progress_msg.exec_status", "message": fields.get("message", "")}
-                yield sse({**message, "timestamp": iso(event_ms(event_id))}, event_id)
-            elif fields.get("type") == "task_run.state":
-                if record is None:
-                    record = run.load(broker, tenant, run_id)
-                as_of = _task_run(wire.as_of(record, event_ms(event_id), fields), broker)
-                yield sse({"type": "task_run.state", "event_id": event_id, "run": as_of}, event_id)
+        after = batch[-1][0]
+        yield from _run_entries(broker, tenant, run_id, batch)
+    # A run that has ended keeps its events in its record, its stream only a few
+    # seconds more (record.EVENTS_LINGER_S): what was not read from the stream is there.
+    with translated():
+        rest = [e for e in unfold(broker.redis.hget(keys.run(run_id), "events")) or () if _after(e[0], after)]
+    yield from _run_entries(broker, tenant, run_id, rest)
+
+
+def _run_entries(broker: Broker, tenant: str, run_id: str, entries: list[Entry]) -> Iterator[str]:
+    record: RunRecord | None = None
+    for event_id, fields in entries:
+        if fields.get("type") == "task_run.progress":
+            message = {"type": "task_run.progress_msg.exec_status", "message": fields.get("message", "")}
+            yield sse({**message, "timestamp": iso(event_ms(event_id))}, event_id)
+        elif fields.get("type") == "task_run.state":
+            if record is None:
+                record = run.load(broker, tenant, run_id)
+            as_of = _task_run(wire.as_of(record, event_ms(event_id), fields), broker)
+            yield sse({"type": "task_run.state", "event_id": event_id, "run": as_of}, event_id)
+
+
+def run_entries(broker: Broker, run_id: str) -> list[Entry]:
+    """Every event of the run, as stream entries, oldest first: from its record once it
+    has ended (and folded its stream), else from its stream."""
+    with translated():
+        folded = unfold(broker.redis.hget(keys.run(run_id), "events"))
+        return folded if folded is not None else broker.redis.xrange(keys.run_events(run_id))
+
+
+def _after(entry_id: str, after: str) -> bool:
+    return _order(entry_id) > _order(after)
 
 
 def _task_run(record: RunRecord, broker: Broker | None = None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from .models import (
     parse,
     request_json,
 )
+from .outputs import payloads
 from .record import COUNT_PREFIX, GroupRecord, RunRecord, load_groups, load_runs
 from .wire import group_status
 
@@ -176,7 +177,7 @@ def run_records(broker: Broker, group_id: str, start: int = 0, batch: int = 500)
     runs whose record has expired are skipped."""
     for position, ids in _run_id_batches(broker, group_id, start, batch):
         with translated():
-            records = load_runs(broker.redis, ids)
+            records = load_runs(broker.redis, ids, blobs=payloads.reader(broker))
         for offset, record in enumerate(records):
             if record is not None:
                 yield position + offset, record

@@ -468,8 +468,9 @@ def _any_not_finite(value: Any) -> bool:
 
 
 def dumps(value: Any, **kw: Any) -> str:
-    """JSON text of user data for Redis or the wire. A NaN or infinite float raises
-    ValueError instead of being written as `NaN`/`Infinity`, which is not JSON."""
+    """Compact JSON text of user data for Redis or the wire. A NaN or infinite float
+    raises ValueError instead of being written as `NaN`/`Infinity`, which is not JSON."""
+    kw.setdefault("separators", (",", ":"))
     return json.dumps(value, allow_nan=False, **kw)
 
 

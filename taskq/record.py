@@ -5,7 +5,9 @@ named projections of it (`WIRE`, `DELIVERY`, the Lua side's `LINKS`).
 A run is the hash `taskq:run:{id}`; its fields (absent when empty):
 
     id, tenant, processor, queue, timeout_s, max_retries
-    input            JSON of the input (an object, or a string for text input)
+    input            JSON of the input (an object, or a string for text input); like
+                     output and answers, a payload: plain, compressed or a reference
+                     to the output storage (payload.py), decoded here on read
     metadata         JSON object
     output_schema    JSON Schema the output must meet (from task_spec)
     webhook          JSON of the webhook; webhook_all = '1' for every status change
@@ -32,6 +34,12 @@ A run is the hash `taskq:run:{id}`; its fields (absent when empty):
     limits           the limits it needs to start, "id*units,…" (limits.py); holds: those
                      it holds while running, given back when it stops
     taskgroup_id, delivery_seq
+    events           once it has ended: its event stream folded into one JSON list, the
+                     stream itself kept only EVENTS_LINGER_S more (events.py reads it)
+
+A run that ends keeps only what a finished run is read for: set_status drops
+FINISHED_DROP from its record in the step that ends it (docs/architecture.md, "What
+a run costs in Redis").
 
 A group is the hash `taskq:group:{id}`: id, tenant, metadata, created_ms, modified_ms,
 num_task_runs, and `c:<status>`, how many of its runs are in each status (kept by
@@ -49,7 +57,7 @@ from typing import Any
 
 from redis import Redis
 
-from . import keys
+from . import keys, payload
 from .models import PRIORITY_NAMES, Priority, RunStatus
 
 
@@ -63,18 +71,24 @@ def _json(value: str | None) -> Any:
 
 class RunRecord:
     """One run as stored: typed fields over the raw hash. JSON fields are decoded on
-    first use, once."""
+    first use, once; payloads (input, output, answers) from whichever form they are
+    kept in, those in the output storage read through `blobs` (outputs.payloads.bind)."""
 
-    def __init__(self, raw: Mapping[str, str]) -> None:
+    def __init__(self, raw: Mapping[str, str], blobs: payload.Blobs | None = None) -> None:
         self.raw = raw
+        self.blobs = blobs
 
     @classmethod
-    def from_hash(cls, data: Mapping[str, str] | Sequence[str]) -> RunRecord:
+    def from_hash(cls, data: Mapping[str, str] | Sequence[str], blobs: payload.Blobs | None = None) -> RunRecord:
         """From HGETALL's reply (a mapping), or a flat field/value list as the scripts
         return it (a later value of a field wins)."""
         if not isinstance(data, Mapping):
             data = dict(zip(data[::2], data[1::2], strict=False))
-        return cls(data)
+        return cls(data, blobs)
+
+    def reading(self, blobs: payload.Blobs) -> RunRecord:
+        """This record, reading its offloaded payloads with `blobs`."""
+        return RunRecord(self.raw, blobs)
 
     def __repr__(self) -> str:
         return f"RunRecord({self.id!r}, {self.raw.get('status')!r})"
@@ -92,7 +106,7 @@ class RunRecord:
                 raw.pop(name, None)
             else:
                 raw[name] = str(value)
-        return RunRecord(raw)
+        return RunRecord(raw, self.blobs)
 
     # -- what the run is
     @property
@@ -123,9 +137,13 @@ class RunRecord:
     def taskgroup_id(self) -> str | None:
         return self.raw.get("taskgroup_id") or None
 
+    def payload_text(self, name: str) -> str | None:
+        """The JSON text of a payload field (payload.FIELDS), None when it has none."""
+        return payload.text(self.raw.get(name), self.blobs)
+
     @functools.cached_property
     def input(self) -> Any:
-        return json.loads(self.raw.get("input") or "null")
+        return json.loads(self.payload_text("input") or "null")
 
     @functools.cached_property
     def metadata(self) -> dict[str, Any] | None:
@@ -178,7 +196,8 @@ class RunRecord:
 
     @property
     def modified_ms(self) -> int:
-        return _int(self.raw.get("modified_ms")) or self.created_ms
+        # (a finished run's last change is its end: FINISHED_DROP has modified_ms)
+        return _int(self.raw.get("modified_ms")) or self.finished_ms or self.created_ms
 
     @property
     def started_ms(self) -> int:
@@ -205,9 +224,15 @@ class RunRecord:
     def output_type(self) -> str:
         return self.raw.get("output_type", "json")
 
-    @property
+    @functools.cached_property
     def output_json(self) -> str:
-        return self.raw.get("output") or "null"
+        return self.payload_text("output") or "null"
+
+    @property
+    def output_offloaded(self) -> bool:
+        """Whether its output is in the output storage (then at least
+        TASKQ_PAYLOAD_OFFLOAD_BYTES long), known without reading it."""
+        return payload.referenced(self.raw.get("output")) is not None
 
     @functools.cached_property
     def output(self) -> Any:
@@ -237,7 +262,13 @@ class RunRecord:
 
     @functools.cached_property
     def answers(self) -> list[Any]:
-        return _json(self.raw.get("answers")) or []
+        return _json(self.payload_text("answers")) or []
+
+    @functools.cached_property
+    def events(self) -> list[Entry] | None:
+        """Its event stream as folded into the record when it ended (set_status); None
+        while it has not ended, or if it ended before streams were folded."""
+        return unfold(self.raw.get("events"))
 
 
 class GroupRecord:
@@ -315,6 +346,30 @@ class DeliveryRecord:
 
 
 COUNT_PREFIX = "c:"  # a group's `c:<status>` counters
+STATE_EVENT = "task_run.state"  # the event type a folded entry without one has
+
+# How long a finished run's event stream is kept once folded into its record: readers
+# blocked on it at that moment are woken by its last event (Redis wakes a blocked
+# XREAD only while the stream exists), later ones read the record.
+EVENTS_LINGER_S = 5
+
+# What a finished run is no longer read for, dropped as it ends (set_status): its
+# lease, where it waited and with which limits, its retry schedule and counters, and
+# modified_ms (then its finished_ms). priority_band is kept: the run shows its priority.
+FINISHED_DROP = (
+    "token",
+    "lane",
+    "queue",
+    "timeout_s",
+    "limits",
+    "next_attempt_ms",
+    "interruptions",
+    "errors_n",
+    "outputs_seq",
+    "webhook_all",
+    "delivery_seq",
+    "modified_ms",
+)
 
 # What the wire shape of a run reads (wire.to_task_run): never the input or output.
 WIRE = (
@@ -362,9 +417,45 @@ LINKS = (
 )
 
 
-def load_runs(redis: Redis, run_ids: Iterable[str], fields: Sequence[str] | None = None) -> list[RunRecord | None]:
+Entry = tuple[str, dict[str, str]]  # a stream entry: its id, its fields
+
+
+def unfold(folded: str | None) -> list[Entry] | None:
+    """A run's `events` field as the stream entries it was folded from (None: no field);
+    scripts/_lib.lua's fold_events says how they are folded."""
+    if not folded:
+        return None
+    out: list[Entry] = []
+    ms = 0
+    carried: dict[str, str] = {}
+    for item in json.loads(folded):
+        stamp = item[0]
+        if not out:
+            entry_id = stamp
+            ms = int(stamp.split("-")[0])
+        else:
+            delta, _, seq = str(stamp).partition("-")
+            ms += int(delta)
+            entry_id = f"{ms}-{seq or 0}"
+        if len(item) % 2 == 0:  # a state event: [time, status, name, value, ...]
+            fields = {"type": STATE_EVENT, "status": item[1], **carried, "n": ""}
+            fields.update(zip(item[2::2], item[3::2], strict=True))
+            carried.update({k: v for k, v in fields.items() if k in _CARRIED and v})
+        else:
+            fields = dict(zip(item[1::2], item[2::2], strict=True))
+        out.append((entry_id, fields))
+    return out
+
+
+_CARRIED = ("a", "e", "s")
+
+
+def load_runs(
+    redis: Redis, run_ids: Iterable[str], fields: Sequence[str] | None = None, blobs: payload.Blobs | None = None
+) -> list[RunRecord | None]:
     """The records of `run_ids`, in order, in one round trip (None where a run has
-    expired); `fields`: only those (a projection above), else all."""
+    expired); `fields`: only those (a projection above), else all; `blobs`: reads their
+    offloaded payloads."""
     ids = list(run_ids)
     if not ids:
         return []
@@ -378,7 +469,7 @@ def load_runs(redis: Redis, run_ids: Iterable[str], fields: Sequence[str] | None
     for reply in pipe.execute():
         if fields is not None:
             reply = {name: value for name, value in zip(fields, reply, strict=True) if value is not None}
-        out.append(RunRecord(reply) if reply else None)
+        out.append(RunRecord(reply, blobs) if reply else None)
     return out
 
 

@@ -14,7 +14,8 @@ from . import catalog, errors, ids, keys, lanes, upstream
 from .broker import MAX_BLOCK_MS, Broker, translated
 from .catalog import Catalog
 from .clock import now_ms
-from .models import NOT_ACTED_ON, RunInput, RunStatus, TaskRunResult, dumps, request_json
+from .models import NOT_ACTED_ON, PRIORITY_NAMES, RunInput, RunStatus, TaskRunResult, dumps, request_json
+from .outputs import payloads
 from .record import RunRecord, load_runs
 from .webhooks import address
 from .wire import to_result
@@ -23,6 +24,7 @@ from .wire import to_result
 # each path cut to MAX_FIELD_CHARS: the record stays small whatever the body holds.
 MAX_WARNINGS = 20
 MAX_FIELD_CHARS = 200
+NORMAL_BAND = PRIORITY_NAMES.index("normal")
 
 
 @dataclass
@@ -81,8 +83,9 @@ def prepare(
         "max_retries": spec["retries"],
         "input": request_json(req.input, f"{where}input"),
         "lane": flow.lane,
-        "priority_band": flow.band,
     }
+    if flow.band != NORMAL_BAND:  # (absent: normal, as every reader takes it)
+        fields["priority_band"] = flow.band
     if flow.limits:
         fields["limits"] = flow.limits
     if req.metadata:
@@ -167,15 +170,22 @@ def create(
         broker.rq_mirror,
         *(guard.args() if guard else ("", "", "", "", "")),
     ]
-    for run in runs:
-        args += [run.run_id, run.due_ms or "", len(run.fields)]
-        for name, value in run.fields.items():
+    stored = [_stored_fields(broker, run) for run in runs]
+    for run, fields in zip(runs, stored, strict=True):
+        args += [run.run_id, run.due_ms or "", len(fields)]
+        for name, value in fields.items():
             args += [name, value]
-    with translated():
-        if settings.wait_replicas:
-            reply = _create_on_replicas(broker, partition, args)
-        else:
-            reply = broker.scripts.create(partition, *args)
+    try:
+        with translated():
+            if settings.wait_replicas:
+                reply = _create_on_replicas(broker, partition, args)
+            else:
+                reply = broker.scripts.create(partition, *args)
+    except BaseException:
+        payloads.discard(broker, [f["input"] for f in stored])
+        raise
+    if reply[0] != "created":
+        payloads.discard(broker, [f["input"] for f in stored])
     if reply[0] == "mismatch":
         raise errors.ValidationFailed(
             f"Idempotency-Key was already used for run {reply[1]} with a different request",
@@ -192,6 +202,16 @@ def create(
         if run.due_ms:
             run.fields["next_attempt_ms"] = run.due_ms
     return list(reply[2:]), True
+
+
+def _stored_fields(broker: Broker, run: NewRun) -> dict[str, str | int | bytes]:
+    """The run's fields as written: its input kept as payload.py says (compressed, or
+    in the output storage, the run then marked as holding bytes there)."""
+    stored = payloads.store(broker, run.run_id, "input", str(run.fields["input"]))
+    fields: dict[str, str | int | bytes] = {**run.fields, "input": stored}
+    if payloads.offloaded(stored):
+        fields["has_outputs"] = "1"
+    return fields
 
 
 def _create_on_replicas(broker: Broker, partition: int, args: list[str | int | bytes]) -> list[Any]:
@@ -250,8 +270,10 @@ def _count_against_rate(broker: Broker, tenant: str, count: int) -> None:
 def load(broker: Broker, tenant: str, run_id: str) -> RunRecord:
     """The run's record; NotFound for an unknown id or another tenant's run, Gone for
     one that has expired."""
-    with translated():
-        found = load_runs(broker.redis, [run_id])[0] if ids.RUN_ID.fullmatch(run_id) else None
+    found = None
+    if ids.RUN_ID.fullmatch(run_id):
+        with translated():
+            found = load_runs(broker.redis, [run_id], blobs=payloads.reader(broker))[0]
     if found is None or found.tenant != tenant:
         if found is None and ids.older_than(run_id, broker.settings.retention_s):
             raise errors.Gone(f"run {run_id} has expired: finished runs are kept {broker.settings.retention_s} s")

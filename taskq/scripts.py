@@ -20,7 +20,7 @@ from redis.commands.core import Script
 
 from . import keys
 from .models import ACTIVE, LEASED, NOTIFY, TERMINAL, TRANSITIONS, RunStatus
-from .record import COUNT_PREFIX, LINKS
+from .record import COUNT_PREFIX, EVENTS_LINGER_S, FINISHED_DROP, LINKS, STATE_EVENT
 
 
 def _source(name: str) -> str:
@@ -49,7 +49,9 @@ def _lua_transitions() -> str:
 def prelude() -> str:
     """The facts of models.py and record.py as Lua: TERMINAL, ACTIVE, NOTIFY and LEASED
     as sets (`TERMINAL[status]`), ACTIVE_LIST, ALLOWED[old][new] (old '' for a new
-    run), LINKS (the run fields set_status reads), COUNT (a group counter's prefix); the
+    run), LINKS (the run fields set_status reads), FINISHED_DROP (those a run drops as
+    it ends), EVENTS_LINGER_MS and STATE_EVENT (how it folds its events), COUNT (a group
+    counter's prefix); the
     partition: PFX (KEYS[1]), PARTITION (its tag, what a wake-up message carries) and
     the key templates K.* of keys.py; WAKE and RQ_QUEUE, the channel and list prefixes."""
     return (
@@ -61,6 +63,9 @@ def prelude() -> str:
         f"local ACTIVE_LIST = {_lua_list(ACTIVE)}\n"
         f"local ALLOWED = {_lua_transitions()}\n"
         f"local LINKS = {_lua_strings(LINKS)}\n"
+        f"local FINISHED_DROP = {_lua_strings(FINISHED_DROP)}\n"
+        f"local EVENTS_LINGER_MS = {EVENTS_LINGER_S * 1000}\n"
+        f"local STATE_EVENT = '{STATE_EVENT}'\n"
         f"local COUNT = '{COUNT_PREFIX}'\n"
         f"local WAKE = '{keys.WAKE}'\n"
         f"local RQ_QUEUE = '{keys.RQ_QUEUE_PREFIX}'\n"

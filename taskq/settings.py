@@ -32,6 +32,12 @@ class Settings:
 
     max_body_bytes: int = 1 << 20
     max_output_bytes: int = 8 << 20  # a run's stored output, as JSON
+    # A run's payloads (input, output, answers: JSON) of at least this many bytes are
+    # kept zlib-compressed in Redis (payload.py); 0 = never.
+    compress_bytes: int = 512
+    # Payloads of at least this many bytes are kept in the output storage instead, the
+    # run holding a reference, when output_dir or output_url is set; 0 = never.
+    payload_offload_bytes: int = 64 << 10
     max_queue_length: int = 0  # 0 = unbounded; otherwise a full queue answers 429 (per partition)
     # Runs one tenant may have in flight at once, across every worker; 0 = no cap.
     tenant_concurrency: int = 0
@@ -96,7 +102,10 @@ class Settings:
 
     action_timeout_s: int = 24 * 3600  # a run in action_required fails after waiting this long
 
-    output_dir: str = "var/outputs"  # output files, when output_url is not set
+    # Output files (and offloaded payloads) in this directory, when output_url is not
+    # set; empty: var/outputs (output files only: payloads are offloaded only to a
+    # storage configured here or in output_url, which every process then shares).
+    output_dir: str = ""
     output_url: str = ""  # s3://bucket/prefix: output files in S3-compatible storage
     output_secret: str = ""  # signs output URLs; empty: a random one kept in Redis
     public_url: str = ""  # the gateway's public base URL; empty: output URLs are paths

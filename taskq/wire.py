@@ -159,7 +159,7 @@ def as_of(rec: RunRecord, at_ms: int, event: dict[str, str]) -> RunRecord:
             raw["error"] = dumps(seen[-1])
     if status is RunStatus.action_required and rec.raw.get("required_action"):
         raw["required_action"] = rec.raw["required_action"]
-    return RunRecord(raw)
+    return RunRecord(raw, rec.blobs)
 
 
 def group_as_of(at_ms: int, event: dict[str, str]) -> GroupRecord:

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from taskq import keys, scripts
+from taskq import events, keys, scripts
 from taskq.client import RunHandle, default_tenant
 from taskq.errors import Conflict, ValidationFailed
 from taskq.models import ACTIVE, NOTIFY, TERMINAL, RunStatus
@@ -82,7 +82,7 @@ def test_ask_frees_the_worker_and_the_answers_come_back_in_order(broker, client,
     # `spend` has retries=0: asking twice spent none of them
     assert got.json["run"]["attempts"] == 3 and got.json["run"]["errors"] == []
     assert got.json["run"]["required_action"] is None
-    states = [f["status"] for _i, f in broker.redis.xrange(keys.run_events(run_id)) if f["type"] == "task_run.state"]
+    states = [f["status"] for _i, f in events.run_entries(broker, run_id) if f["type"] == "task_run.state"]
     assert states == [
         "queued",
         "running",

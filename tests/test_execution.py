@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from taskq import keys
+from taskq import events, keys
 from taskq.client import RunHandle, default_tenant
 from taskq.errors import Conflict
 from tests.conftest import HEADERS, POOLS, wait_until
@@ -61,10 +61,10 @@ def test_status_changes_are_events_on_the_run_stream(broker, client, drain):
     run_id = submit(client, "research", {"name": "Acme"})
     drain()
     assert result(client, run_id).status_code == 200
-    events = [fields for _id, fields in broker.redis.xrange(keys.run_events(run_id))]
-    states = [e["status"] for e in events if e["type"] == "task_run.state"]
+    seen = [fields for _id, fields in events.run_entries(broker, run_id)]
+    states = [e["status"] for e in seen if e["type"] == "task_run.state"]
     assert states == ["queued", "running", "completed"]
-    assert any(e["type"] == "task_run.progress" and "Acme" in e["message"] for e in events)
+    assert any(e["type"] == "task_run.progress" and "Acme" in e["message"] for e in seen)
 
 
 def test_a_failing_run_with_no_retries_fails_with_its_error(client, drain):
@@ -243,8 +243,8 @@ def test_async_processors_run_many_at_once_on_the_event_loop(broker, client, dra
     assert all(r["status"] == "completed" and r["attempts"] == 1 for r in runs)
     # all were in flight together: every run started before any ended
     assert max(r["started_at"] for r in runs) < min(r["finished_at"] for r in runs)
-    events = [f for _id, f in broker.redis.xrange(keys.run_events(run_ids[0]))]
-    assert any(e["type"] == "task_run.progress" and e["message"] == "awaiting" for e in events)
+    seen = [f for _id, f in events.run_entries(broker, run_ids[0])]
+    assert any(e["type"] == "task_run.progress" and e["message"] == "awaiting" for e in seen)
 
 
 def test_a_worker_holds_up_to_its_concurrency_and_claims_no_more(broker, client, drain):

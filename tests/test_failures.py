@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from taskq import keys, sync
+from taskq import events, keys, sync
 from taskq.broker import Broker
 from taskq.engine.engine import Engine
 from taskq.engine.processes import Children
@@ -39,7 +39,7 @@ def wait_status(client, run_id, *statuses, timeout_s=30):  # type: ignore[no-unt
 
 
 def state_events(broker, run_id):  # type: ignore[no-untyped-def]
-    return [f["status"] for _id, f in broker.redis.xrange(keys.run_events(run_id)) if f["type"] == "task_run.state"]
+    return [f["status"] for _id, f in events.run_entries(broker, run_id) if f["type"] == "task_run.state"]
 
 
 @pytest.mark.parametrize("pool", POOLS)

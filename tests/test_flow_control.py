@@ -14,7 +14,7 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from taskq import keys
+from taskq import events, keys
 from taskq.cli import main
 from taskq.engine.claims import Claimer
 from taskq.limits import Budget, Declared, Limit, LimitDeclarationError, Rate, check_path
@@ -45,7 +45,7 @@ def held(broker, run_id) -> list[Interval]:  # type: ignore[no-untyped-def]
     """Each attempt's interval (Redis ms): from its `running` event to the next state event."""
     out: list[Interval] = []
     start = None
-    for event_id, fields in broker.redis.xrange(keys.run_events(run_id)):
+    for event_id, fields in events.run_entries(broker, run_id):
         if fields.get("type") != "task_run.state":
             continue
         at = int(event_id.split("-")[0])

@@ -359,7 +359,7 @@ def test_dumps_never_writes_a_non_finite_number():
     for bad in (float("inf"), float("-inf"), float("nan")):
         with pytest.raises(ValueError):
             dumps({"a": [bad]})
-    assert dumps({"a": 1e308}) == '{"a": 1e+308}'
+    assert dumps({"a": 1e308}) == '{"a":1e+308}'
 
 
 ADDRESSES = [

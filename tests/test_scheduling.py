@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from click.testing import CliRunner
 
-from taskq import keys
+from taskq import events, keys
 from taskq.cli import main
 from taskq.client import default_tenant
 from taskq.engine.claims import Claimer
@@ -159,7 +159,7 @@ def test_a_run_due_after_several_leases_runs_exactly_once(client, broker, worker
     wait_until(lambda: get(client, run_id)["status"] == "completed", timeout_s=30)
     time.sleep(1.5)  # two more leases: nothing runs it again
     run = get(client, run_id)
-    states = [f["status"] for _, f in broker.redis.xrange(keys.run_events(run_id)) if f["type"] == "task_run.state"]
+    states = [f["status"] for _, f in events.run_entries(broker, run_id) if f["type"] == "task_run.state"]
     assert run["attempts"] == 1 and states == ["queued", "running", "completed"]
 
 

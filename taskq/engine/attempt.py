@@ -20,8 +20,17 @@ from pydantic import ValidationError
 from .. import catalog
 from ..broker import Broker
 from ..context import CurrentRun, _current
-from ..errors import ActionRequired, OutputInvalid, RateLimited, RunInterrupted, SchemaRefused, TaskqError
+from ..errors import (
+    ActionRequired,
+    OutputInvalid,
+    RateLimited,
+    RunInterrupted,
+    SchemaRefused,
+    StorageUnavailable,
+    TaskqError,
+)
 from ..models import NOT_FINITE, dumps, not_finite_at
+from ..outputs import payloads
 from ..processor import Processor
 from ..record import RunRecord
 
@@ -35,7 +44,7 @@ class Outcome:
     `fields` are more fields for the run record (the output)."""
 
     what: str
-    fields: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, str | bytes] = field(default_factory=dict)
     error: dict[str, Any] | None = None
     retryable: bool = False
     pause_ms: int = 0  # ratelimited: how long the limits it held pause
@@ -81,8 +90,9 @@ def is_retryable(proc: Processor, exc: BaseException) -> bool:
     return proc.is_retryable(exc)
 
 
-def conclude(proc: Processor, record: RunRecord, value: Any, max_output_bytes: int) -> Outcome:
+def conclude(proc: Processor, record: RunRecord, value: Any, broker: Broker) -> Outcome:
     """The outcome of a processor that returned `value`."""
+    max_output_bytes = broker.settings.max_output_bytes
     try:
         # Before shaping: a return type's serialiser would turn some into null unasked.
         if (where := not_finite_at(value, "output")) is not None:
@@ -101,7 +111,21 @@ def conclude(proc: Processor, record: RunRecord, value: Any, max_output_bytes: i
             raise OutputInvalid(f"output is {len(output)} bytes, over the limit of {max_output_bytes}")
     except OutputInvalid as exc:
         return failed(record, exc, retryable=False)
-    return Outcome("completed", {"output_type": kind, "output": output})
+    try:
+        return Outcome("completed", _output_fields(broker, record.id, kind, output))
+    except Exception as exc:  # the output storage would not take it: retried as any failure is
+        log.warning("run %s: could not store its output", record.id, exc_info=True)
+        return failed(record, exc, retryable=True, message="could not store the output; retrying")
+
+
+def _output_fields(broker: Broker, run_id: str, kind: str, output: str) -> dict[str, str | bytes]:
+    """The fields that record the output: kept as payload.py says (written to the
+    output storage now, if it goes there: the finisher deletes it if it is not kept)."""
+    stored = payloads.store(broker, run_id, "output", output)
+    fields: dict[str, str | bytes] = {"output_type": kind, "output": stored}
+    if payloads.offloaded(stored):
+        fields["has_outputs"] = "1"
+    return fields
 
 
 def _output_json(content: Any) -> str:
@@ -124,9 +148,17 @@ def asked(exc: ActionRequired) -> Outcome:
     return Outcome("action_required", {"required_action": dumps(exc.required_action)})
 
 
-def _context(record: RunRecord, broker: Broker) -> CurrentRun:
-    answers = record.answers
-    return CurrentRun(record.id, record.attempts, broker, record.token, answers)
+def _begin(proc: Processor, record: RunRecord, broker: Broker) -> tuple[Any, CurrentRun] | Outcome:
+    """The processor's input and the run's context; or the outcome when the input does
+    not fit (not retried) or an offloaded payload cannot be read now (retried)."""
+    record = payloads.bind(record, broker)
+    try:
+        inp = proc.parse_input(record.input)
+        return inp, CurrentRun(record.id, record.attempts, broker, record.token, record.answers)
+    except ValidationError as exc:
+        return failed(record, exc, retryable=False)
+    except StorageUnavailable as exc:
+        return failed(record, exc, retryable=True)
 
 
 def _raised(proc: Processor, record: RunRecord, exc: Exception) -> Outcome:
@@ -140,11 +172,11 @@ def call_sync(
     """Runs a plain processor in this thread. `arm`/`disarm` bracket the time it
     may be interrupted (by an exception raised in this thread); RunInterrupted
     escapes to the caller, which knows why it was sent."""
-    try:
-        inp = proc.parse_input(record.input)
-    except ValidationError as exc:
-        return failed(record, exc, retryable=False)
-    token = _current.set(_context(record, broker))
+    begun = _begin(proc, record, broker)
+    if isinstance(begun, Outcome):
+        return begun
+    inp, context = begun
+    token = _current.set(context)
     try:
         try:
             arm()
@@ -162,17 +194,17 @@ def call_sync(
         return rate_limited(record, exc)
     except Exception as exc:
         return _raised(proc, record, exc)
-    return conclude(proc, record, value, broker.settings.max_output_bytes)
+    return conclude(proc, record, value, broker)
 
 
 async def call_async(proc: Processor, record: RunRecord, broker: Broker) -> Outcome:
     """Runs an `async def` processor as this task; a cancel of the task escapes as
     asyncio.CancelledError to the caller, which knows why it was sent."""
-    try:
-        inp = proc.parse_input(record.input)
-    except ValidationError as exc:
-        return failed(record, exc, retryable=False)
-    _current.set(_context(record, broker))  # this task's own context
+    begun = _begin(proc, record, broker)
+    if isinstance(begun, Outcome):
+        return begun
+    inp, context = begun
+    _current.set(context)  # this task's own context
     try:
         value = await proc(inp)
     except (asyncio.CancelledError, RunInterrupted):
@@ -183,7 +215,7 @@ async def call_async(proc: Processor, record: RunRecord, broker: Broker) -> Outc
         return rate_limited(record, exc)
     except Exception as exc:
         return _raised(proc, record, exc)
-    return conclude(proc, record, value, broker.settings.max_output_bytes)
+    return conclude(proc, record, value, broker)
 
 
 def is_async(proc: Processor) -> bool:

@@ -21,6 +21,7 @@ import redis
 
 from ..broker import Broker, unavailable
 from ..ids import partition_of
+from ..outputs import payloads
 from ..record import RunRecord
 from .attempt import Outcome
 from .claims import Claimer
@@ -155,6 +156,7 @@ class Finisher(threading.Thread):
         for (slot, outcome), status in zip(writes, ended, strict=False):
             if status == "":
                 log.warning("run %s: attempt ended after its lease was lost; result dropped", slot.run_id)
+                payloads.discard(self.broker, outcome.fields.values())
             elif outcome.what == "error":
                 log.info(
                     "run %s attempt %d: %s; now %s",

@@ -51,6 +51,9 @@ class DirectoryStorage:
     def url(self, key: str, content_type: str, expires_s: int) -> str:
         return self.base + signing.sign(self.secret, paths.OUTPUT_FILES + quote(key), expires_s)
 
+    def get(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
     def delete_run(self, run_id: str) -> None:
         shutil.rmtree(self.path(run_id), ignore_errors=True)
 

@@ -50,6 +50,9 @@ class S3Storage:
         }
         return str(self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s))
 
+    def get(self, key: str) -> bytes:
+        return bytes(self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read())
+
     def delete_run(self, run_id: str) -> None:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self._key(run_id) + "/"

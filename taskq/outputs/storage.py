@@ -18,11 +18,23 @@ class Storage(Protocol):
     def url(self, key: str, content_type: str, expires_s: int) -> str:
         """A URL anyone holding it can GET the file at, for `expires_s` seconds."""
 
+    def get(self, key: str) -> bytes:
+        """The bytes stored under `key` (FileNotFoundError/KeyError when there are none)."""
+
     def delete_run(self, run_id: str) -> None:
         """Deletes every file of the run (nothing there is fine)."""
 
     def delete(self, key: str) -> None:
         """Deletes one file (nothing there is fine)."""
+
+
+DEFAULT_DIR = "var/outputs"  # where output files live when no storage is configured
+
+
+def configured(settings: Settings) -> bool:
+    """Whether the operator named the storage (output_dir or output_url): only then is
+    it taken to be shared by every process, so that payloads may be offloaded to it."""
+    return bool(settings.output_url or settings.output_dir)
 
 
 @functools.lru_cache(maxsize=8)
@@ -35,4 +47,4 @@ def storage_for(settings: Settings, secret: str) -> Storage:
         return S3Storage(settings.output_url)
     from .directory import DirectoryStorage
 
-    return DirectoryStorage(settings.output_dir, secret, settings.public_url)
+    return DirectoryStorage(settings.output_dir or DEFAULT_DIR, secret, settings.public_url)

@@ -292,6 +292,45 @@ end
 
 -- ---------------------------------------------------------------------------------
 
+-- A run that ends: its event stream folded into its record, so that a finished run
+-- keeps its history in a few dozen bytes rather than a stream (record.unfold reads it
+-- back). `events` is a JSON list, an item per entry: the entry's time first (the first
+-- item's whole id, then ms after the entry before, "ms-seq" when seq is not 0); a state
+-- event then has its status and those of a, e, s, n that are set and not carried (a,
+-- e and s, once set, stay as the state event before had them); any other event its
+-- fields. The stream itself goes after EVENTS_LINGER_MS, so that a reader blocked on it
+-- now is still woken by its last event.
+local STATE_CARRIED = {'a', 'e', 's', 'n'}
+local function fold_events(id, key)
+  local stream = K.run_events(id)
+  local folded, last_ms, carried = {}, nil, {}
+  for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+')) do
+    local ms, seq = string.match(entry[1], '^(%d+)-(%d+)$')
+    ms = tonumber(ms)
+    local stamp = entry[1]
+    if last_ms then
+      stamp = ms - last_ms
+      if seq ~= '0' then stamp = stamp .. '-' .. seq end
+    end
+    last_ms = ms
+    local f = as_table(entry[2])
+    local item = {stamp}
+    if f.type == STATE_EVENT then
+      table.insert(item, f.status)
+      for _, k in ipairs(STATE_CARRIED) do
+        local v = f[k] or ''
+        if v ~= '' and v ~= carried[k] then append(item, k, v) end
+        if k ~= 'n' and v ~= '' then carried[k] = v end
+      end
+    else
+      append(item, unpack(entry[2]))
+    end
+    table.insert(folded, item)
+  end
+  if #folded > 0 then redis.call('HSET', key, 'events', cjson.encode(folded)) end
+  redis.call('PEXPIRE', stream, EVENTS_LINGER_MS)
+end
+
 -- The one step every status change goes through: the record (with `fields`, more
 -- field/value pairs written in the same HSET), the run's event, the group's counters
 -- and events, the webhook outbox, the metrics, the lease and the limits it holds,
@@ -300,7 +339,10 @@ end
 -- says what changed. A run leaving action_required leaves the waiting set and drops its
 -- question; a queued run that stops waiting leaves its lane or the due set; a run
 -- leaving a leased status gives its limits back; a run ending starts the clock on its
--- output files and their listing (if it has any). Only ALLOWED changes are made.
+-- output files and their listing and its offloaded payloads (if it has any), folds its
+-- events into its record and drops what a finished run no longer needs (FINISHED_DROP).
+-- A change that sets has_outputs (a payload offloaded: outputs/payloads.py) puts the
+-- run among those whose storage is swept once they expire. Only ALLOWED changes are made.
 --
 -- Each state event carries the run as of that change, so that a replay shows it as it
 -- was (wire.as_of): a = attempts, e = how many errors it had (the last is its error),
@@ -328,7 +370,9 @@ local function set_status(id, old, new, now, retention_s, fields, links, pause_u
   local state = {'status', new, 'a', as_of('attempts'), 'e', as_of('errors_n'), 's', as_of('started_ms'),
     'n', new == 'queued' and as_of('next_attempt_ms') or ''}
   redis.call('XADD', K.run_events(id), '*', 'type', 'task_run.state', unpack(state))
-  local gid, hook, hook_all, has_outputs = r[LINK.taskgroup_id], r[LINK.webhook], r[LINK.webhook_all], r[LINK.has_outputs]
+  local gid, hook, hook_all = r[LINK.taskgroup_id], r[LINK.webhook], r[LINK.webhook_all]
+  local has_outputs = as_of('has_outputs') ~= ''
+  if changed.has_outputs then redis.call('ZADD', K.outputs_expiring, 'NX', '+inf', id) end
   count_transition(old, new, now, r)
   if old == 'queued' and new ~= 'running' then leave_waiting(id, r) end
   if LEASED[old] and not LEASED[new] then
@@ -374,10 +418,11 @@ local function set_status(id, old, new, now, retention_s, fields, links, pause_u
     redis.call('ZADD', K.deliveries_due, now, did)
   end
   if TERMINAL[new] then
+    fold_events(id, key)
+    redis.call('HDEL', key, unpack(FINISHED_DROP))
     redis.call('EXPIRE', key, retention_s)
-    redis.call('EXPIRE', K.run_events(id), retention_s)
     if hook then redis.call('EXPIRE', K.run_deliveries(id), retention_s) end
-    if has_outputs ~= false then
+    if has_outputs then
       redis.call('EXPIRE', K.run_outputs(id), retention_s)
       redis.call('EXPIRE', K.run_outputs_order(id), retention_s)
       redis.call('ZADD', K.outputs_expiring, 'XX', now + retention_s * 1000, id)

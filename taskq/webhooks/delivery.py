@@ -28,6 +28,7 @@ from ..broker import Broker, translated
 from ..clock import iso, now_ms
 from ..ids import partition_of
 from ..models import RunStatus, TaskRunOutput, WebhookAttempt, WebhookDelivery, dumps
+from ..outputs import payloads
 from ..record import DELIVERY, DeliveryRecord, RunRecord, load_deliveries
 from . import signing
 
@@ -132,13 +133,16 @@ def payload(record: RunRecord, status: str, created_ms: int, broker: Broker | No
     """The body of a delivery: the run as it is now, but with the status the event
     reports; for a completed run its output (or, when large, only where to get it)."""
     completed = status == RunStatus.completed.value
+    if broker is not None:
+        record = payloads.bind(record, broker)
     if completed and record.get("webhook_body") == "upstream_response":
         return _upstream_body(record)
     task_run = wire.to_task_run(record.with_fields(status=status), broker)
     data: dict[str, Any] = task_run.model_dump(mode="json")
     if completed:
         data["result_url"] = paths.run_result(record.id)
-        if len(record.output_json) <= MAX_INLINE_OUTPUT_BYTES:
+        # (one in the output storage is large: it is not read to be left out)
+        if not record.output_offloaded and len(record.output_json) <= MAX_INLINE_OUTPUT_BYTES:
             output = TaskRunOutput(type=record.output_type, content=record.output)  # type: ignore[arg-type]
             data["output"] = output.model_dump(mode="json")
     body = {"type": "task_run.status", "timestamp": iso(created_ms), "data": data}

@@ -24,6 +24,7 @@ from typing import Any
 from .. import sync
 from ..broker import Broker, Outage
 from ..clock import now_ms
+from ..errors import StorageUnavailable
 from ..models import Webhook
 from . import delivery, signing, transport
 
@@ -215,6 +216,10 @@ class Dispatcher:
             body = delivery.payload(record, claim.status, claim.created_ms, self.broker)
         except ValueError as exc:
             self._record(claim, started_ms, transport.Response(None, 0, str(exc)), "dead")
+            return
+        except StorageUnavailable as exc:  # its output is in the output storage, away now: tried again later
+            failure = transport.Response(None, 0, exc.message)
+            self._record(claim, started_ms, failure, *self._next(claim, failure))
             return
         headers = signing.request_headers(key, claim.delivery_id, int(time.time()), body, hook.headers)
         response = transport.send(
