@@ -40,13 +40,14 @@ PAYLOADS = ("text", "random")
 TARGET_OVER_PAYLOAD = 600  # DESIGN.md: a finished run costs at most its payload plus this
 PAYLOAD_BYTES = 1000  # ~1 KB, under redis.conf's hash-max-listpack-value (1,024)
 
-_WORDS = (
+_TEXT = (
     "the quarterly report shows steady growth in recurring revenue while churn stayed flat "
     "our team met the customer twice to review the migration plan and agreed on a timeline "
     "shipping delays in the northern region were caused by a supplier switching warehouses "
     "please confirm the invoice address before the contract renewal date next month "
     "the account manager noted strong interest in the analytics add on and the api tier"
-).split()
+)
+_WORDS = tuple(_TEXT.split())
 _FIRST = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Leslie")
 _LAST = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Perlman", "Lamport")
 _CITIES = ("Lisbon", "Utrecht", "Montreal", "Osaka", "Nairobi", "Tallinn", "Valparaiso", "Brisbane")

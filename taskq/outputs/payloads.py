@@ -17,8 +17,8 @@ import uuid
 from collections.abc import Iterable
 
 from .. import payload
-from ..errors import StorageUnavailable
 from ..broker import Broker
+from ..errors import StorageUnavailable
 from ..record import RunRecord
 from .record import storage
 from .storage import configured
