@@ -161,11 +161,11 @@ def _make_and_finish(broker: Broker, inputs: list[dict[str, Any]], batch: int = 
         ]
         ids += run.create(broker, news, tenant=tenant)[0]
     testing.drain(broker, concurrency=16, timeout_s=600)
-    _settle(broker, ids)
+    settle(broker, ids)
     return ids
 
 
-def _settle(broker: Broker, ids: list[str]) -> None:
+def settle(broker: Broker, ids: list[str]) -> None:
     """Waits until what a finished run keeps only a short while (its event stream,
     once folded into its record) has gone, so the reading is what the run costs while
     it is kept. (EXISTS also reaps a key past its expiry, as Redis's own expiry cycle
