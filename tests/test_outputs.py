@@ -4,6 +4,7 @@ S3-compatible server the suite starts (moto's standalone server)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -614,3 +615,32 @@ def test_s3_storage_presigns_urls_and_deletes_expired_runs_files(broker, client,
 
     assert len(stored()) == 4  # the data.json replaced is deleted
     wait_until(lambda: not stored(), timeout_s=30)
+
+
+def test_payloads_offloaded_to_s3_read_back_and_go_with_the_run(broker, drain, s3):
+    from taskq.gateway import create_app
+
+    # Given S3 as the output storage and a run whose input and output pass the threshold
+    settings = broker.settings.replace(output_url="s3://taskq-test/runs", payload_offload_bytes=2000, retention_s=1)
+    app = create_app(settings)
+    try:
+        api = app.test_client()
+        blob = {"blob": base64.b64encode(os.urandom(3000)).decode()}
+        run_id = submit(api, "echo", blob)
+        drain(settings)
+
+        # Then both are objects in the bucket, and read back as given
+        stored = [o["Key"] for o in s3.list_objects_v2(Bucket="taskq-test").get("Contents", [])]
+        assert sorted(k.split("/")[3].split("-")[0] for k in stored) == ["input", "output"]
+        assert api.get(f"/v1/tasks/runs/{run_id}/input", headers=HEADERS).json["input"] == blob
+        assert api.get(f"/v1/tasks/runs/{run_id}/result", headers=HEADERS).json["output"]["content"] == blob
+    finally:
+        app.extensions["taskq"].close()
+
+    # And when the run expires, the sweep deletes them
+    sweeper = broker.__class__(settings)
+    try:
+        wait_until(lambda: outputs.sweep(sweeper, 0), timeout_s=10)
+    finally:
+        sweeper.close()
+    assert not s3.list_objects_v2(Bucket="taskq-test").get("Contents")
