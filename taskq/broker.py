@@ -115,9 +115,12 @@ class Broker:
         """How many partitions the data is spread over: fixed by the first process that
         started against this Redis (kept in `taskq:meta`), the same for every process."""
         with translated():
-            wanted = self.settings.partitions or (CLUSTER_PARTITIONS if self.cluster else 1)
-            self.redis.hsetnx(keys.META, "partitions", wanted)
-            stored = int(self.redis.hget(keys.META, "partitions"))
+            stored = self.redis.hget(keys.META, "partitions")
+            if stored is None:  # (only then a write: a Redis at maxmemory refuses HSETNX)
+                wanted = self.settings.partitions or (CLUSTER_PARTITIONS if self.cluster else 1)
+                self.redis.hsetnx(keys.META, "partitions", wanted)
+                stored = self.redis.hget(keys.META, "partitions")
+            stored = int(stored)
         if self.settings.partitions and stored != self.settings.partitions:
             log.warning("TASKQ_PARTITIONS=%d, but this Redis was set up with %d partitions: using %d",
                         self.settings.partitions, stored, stored)  # fmt: skip

@@ -162,9 +162,12 @@ def test_a_write_redis_itself_refuses_for_memory_is_a_503_not_a_500(unchecked, b
         assert r.json["error"]["message"].startswith("Redis is out of memory (maxmemory reached)")
         assert r.json["error"]["detail"] == {"reason": "redis_oom"}
         assert r.headers["Retry-After"] == "30"
-    # Then nothing was written, and reads still answer
+    # Then nothing was written, and reads still answer, `taskq info` too
     assert run_keys(broker, made.json["run_id"]) == before
     assert client.get(f"/v1/tasks/runs/{made.json['run_id']}", headers=HEADERS).status_code == 200
+    shown = CliRunner().invoke(main, ["info"], env=settings_env(broker.settings))
+    assert shown.exit_code == 0, shown.output
+    assert "past the high-water mark of 90%: new runs are being refused" in shown.stdout
 
 
 def test_the_check_reads_redis_memory_once_per_interval_not_once_per_request(broker, maxmemory, settings):
