@@ -17,10 +17,13 @@ from taskq import client as taskq_client
 from taskq import errors, ids, keys
 from taskq.broker import Broker
 from taskq.cli import main
+from taskq.engine.scheduler import Scheduler
 from taskq.gateway import create_app
+from taskq.processor import advertise
 from taskq.settings import Settings
 from tests.conftest import HEADERS, RedisServer, fast_settings, settings_env
 from tests.test_dashboard import signed_in
+from tests.test_scheduling import every, scheduled_runs
 from tests.test_webhooks import state_of
 
 KIB = 1024
@@ -223,3 +226,23 @@ def _metric(client, name: str) -> float:  # type: ignore[no-untyped-def]
     text = client.get("/metrics").data.decode()
     (value,) = [s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name]
     return float(value)
+
+
+def test_a_schedule_tick_waits_past_the_mark_and_fires_once_there_is_room(broker, maxmemory):
+    proc = every(1.0)
+    advertise(broker.redis, [proc], broker.settings)
+    scheduler = Scheduler(broker, [proc])
+    scheduler.tend(proc.schedule)  # new: its first tick is the next one
+    # Given its tick is due, and Redis past the mark
+    due = broker.now_ms() - 1000
+    broker.redis.hset(keys.schedule(0, "poll"), "next", due)
+    maxmemory(int(used_bytes(broker) / 0.95))
+    # When the scheduler tends it, the tick is refused and stays due (the loop logs it as an outage)
+    with pytest.raises(errors.RedisFull):
+        scheduler.tend(proc.schedule)
+    assert scheduled_runs(broker, "poll") == []
+    assert int(broker.redis.hget(keys.schedule(0, "poll"), "next")) == due
+    # Then once there is room it fires, one run
+    maxmemory(0)
+    scheduler.tend(proc.schedule)
+    assert len(scheduled_runs(broker, "poll")) == 1
