@@ -58,7 +58,14 @@ def connect(url: str, *, decode_responses: bool = True, max_connections: int = 2
 
 
 def _is_cluster(client: Redis) -> bool:
-    return bool(client.info("cluster").get("cluster_enabled"))
+    try:
+        return bool(client.info("cluster").get("cluster_enabled"))
+    except redis.ResponseError:  # INFO refused (an ACL, a managed Redis): ask the cluster itself
+        try:
+            client.execute_command("CLUSTER", "MYID")
+        except redis.ResponseError:  # cluster support disabled, or CLUSTER refused too
+            return False
+        return True
 
 
 def _sentinel_master(url: str, options: dict[str, Any]) -> Redis:

@@ -9,14 +9,18 @@ checked. With `maxmemory` 0 (not set) there is no mark to check against.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis import Redis, RedisCluster
+from redis.exceptions import ResponseError
 
 from . import errors
+
+log = logging.getLogger("taskq")
 
 # Room comes back as finished runs expire (retention) or when maxmemory is raised:
 # a matter of minutes, not of the next second.
@@ -66,14 +70,24 @@ class MemoryWatch:
         self._lock = threading.Lock()
         self._nodes: dict[str, NodeMemory] = {}
         self._read_at: float | None = None  # monotonic
+        self._refused = False
 
     def nodes(self) -> dict[str, NodeMemory]:
         # One reader at a time: the threads that come meanwhile use its reading.
         with self._lock:
             if self._read_at is None or time.monotonic() - self._read_at >= self.ttl_s:
-                self._nodes = {m.node: m for m in read(self._client())}
+                self._nodes = self._read()
                 self._read_at = time.monotonic()
             return self._nodes
+
+    def _read(self) -> dict[str, NodeMemory]:
+        try:
+            return {m.node: m for m in read(self._client())}
+        except ResponseError as exc:  # a managed Redis that refuses INFO: no check, said once
+            if not self._refused:
+                log.warning("Redis refused INFO memory (%s): no high-water check for new runs", exc)
+                self._refused = True
+            return {}
 
 
 def admit(memory: NodeMemory | None, high_water: float) -> None:

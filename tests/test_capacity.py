@@ -246,3 +246,20 @@ def test_a_schedule_tick_waits_past_the_mark_and_fires_once_there_is_room(broker
     maxmemory(0)
     scheduler.tend(proc.schedule)
     assert len(scheduled_runs(broker, "poll")) == 1
+
+
+def test_a_redis_that_refuses_info_gets_no_check_not_failed_creates(broker, maxmemory, settings):
+    # Given a Redis past the high-water mark (but with room), read by a user whose ACL refuses INFO (as some managed Redis do)
+    broker.redis.acl_setuser("noinfo", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+                             commands=["+@all", "-info"])  # fmt: skip
+    url = settings.redis_url.replace("redis://", "redis://noinfo:pw@", 1)
+    limited = Broker(settings.replace(redis_url=url, memory_high_water=0.5))
+    try:
+        maxmemory(int(used_bytes(broker) / 0.7))  # past the mark, with room for the run
+        # When it makes a run
+        made = taskq_client.put("echo", {}, broker=limited)
+        # Then the run is made (no check can be made), not refused and not a 500
+        assert broker.redis.exists(keys.run(made.run_id))
+    finally:
+        limited.close()
+        broker.redis.acl_deluser("noinfo")
