@@ -198,8 +198,13 @@ def test_the_workers_table_says_which_processors_each_worker_serves(client, brok
     Registration(broker, "ops-worker", ["default", "mail"], ["echo", "notify"], 4, "threads", {}).birth()
     signed_in(client)
     page = client.get("/dashboard").text
-    row = re.search(r"<tr><td>ops-worker</td>.*?</tr>", page, re.S)
-    assert row and "<td>echo, notify</td>" in row.group(0) and "<td>default, mail</td>" in row.group(0)
+    row = re.search(r'<tr><td class="id">ops-worker</td>.*?</tr>', page, re.S)
+    assert row and '<td class="serves">echo, notify</td>' in row.group(0) and "<td>default, mail</td>" in row.group(0)
+    # A long list is cut short, the rest a click away
+    many = [f"p{i}" for i in range(12)]
+    Registration(broker, "big-worker", ["default"], many, 4, "threads", {}).birth()
+    row = re.search(r'<tr><td class="id">big-worker</td>.*?</tr>', client.get("/dashboard").text, re.S)
+    assert row and "and 4 more" in row.group(0) and "p11" in row.group(0)
 
 
 def test_the_last_hours_chart_counts_runs_ended_and_failed_and_queue_waits(client, drain, broker):

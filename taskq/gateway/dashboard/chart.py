@@ -71,7 +71,7 @@ def _waits(minutes: list[Minute], step: float, top: float) -> list[str]:
         return top + PANEL_H - (math.log10(max(MIN_WAIT_S, seconds)) - low) / (high - low) * PANEL_H
 
     for decade in range(low, high + 1):
-        parts.append(_gridline(y(10.0**decade), duration(10.0**decade)))
+        parts.append(_gridline(y(10.0**decade), _decade(decade)))
     for _, colour, values in series:
         parts.extend(_line(values, step, y, colour))
     return parts
@@ -126,6 +126,12 @@ def _legend(y: float, title: str, keys: list[tuple[str, str]]) -> list[str]:
         parts.append(f'<text x="{x + 14}" y="{y}" fill="{INK}">{escape(label)}</text>')
         x += 14 + 7 * len(label) + 16
     return parts
+
+
+def _decade(power: int) -> str:
+    """10^power seconds, as `1 ms`, `100 ms`, `10 s`, `1000 s`."""
+    seconds = 10.0**power
+    return f"{seconds * 1000:g} ms" if seconds < 1 else f"{seconds:g} s"
 
 
 def _gridline(y: float, label: str) -> str:

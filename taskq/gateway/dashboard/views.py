@@ -203,7 +203,11 @@ def group_page(group_id: str) -> str:
         if len(members) == GROUP_RUNS_SHOWN:
             break
     return render_template(
-        "dashboard/group.html", group=wire.to_task_group(record), runs=members, shown=GROUP_RUNS_SHOWN
+        "dashboard/group.html",
+        group=wire.to_task_group(record),
+        runs=members,
+        shown=GROUP_RUNS_SHOWN,
+        statuses=[s.value for s in RunStatus],
     )
 
 
