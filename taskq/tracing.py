@@ -39,6 +39,7 @@ log = logging.getLogger("taskq.tracing")
 
 TRACE_HEADERS = ("traceparent", "tracestate")  # W3C Trace Context: what carries a trace across HTTP
 EXPORTERS = ("otlp", "console")  # OTEL_TRACES_EXPORTER values taskq knows (comma-separated)
+_NOTHING = contextlib.nullcontext()  # reusable: `within` a span that is not there
 
 
 def configured(env: Mapping[str, str]) -> bool:
@@ -202,7 +203,7 @@ def continued(traceparent: str | None) -> Iterator[None]:
 def within(span: Span | None) -> contextlib.AbstractContextManager[Any]:
     """`span` is the current span in the block (nothing when it is None)."""
     if span is None:
-        return contextlib.nullcontext()
+        return _NOTHING
     from opentelemetry import trace
 
     return trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False)
