@@ -32,6 +32,8 @@ A run is the hash `taskq:run:{id}`; its fields (absent when empty):
     limits           the limits it needs to start, "id*units,…" (limits.py); holds: those
                      it holds while running, given back when it stops
     taskgroup_id, delivery_seq
+    traceparent      W3C trace context of the span that made it, with traces on
+                     (tracing.py): its attempts and deliveries are children of it
 
 A group is the hash `taskq:group:{id}`: id, tenant, metadata, created_ms, modified_ms,
 num_task_runs, and `c:<status>`, how many of its runs are in each status (kept by
@@ -340,8 +342,8 @@ WIRE = (
     "asked_ms",
     "answer_deadline_ms",
 )
-# What a webhook delivery's payload and signature need (webhooks/delivery.py).
-DELIVERY = (*WIRE, "webhook", "output", "output_type", "webhook_body")
+# What a webhook delivery's payload, signature and trace need (webhooks/delivery.py).
+DELIVERY = (*WIRE, "webhook", "output", "output_type", "webhook_body", "traceparent")
 # What set_status (scripts/_lib.lua) reads of a run besides what changes: its links to
 # the group, webhook and files, and what its events and metrics carry. Written into
 # the scripts' prelude (scripts.py).

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import capacity, catalog, errors, ids, keys, lanes, upstream
+from . import capacity, catalog, errors, ids, keys, lanes, tracing, upstream
 from .broker import MAX_BLOCK_MS, Broker, translated
 from .catalog import Catalog
 from .clock import now_ms
@@ -96,6 +96,8 @@ def prepare(
         fields["webhook"] = req.webhook.model_dump_json()
         if req.webhook.every_change:
             fields["webhook_all"] = "1"
+    if (parent := tracing.traceparent()) is not None:  # the span making it (gateway/traces.py): its trace goes on
+        fields["traceparent"] = parent
     return NewRun(run_id, partition, due_ms, fields)
 
 
