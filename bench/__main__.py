@@ -26,6 +26,7 @@ FIGURES = {
     7: "groups",
     8: "fairness",
     9: "limits",
+    10: "cluster",
 }
 
 

@@ -5,6 +5,7 @@ subprocesses, each given its settings through the environment."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -78,6 +79,142 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
+
+
+class RedisCluster:
+    """A real Redis Cluster on this machine: `masters` redis-servers from redis.conf in
+    cluster mode, each with `replicas` replicas, joined by `redis-cli --cluster create`.
+    The tests' cluster fixture is one of these (tests/conftest.py)."""
+
+    NODE_TIMEOUT_MS = 2000  # a master down this long is failed over to its replica
+
+    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 1) -> None:
+        self.workdir = workdir
+        self.size = masters
+        self.replicas = replicas
+        self.ports = cluster_ports(masters * (1 + replicas))
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def start_node(self, port: int) -> None:
+        node_dir = self.workdir / str(port)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        self.procs[port] = subprocess.Popen(
+            [
+                shutil.which("redis-server") or "redis-server",
+                str(ROOT / "redis.conf"),
+                "--port", str(port),
+                "--dir", str(node_dir),
+                "--daemonize", "no",
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(self.NODE_TIMEOUT_MS),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis(port=port)
+        try:
+            wait_until(lambda: _pings(client), 10, f"cluster node {port} start")
+        finally:
+            client.close()
+
+    def start(self) -> None:
+        if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+            raise RuntimeError("redis-server/redis-cli are not installed: run .ci/bootstrap (it installs them)")
+        for port in self.ports:
+            self.start_node(port)
+        nodes = [f"127.0.0.1:{p}" for p in self.ports]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            check=True,
+            capture_output=True,
+        )
+        wait_until(self.healthy, 30, "cluster ok")
+
+    def healthy(self) -> bool:
+        """Every live node says the cluster is ok and sees every master answer."""
+        try:
+            for port, proc in self.procs.items():
+                if proc.poll() is not None:
+                    continue
+                client = redis.Redis(port=port, decode_responses=True)
+                try:
+                    if client.cluster("info")["cluster_state"] != "ok":
+                        return False
+                finally:
+                    client.close()
+            return len(self.masters()) == self.size
+        except redis.RedisError:
+            return False
+
+    def masters(self) -> list[int]:
+        """The ports of the live masters that own slots."""
+        out = []
+        for port, proc in self.procs.items():
+            if proc.poll() is not None:
+                continue
+            client = redis.Redis(port=port, decode_responses=True)
+            try:
+                me = next(n for n in cluster_nodes(client) if "myself" in str(n["flags"]))
+                if "master" in str(me["flags"]) and me["slots"]:
+                    out.append(port)
+            except redis.RedisError:
+                pass
+            finally:
+                client.close()
+        return out
+
+    def kill(self, port: int) -> None:
+        self.procs[port].kill()
+        self.procs[port].wait(10)
+
+    def flush(self) -> None:
+        for port in self.masters():
+            redis.Redis(port=port).flushall()
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def cluster_ports(n: int) -> list[int]:
+    """n free ports whose cluster bus ports (port + 10000) are free too (and exist)."""
+    ports: list[int] = []
+    rng = random.Random()
+    while len(ports) < n:
+        port = rng.randrange(20000, 30000)
+        if port in ports:
+            continue
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        ports.append(port)
+    return ports
+
+
+def cluster_nodes(client: redis.Redis) -> list[dict[str, object]]:
+    """CLUSTER NODES, parsed: id, addr, flags, slots."""
+    out = []
+    for line in client.execute_command("CLUSTER", "NODES").splitlines():
+        parts = line.split()
+        out.append({"id": parts[0], "addr": parts[1], "flags": parts[2], "slots": parts[8:]})
+    return out
 
 
 def bench_settings(redis_url: str) -> Settings:

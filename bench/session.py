@@ -52,6 +52,7 @@ class Mode:
     paced_runs: int  # fig 9: no-op runs of a processor with rate_limit 200/s
     limit_runs: int  # fig 9: no-op runs per drain, with and without limits
     limit_pairs: int  # fig 9: drains of each, in alternating order
+    cluster_runs: int  # fig 10: no-op runs on one Redis, then on a 3-master cluster
     rounds: int = 3  # fig 1: alternating RQ / taskq rounds per client setting
 
 
@@ -81,6 +82,7 @@ MODES = {
         paced_runs=2_000,
         limit_runs=5_000,
         limit_pairs=5,
+        cluster_runs=20_000,
     ),
     "quick": Mode(
         "quick",
@@ -107,6 +109,7 @@ MODES = {
         paced_runs=400,
         limit_runs=2_000,
         limit_pairs=3,
+        cluster_runs=5_000,
     ),
     "smoke": Mode(
         "smoke",
@@ -133,6 +136,7 @@ MODES = {
         paced_runs=20,
         limit_runs=200,
         limit_pairs=1,
+        cluster_runs=200,
         rounds=1,
     ),
 }

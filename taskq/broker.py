@@ -19,6 +19,7 @@ from redis.connection import parse_url
 from redis.sentinel import Sentinel
 
 from . import errors, keys
+from .capacity import OOM_MESSAGE, RETRY_AFTER_S, MemoryWatch, NodeMemory
 from .scripts import Scripts
 from .settings import Settings
 
@@ -60,7 +61,14 @@ def connect(url: str, *, decode_responses: bool = True, max_connections: int = 2
 
 
 def _is_cluster(client: Redis) -> bool:
-    return bool(client.info("cluster").get("cluster_enabled"))
+    try:
+        return bool(client.info("cluster").get("cluster_enabled"))
+    except redis.ResponseError:  # INFO refused (an ACL, a managed Redis): ask the cluster itself
+        try:
+            client.execute_command("CLUSTER", "MYID")
+        except redis.ResponseError:  # cluster support disabled, or CLUSTER refused too
+            return False
+        return True
 
 
 def _sentinel_master(url: str, options: dict[str, Any]) -> Redis:
@@ -117,9 +125,12 @@ class Broker:
         """How many partitions the data is spread over: fixed by the first process that
         started against this Redis (kept in `taskq:meta`), the same for every process."""
         with translated():
-            wanted = self.settings.partitions or (CLUSTER_PARTITIONS if self.cluster else 1)
-            self.redis.hsetnx(keys.META, "partitions", wanted)
-            stored = int(self.redis.hget(keys.META, "partitions"))
+            stored = self.redis.hget(keys.META, "partitions")
+            if stored is None:  # (only then a write: a Redis at maxmemory refuses HSETNX)
+                wanted = self.settings.partitions or (CLUSTER_PARTITIONS if self.cluster else 1)
+                self.redis.hsetnx(keys.META, "partitions", wanted)
+                stored = self.redis.hget(keys.META, "partitions")
+            stored = int(stored)
         if self.settings.partitions and stored != self.settings.partitions:
             log.warning("TASKQ_PARTITIONS=%d, but this Redis was set up with %d partitions: using %d",
                         self.settings.partitions, stored, stored)  # fmt: skip
@@ -155,6 +166,20 @@ class Broker:
             return binascii.crc32(colocate.encode()) % self.partitions
         return random.randrange(self.partitions)
 
+    @functools.cached_property
+    def memory(self) -> MemoryWatch:
+        """The masters' memory, read at most once a TASKQ_MEMORY_CHECK_S per process."""
+        return MemoryWatch(lambda: self.redis, self.settings.memory_check_s)
+
+    def memory_of(self, partition: int) -> NodeMemory | None:
+        """The memory of the master that holds the partition, as last read; None when
+        that master is not known yet (a failover since)."""
+        nodes = self.memory.nodes()
+        client = self.redis
+        if isinstance(client, RedisCluster):
+            return nodes.get(client.get_node_from_key(keys.prefix(partition)).name)
+        return next(iter(nodes.values()), None)
+
     def now_ms(self) -> int:
         """Redis's clock, the one every process shares (the scripts read it too)."""
         seconds, micros = self.redis.time()
@@ -179,20 +204,38 @@ _BUSY_REPLIES = ("LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 
 def unavailable(exc: BaseException) -> bool:
     """Whether `exc` says that Redis cannot serve now (down, restarting, loading, in a
-    failover), as opposed to a command it refused: the one test every caller uses."""
-    if isinstance(exc, errors.BrokerUnavailable | redis.ConnectionError | redis.TimeoutError | redis.BusyLoadingError):
+    failover, or at maxmemory for a write), as opposed to a command it refused: the
+    one test every caller uses."""
+    if isinstance(
+        exc,
+        errors.BrokerUnavailable
+        | redis.ConnectionError
+        | redis.TimeoutError
+        | redis.BusyLoadingError
+        | redis.OutOfMemoryError,
+    ):
         return True
     return isinstance(exc, redis.ResponseError) and str(exc).startswith(_BUSY_REPLIES)
 
 
+def as_taskq_error(exc: redis.RedisError) -> errors.BrokerUnavailable | None:
+    """The 503 a Redis error stands for (None: it is not Redis being unavailable, so
+    a bug): the one translation, for `translated` and the gateway's last resort."""
+    if isinstance(exc, redis.OutOfMemoryError):
+        return errors.RedisFull(OOM_MESSAGE, {"reason": "redis_oom"}, retry_after_s=RETRY_AFTER_S)
+    if unavailable(exc):
+        return errors.BrokerUnavailable("Redis is unreachable; try again shortly", retry_after_s=1)
+    return None
+
+
 @contextmanager
 def translated() -> Iterator[None]:
-    """Turns Redis being unavailable into BrokerUnavailable (503) at the boundary."""
+    """Turns Redis being unavailable (or out of memory) into a 503 at the boundary."""
     try:
         yield
     except redis.RedisError as exc:
-        if unavailable(exc):
-            raise errors.BrokerUnavailable("Redis is unreachable; try again shortly", retry_after_s=1) from exc
+        if (translation := as_taskq_error(exc)) is not None:
+            raise translation from exc
         raise
 
 

@@ -19,6 +19,9 @@ map to one HTTP status each, in one handler (gateway/http.py).
     ├── TooManyStreams              429  the tenant holds TASKQ_MAX_STREAMS_PER_TENANT
     │                                    open streams and long polls on this gateway
     ├── BrokerUnavailable           503  Redis cannot be reached
+    │   └── RedisFull               503  Redis's memory is past TASKQ_MEMORY_HIGH_WATER of
+    │                                    maxmemory (a new run is refused: capacity.py), or
+    │                                    Redis itself refused a write (OOM); nothing written
     ├── StorageUnavailable          503  a payload offloaded to the output storage could
     │                                    not be read from it (payload.py)
     │
@@ -131,6 +134,14 @@ class TooManyStreams(TaskqError):
 class BrokerUnavailable(TaskqError):
     status_code = 503
     message = "Redis is unreachable"
+
+
+class RedisFull(BrokerUnavailable):
+    """Redis has no room now: past the high-water mark for new runs, or at maxmemory
+    for any write. Like an outage, it passes (finished runs expire), so the loops
+    that wait out an outage wait this out too."""
+
+    message = "Redis is out of memory"
 
 
 class StorageUnavailable(TaskqError):

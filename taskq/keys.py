@@ -49,6 +49,9 @@ In a partition (`taskq:{tag}:` + …):
     deliveries:due                zset    delivery id -> when to try next (ms)
     deliveries:dead               zset    delivery id -> when it was given up (ms)
     metrics                       hash    transition and webhook counters (metrics.py)
+    metrics:minute:{minute}       hash    one minute's runs ended by status and queue waits
+                                          (history.py); minute: epoch ms // 60000, Redis's
+                                          clock; expires after MINUTE_KEPT_S
     schedule:{processor}          hash    a schedule's last and next tick (schedule.py)
 
 Not in a partition (each read or written on its own):
@@ -113,9 +116,12 @@ TEMPLATES: dict[str, str] = {
     "deliveries_due": "deliveries:due",
     "deliveries_dead": "deliveries:dead",
     "metrics": "metrics",
+    "metrics_minute": "metrics:minute:{minute}",
     "schedule": "schedule:{processor}",
 }
 _FIELD = re.compile(r"\{(\w+)\}")
+
+MINUTE_KEPT_S = 2 * 3600  # a metrics:minute hash lives this long after its first count
 
 META = PREFIX + "meta"
 PROCESSORS = PREFIX + "processors"
@@ -178,6 +184,10 @@ metrics = _of("metrics")
 depth = _of("depth")
 parked = _of("parked")
 limits_used = _of("limits")
+
+
+def metrics_minute(partition: int, minute: int) -> str:
+    return in_partition(partition, "metrics_minute", minute=str(minute))
 
 
 def run(run_id: str) -> str:

@@ -168,6 +168,23 @@ def _gauges(view: Overview) -> Iterator[Metric]:
     for processor, n in sorted(held.items()):
         parked.add_metric([processor], n)
     yield parked
+    yield from _memory(view)
+
+
+def _memory(view: Overview) -> Iterator[Metric]:
+    used = GaugeMetricFamily("taskq_redis_memory_used_bytes", "Redis used_memory, per master", labels=["node"])
+    most = GaugeMetricFamily(
+        "taskq_redis_memory_max_bytes", "Redis maxmemory, per master (0: not set, no high-water check)", labels=["node"]
+    )
+    for m in view.memory:
+        used.add_metric([m.node], m.used_bytes)
+        most.add_metric([m.node], m.max_bytes)
+    yield from (used, most)
+    yield GaugeMetricFamily(
+        "taskq_redis_memory_high_water_ratio",
+        "fraction of maxmemory past which new runs are refused with 503 (TASKQ_MEMORY_HIGH_WATER; 0: off)",
+        value=view.memory_high_water,
+    )
 
 
 def _from_fields(fields: dict[str, int]) -> Iterator[Metric]:

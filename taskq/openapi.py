@@ -59,7 +59,7 @@ ERRORS = {
     "413": "body too large",
     "422": "invalid input",
     "429": "queue full, rate limit, or too many open streams (with Retry-After)",
-    "503": "Redis unreachable",
+    "503": "Redis unreachable, or out of memory: new runs refused past the high-water mark (with Retry-After)",
 }
 PUBLIC_ENDPOINTS = {
     "health.healthz",

@@ -1,7 +1,7 @@
 """What an operator asks first (`taskq info`, the dashboard's front page, `/metrics`):
 queues with their depth and the age of their oldest waiting run, workers with what
 they serve and hold, limits with their use, the lanes that wait and why, schedules,
-and what else waits (retries, webhooks). Read straight from Redis, every partition
+what else waits (retries, webhooks), and how full Redis is (capacity.py). Read straight from Redis, every partition
 summed, in a few pipelined round trips.
 
 Workers are those of taskq's registry that are alive (engine/registration.py); the
@@ -14,8 +14,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import keys
+from . import capacity, keys
 from .broker import Broker, translated
+from .capacity import NodeMemory
 from .lanes import lane_parts
 from .registry import live_workers
 
@@ -89,9 +90,15 @@ class Overview:
     cluster: bool = False  # a Redis Cluster (else one Redis)
     masters: int = 1  # the cluster's masters holding slots
     partitions: int = 1  # the partitions the data is spread over (keys.py)
+    memory: list[NodeMemory] = field(default_factory=list)  # each master's, read now
+    memory_high_water: float = 0.0  # TASKQ_MEMORY_HIGH_WATER: new runs refused past it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def memory_summary(self) -> str:
+        return capacity.summary(self.memory, self.memory_high_water)
 
 
 def overview(broker: Broker) -> Overview:
@@ -99,6 +106,8 @@ def overview(broker: Broker) -> Overview:
         now = broker.now_ms()
         specs = {name: json.loads(s) for name, s in broker.redis.hgetall(keys.PROCESSORS).items()}
         out = Overview(cluster=broker.cluster, partitions=broker.partitions)
+        out.memory = capacity.read(broker.redis)
+        out.memory_high_water = broker.settings.memory_high_water
         if broker.cluster:
             out.masters = len(broker.redis.get_primaries())
         _partitions(broker, specs, now, out)

@@ -34,6 +34,8 @@ A run is the hash `taskq:run:{id}`; its fields (absent when empty):
     limits           the limits it needs to start, "id*units,…" (limits.py); holds: those
                      it holds while running, given back when it stops
     taskgroup_id, delivery_seq
+    traceparent      W3C trace context of the span that made it, with traces on
+                     (tracing.py): its attempts and deliveries are children of it
     events           once it has ended: its event stream folded into one JSON list, the
                      stream itself kept only EVENTS_LINGER_S more (events.py reads it)
 
@@ -355,11 +357,11 @@ EVENTS_LINGER_S = 5
 
 # What a finished run is no longer read for, dropped as it ends (set_status): its
 # lease, where it waited and with which limits, its retry schedule and counters, and
-# modified_ms (then its finished_ms). priority_band is kept: the run shows its priority.
+# modified_ms (then its finished_ms). Kept: priority_band and queue, which its TaskRun
+# and the dashboard show, and worker (the dashboard names it and its host).
 FINISHED_DROP = (
     "token",
     "lane",
-    "queue",
     "timeout_s",
     "limits",
     "next_attempt_ms",
@@ -395,8 +397,8 @@ WIRE = (
     "asked_ms",
     "answer_deadline_ms",
 )
-# What a webhook delivery's payload and signature need (webhooks/delivery.py).
-DELIVERY = (*WIRE, "webhook", "output", "output_type", "webhook_body")
+# What a webhook delivery's payload, signature and trace need (webhooks/delivery.py).
+DELIVERY = (*WIRE, "webhook", "output", "output_type", "webhook_body", "traceparent")
 # What set_status (scripts/_lib.lua) reads of a run besides what changes: its links to
 # the group, webhook and files, and what its events and metrics carry. Written into
 # the scripts' prelude (scripts.py).

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from . import keys
-from .broker import Broker
+from .broker import Broker, translated
 
 BEAT_S = 10  # a worker beats at most this far apart (its heartbeat, if shorter)
 
@@ -24,6 +24,13 @@ def live_workers(broker: Broker) -> list[dict[str, str]]:
     for name in names:
         pipe.hgetall(keys.worker(name))
     return [{**rec, "name": name} for name, rec in zip(names, pipe.execute(), strict=True) if rec]
+
+
+def host_of(broker: Broker, name: str) -> str | None:
+    """The host a worker registered from; None once it has left (or never was)."""
+    with translated():
+        host = broker.redis.hget(keys.worker(name), "host")
+    return str(host) if host else None
 
 
 def served(broker: Broker) -> set[str]:

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import catalog, errors, ids, keys, lanes, upstream
+from . import capacity, catalog, errors, ids, keys, lanes, tracing, upstream
 from .broker import MAX_BLOCK_MS, Broker, translated
 from .catalog import Catalog
 from .clock import now_ms
@@ -99,6 +99,8 @@ def prepare(
         fields["webhook"] = req.webhook.model_dump_json()
         if req.webhook.every_change:
             fields["webhook_all"] = "1"
+    if (parent := tracing.traceparent()) is not None:  # the span making it (gateway/traces.py): its trace goes on
+        fields["traceparent"] = parent
     return NewRun(run_id, partition, due_ms, fields)
 
 
@@ -152,12 +154,16 @@ def create(
     """Writes the runs (all of one partition) in one atomic step. Returns the run ids
     and whether they were made now (False: the Idempotency-Key had already made one,
     or the `guard`'s tick was fired by another worker). The same Idempotency-Key with
-    another `request` (its raw bytes) is a 422."""
+    another `request` (its raw bytes) is a 422; a master past its memory high-water
+    mark is a 503 (capacity.py), before anything is written."""
     settings = broker.settings
-    if settings.rate_limit_per_s:
-        _count_against_rate(broker, tenant, len(runs))
     partition = runs[0].partition if runs else partition
     assert partition is not None and all(r.partition == partition for r in runs), "one create, one partition"
+    if runs and settings.memory_high_water > 0:
+        with translated():
+            capacity.admit(broker.memory_of(partition), settings.memory_high_water)
+    if settings.rate_limit_per_s:
+        _count_against_rate(broker, tenant, len(runs))
     idem = idempotency_digest(idempotency_key) if idempotency_key else ""
     args: list[str | int | bytes] = [
         settings.retention_s,

@@ -50,6 +50,12 @@ class Settings:
     # no run that was acknowledged. 0 = answer as soon as the master has it.
     wait_replicas: int = 0
     wait_replicas_timeout_ms: int = 1000
+    # New runs are refused (503) once Redis's used memory is past this fraction of its
+    # maxmemory (on the master the run would land on), so that the runs already
+    # accepted have the rest to finish in. 0 = no check (Redis's own OOM refusal at
+    # maxmemory is still a 503). No check either when maxmemory is not set.
+    memory_high_water: float = 0.9
+    memory_check_s: float = 1.0  # how long a process trusts its last INFO memory reading
     retention_s: int = 7 * 24 * 3600
     idempotency_ttl_s: int = 24 * 3600
     result_timeout_s: int = 600

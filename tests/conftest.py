@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
+from bench.harness import RedisCluster
 from taskq import keys, testing
 from taskq.broker import Broker
 from taskq.engine.claims import budgets
@@ -121,127 +121,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
-class ClusterServers:
-    """A real Redis Cluster: six redis-servers from the project's redis.conf in cluster
-    mode (three masters, a replica each), joined by `redis-cli --cluster create`."""
-
-    NODE_TIMEOUT_MS = 2000  # a master down this long is failed over to its replica
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.ports = _cluster_ports(6)
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.ports[0]}/0"
-
-    def start_node(self, port: int) -> None:
-        node_dir = self.workdir / str(port)
-        node_dir.mkdir(exist_ok=True)
-        self.procs[port] = subprocess.Popen(
-            [
-                shutil.which("redis-server") or "redis-server",
-                str(ROOT / "redis.conf"),
-                "--port", str(port),
-                "--dir", str(node_dir),
-                "--daemonize", "no",
-                "--cluster-enabled", "yes",
-                "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", str(self.NODE_TIMEOUT_MS),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis_lib.Redis(port=port)
-        wait_until(lambda: _pings(client), timeout_s=10)
-        client.close()
+class ClusterServers(RedisCluster):
+    """The suite's Redis Cluster: three masters, a replica each (bench/harness.py)."""
 
     def start(self) -> None:
-        if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-            pytest.fail("redis-server/redis-cli are not installed: run .ci/bootstrap (it installs them with apt-get)")
-        for port in self.ports:
-            self.start_node(port)
-        nodes = [f"127.0.0.1:{p}" for p in self.ports]
-        subprocess.run(
-            ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "1", "--cluster-yes"],
-            check=True,
-            capture_output=True,
-        )
-        wait_until(self.healthy, timeout_s=30)
-
-    def healthy(self) -> bool:
-        """Every live node says the cluster is ok and sees three masters that answer."""
         try:
-            for port, proc in self.procs.items():
-                if proc.poll() is not None:
-                    continue
-                client = redis_lib.Redis(port=port, decode_responses=True)
-                try:
-                    if client.cluster("info")["cluster_state"] != "ok":
-                        return False
-                finally:
-                    client.close()
-            return len(self.masters()) == 3
-        except redis_lib.RedisError:
-            return False
-
-    def masters(self) -> list[int]:
-        """The ports of the live masters that own slots."""
-        out = []
-        for port, proc in self.procs.items():
-            if proc.poll() is not None:
-                continue
-            client = redis_lib.Redis(port=port, decode_responses=True)
-            try:
-                me = next(n for n in _nodes(client) if "myself" in str(n["flags"]))
-                if "master" in str(me["flags"]) and me["slots"]:
-                    out.append(port)
-            except redis_lib.RedisError:
-                pass
-            finally:
-                client.close()
-        return out
-
-    def kill(self, port: int) -> None:
-        self.procs[port].kill()
-        self.procs[port].wait(10)
-
-    def flush(self) -> None:
-        for port in self.masters():
-            redis_lib.Redis(port=port).flushall()
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-
-
-def _cluster_ports(n: int) -> list[int]:
-    """n free ports whose cluster bus ports (port + 10000) are free too (and exist)."""
-    ports: list[int] = []
-    rng = random.Random()
-    while len(ports) < n:
-        port = rng.randrange(20000, 30000)
-        if port in ports:
-            continue
-        try:
-            for p in (port, port + 10000):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        ports.append(port)
-    return ports
-
-
-def _nodes(client: redis_lib.Redis) -> list[dict[str, object]]:
-    out = []
-    for line in client.execute_command("CLUSTER", "NODES").splitlines():
-        parts = line.split()
-        out.append({"id": parts[0], "addr": parts[1], "flags": parts[2], "slots": parts[8:]})
-    return out
+            super().start()
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")

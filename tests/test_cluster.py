@@ -14,11 +14,13 @@ import pytest
 import redis as redis_lib
 from click.testing import CliRunner
 
-from taskq import keys
+from taskq import errors, keys, run
 from taskq.broker import Broker
+from taskq.catalog import Catalog
 from taskq.cli import main
 from taskq.gateway import create_app
 from taskq.ids import partition_of
+from taskq.models import RunInput, parse
 from taskq.processor import advertise, load_apps
 from tests.conftest import HEADERS, fast_settings, settings_env, wait_until
 from tests.test_flow_control import held, most_at_once
@@ -203,3 +205,35 @@ def test_a_shared_limit_holds_across_workers_on_a_cluster(cclient, cbroker, spaw
     start(spawn, cbroker, "worker", "l2", "--name", "l2", "--concurrency", "4")
     wait_until(lambda: all(status(cclient, r)["status"] == "completed" for r in run_ids), timeout_s=60)
     assert most_at_once([iv for r in run_ids for iv in held(cbroker, r)]) == 2
+
+
+def test_a_master_past_its_memory_mark_refuses_only_the_runs_that_would_land_on_it(cbroker, redis_cluster):  # type: ignore[no-untyped-def]
+    # Given one master (of three) past 90% of its maxmemory, read afresh on every create
+    broker = Broker(cbroker.settings.replace(memory_check_s=0.0))
+    full = redis_cluster.masters()[0]
+    node = redis_lib.Redis(port=full, decode_responses=True)
+    node.config_set("maxmemory", int(int(node.info("memory")["used_memory"]) / 0.95))
+    try:
+        # When a run is made in every partition
+        refused = set()
+        for partition in range(broker.partitions):
+            new = run.prepare(
+                broker, Catalog(broker), "t", parse(RunInput, {"processor": "echo", "input": {}}), partition=partition
+            )
+            try:
+                run.create(broker, [new], tenant="t")
+            except errors.RedisFull:
+                refused.add(partition)
+        # Then exactly the partitions that master holds are refused, and the others made
+        on_full = {p for p in range(broker.partitions) if broker.redis.get_node_from_key(keys.prefix(p)).port == full}
+        assert on_full and refused == on_full
+        # and `taskq info` lists every master's memory
+        shown = CliRunner().invoke(main, ["info", "--json"], env=settings_env(broker.settings))
+        assert shown.exit_code == 0, shown.output
+        assert sorted(m["node"].rsplit(":", 1)[1] for m in json.loads(shown.stdout)["memory"]) == sorted(
+            str(p) for p in redis_cluster.masters()
+        )
+    finally:
+        node.config_set("maxmemory", 0)
+        node.close()
+        broker.close()

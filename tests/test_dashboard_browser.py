@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from taskq import keys
 from tests.conftest import API_KEY, HEADERS, ROOT, free_port, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
@@ -69,7 +70,14 @@ def shots(tmp_path: Path) -> Path:
 
 
 def shot(driver, where: Path, name: str) -> None:  # type: ignore[no-untyped-def]
-    assert driver.save_screenshot(str(where / f"{name}.png"))
+    """The whole page, however long: the window is made as tall as it for the shot."""
+    chrome = driver.get_window_size()["height"] - driver.execute_script("return window.innerHeight")
+    tall = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, max(900, min(tall + chrome, 3000)))
+    try:
+        assert driver.save_screenshot(str(where / f"{name}.png"))
+    finally:
+        driver.set_window_size(1280, 900)
 
 
 def api(url: str, method: str, path: str, body: object = None) -> dict:
@@ -129,13 +137,33 @@ def test_sign_in_watch_a_run_live_cancel_filter_groups_and_redeliver(browser, sh
     shot(d, shots, "run-live")
     wait_until(lambda: '"slept": 2' in text(d, "#output"), timeout_s=30)
     assert text(d, "#run-status") == "completed"
+    assert "browser-worker" in text(d, "#run-worker") and text(d, "#run-queue") == "default"
     shot(d, shots, "run")
+
+    # Answer a run's questions from its page: a yes/no field, then a line of text.
+    asking = api(url, "POST", "/v1/tasks/runs", {"input": {"amount": 12}, "processor": "spend"})["run_id"]
+
+    def asked(n: int) -> bool:
+        got = api(url, "GET", f"/v1/tasks/runs/{asking}")
+        return bool(got["status"] == "action_required" and got["attempts"] == n)
+
+    wait_until(lambda: asked(1), timeout_s=20)
+    d.get(f"{url}/dashboard/runs/{asking}")
+    assert "approve spending 12?" in text(d, "#required-action")
+    Select(d.find_element(By.NAME, "f.approved")).select_by_value("true")
+    shot(d, shots, "run-question")
+    d.find_element(By.ID, "answer").click()
+    wait_until(lambda: "answer sent" in text(d, ".flash"))
+    wait_until(lambda: asked(2), timeout_s=20)
+    d.get(f"{url}/dashboard/runs/{asking}")
+    d.find_element(By.NAME, "f.").send_keys("for the ledger")
+    d.find_element(By.ID, "answer").click()
+    wait_until(lambda: '"note": "for the ledger"' in text(d, "#output"), timeout_s=30)
 
     # The runs list, newest first, filtered by status with the form.
     d.get(url + "/dashboard/runs")
     ids = [a.text for a in d.find_elements(By.CSS_SELECTOR, "a.run-link")]
-    assert ids[:2] == [live, doomed]
-    shot(d, shots, "runs")
+    assert ids[:3] == [asking, live, doomed]
     Select(d.find_element(By.ID, "f-status")).select_by_value("cancelled")
     d.find_element(By.ID, "apply").click()
     wait_until(lambda: "status=cancelled" in d.current_url)
@@ -155,8 +183,23 @@ def test_sign_in_watch_a_run_live_cancel_filter_groups_and_redeliver(browser, sh
     wait_until(lambda: (t := text(d, "#group-runs")) and "queued" not in t and "running" not in t, timeout_s=20)
     assert text(d, "#group-runs").count("completed") == 4
     shot(d, shots, "group")
+
+    # Cancel a group from its page: its running runs stop and end cancelled.
+    doomed_group = api(url, "POST", "/v1/tasks/groups", {"metadata": {"batch": "mistake"}})["taskgroup_id"]
+    api(
+        url,
+        "POST",
+        f"/v1/tasks/groups/{doomed_group}/runs",
+        {"inputs": [{"input": {"seconds": 60}, "processor": "sleep"}] * 3},
+    )
+    d.get(f"{url}/dashboard/groups/{doomed_group}")
+    d.find_element(By.ID, "cancel-group").click()
+    wait_until(lambda: "group cancelled" in text(d, ".flash"))
+    wait_until(lambda: "all 3 runs finished" in text(d, "#group-message"), timeout_s=40)
+    assert "cancelled 3" in text(d, "#group-bar")
+
     d.get(url + "/dashboard/groups")
-    assert gid in text(d, "#groups")
+    assert gid in text(d, "#groups") and "cancelled 3" in text(d, "#groups")
     shot(d, shots, "groups")
 
     # A webhook to a receiver that is down ends dead-lettered; redeliver it.
@@ -174,9 +217,21 @@ def test_sign_in_watch_a_run_live_cancel_filter_groups_and_redeliver(browser, sh
     d.find_element(By.CSS_SELECTOR, "#dead button.redeliver").click()
     wait_until(lambda: "will be sent again" in text(d, ".flash"))
 
-    # The front page: queues and the worker.
+    # The runs list with errors and durations, its times on one line each.
+    d.get(url + "/dashboard/runs")
+    assert "failed" in text(d, "#runs")
+    heights = {e.size["height"] for e in d.find_elements(By.CSS_SELECTOR, "#runs tbody tr")}
+    assert len(heights) == 1, heights  # no row wraps onto a second line
+    shot(d, shots, "runs")
+
+    # The front page: the last hour's chart, queues and the worker with what it serves
+    # (the broker fixture's stand-in for a worker, no process, is taken away first).
+    broker.redis.zrem(keys.WORKERS, "test-worker")
+    broker.redis.delete(keys.worker("test-worker"))
     d.get(url + "/dashboard")
     assert "browser-worker" in text(d, "#workers") and "default" in text(d, "#queues")
+    assert "spend" in text(d, "#workers")
+    assert d.find_elements(By.CSS_SELECTOR, "#chart rect.minute")
     shot(d, shots, "home")
 
     # Sign out: the pages are closed again.

@@ -7,6 +7,7 @@ import os
 import click
 
 from ..broker import Broker
+from ..capacity import human_bytes
 from ..clock import iso
 from ..errors import TaskqError
 from ..overview import overview
@@ -17,8 +18,9 @@ from . import show
 @click.option("--json", "as_json", is_flag=True, envvar="TASKQ_JSON", help="print JSON instead of tables")
 def info(as_json: bool) -> None:
     """Queues (depth, oldest run), workers (concurrency, runs in flight), retries
-    waiting, webhooks pending and dead-lettered. Reads REDIS_URL, and says which
-    Redis it read (on stderr) before the tables."""
+    waiting, webhooks pending and dead-lettered, and Redis's memory against its
+    maxmemory. Reads REDIS_URL, and says which Redis it read (on stderr) before the
+    tables."""
     try:
         broker = Broker.from_env()
     except ValueError as exc:  # a REDIS_URL redis-py cannot parse
@@ -94,10 +96,22 @@ def info(as_json: bool) -> None:
             ],
         )
         show.out.print()
+    if len(view.memory) > 1:
+        show.table(
+            "redis memory",
+            ["master", "used", "maxmemory", "used %"],
+            [
+                (m.node, human_bytes(m.used_bytes), human_bytes(m.max_bytes) if m.max_bytes else "not set",
+                 f"{m.used_fraction:.0%}" if m.used_fraction is not None else "-")
+                for m in view.memory
+            ],
+        )  # fmt: skip
+        show.out.print()
     show.out.print(
         f"running {view.running}   due later {view.retry_waiting}   "
         f"webhooks pending {view.webhooks_pending}   dead-lettered {view.webhooks_dead}"
     )
+    show.out.print(view.memory_summary, markup=False)
 
 
 def _source() -> str:

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Callable
 from types import FrameType
 
-from .. import keys, sync
+from .. import keys, sync, tracing
 from ..broker import Broker, Outage
 from ..errors import RunInterrupted
 from ..processor import Processor, advertise
@@ -187,6 +187,7 @@ class Engine:
     def _begin(self, record: RunRecord) -> None:
         proc = self.processors.get(record.processor)
         slot = Slot(record, proc, record.timeout_s)
+        slot.span = tracing.start_attempt(record)
         with self._lock:
             self.slots[record.id] = slot
         self.supervisor.changed()
@@ -217,13 +218,14 @@ class Engine:
     def _call_in_thread(self, slot: Slot, proc: Processor) -> Outcome:
         thread_id = threading.get_ident()
         try:
-            outcome = attempt.call_sync(
-                proc,
-                slot.record,
-                self.broker,
-                arm=lambda: slot.arm(lambda: raise_in_thread(thread_id), lambda: raise_in_thread(thread_id, None)),
-                disarm=slot.disarm,
-            )
+            with tracing.within(slot.span):
+                outcome = attempt.call_sync(
+                    proc,
+                    slot.record,
+                    self.broker,
+                    arm=lambda: slot.arm(lambda: raise_in_thread(thread_id), lambda: raise_in_thread(thread_id, None)),
+                    disarm=slot.disarm,
+                )
         except RunInterrupted:
             slot.disarm()
             outcome = attempt.interrupted(slot.record, slot.reason or "shutdown", slot.timeout_s)
@@ -239,7 +241,8 @@ class Engine:
 
         slot.arm(cancel)
         try:
-            outcome = await attempt.call_async(proc, slot.record, self.broker)
+            with tracing.within(slot.span):
+                outcome = await attempt.call_async(proc, slot.record, self.broker)
         except (asyncio.CancelledError, RunInterrupted):
             outcome = attempt.interrupted(slot.record, slot.reason or "shutdown", slot.timeout_s)
         except Exception as exc:
@@ -251,6 +254,7 @@ class Engine:
 
     def _done(self, slot: Slot, outcome: Outcome) -> None:
         if slot.end():
+            tracing.end_attempt(slot.span, outcome.what, outcome.error)
             self.finisher.put(slot, outcome)
             return
         with self._lock:
@@ -262,6 +266,8 @@ class Engine:
         now, as if it had stopped, and its slot freed; the code runs on, abandoned."""
         if not slot.end(abandon=True):
             return
+        outcome = attempt.interrupted(slot.record, slot.reason or "shutdown", slot.timeout_s)
+        tracing.end_attempt(slot.span, outcome.what, outcome.error)
         limit = self.broker.settings.max_abandoned_threads
         with self._lock:
             self.abandoned += 1
@@ -273,7 +279,7 @@ class Engine:
             self.broker.settings.stuck_grace_s,
             slot.reason,
         )
-        self.finisher.put(slot, attempt.interrupted(slot.record, slot.reason or "shutdown", slot.timeout_s))
+        self.finisher.put(slot, outcome)
         if too_many and not self._stopping:
             log.warning("%d abandoned threads, more than %d: restarting this worker", self.abandoned, limit)
             self.restart = True

@@ -21,6 +21,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+from .. import tracing
 from ..broker import Broker
 from ..errors import ChildDied
 from ..processor import REGISTRY, load_apps
@@ -139,7 +140,7 @@ class Children:
         child = self._free.get()
         slot.arm(child.kill)
         try:
-            outcome = child.call(dict(slot.record.raw))
+            outcome = child.call(_with_trace(slot))
         except ChildDied:
             slot.disarm()
             self._replace(child)
@@ -178,6 +179,15 @@ class Children:
             child.conn.close()
 
 
+def _with_trace(slot: Slot) -> dict[str, str]:
+    """The run's fields for the child, whose processor's spans are children of the
+    attempt's (made here, in the engine)."""
+    raw = dict(slot.record.raw)
+    if (parent := tracing.traceparent(slot.span)) is not None:
+        raw["traceparent"] = parent
+    return raw
+
+
 def child_main(conn: Connection, settings: Settings) -> None:
     """A child's life: run what the parent sends, one at a time, until told to stop
     or the parent is gone (the pipe closes)."""
@@ -199,6 +209,7 @@ def child_main(conn: Connection, settings: Settings) -> None:
 
 def _run(broker: Broker, record: RunRecord) -> Outcome:
     proc = REGISTRY[record.processor]
-    if attempt.is_async(proc):
-        return asyncio.run(attempt.call_async(proc, record, broker))
-    return attempt.call_sync(proc, record, broker, arm=lambda: None, disarm=lambda: None)
+    with tracing.continued(record.get("traceparent")):
+        if attempt.is_async(proc):
+            return asyncio.run(attempt.call_async(proc, record, broker))
+        return attempt.call_sync(proc, record, broker, arm=lambda: None, disarm=lambda: None)

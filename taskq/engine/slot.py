@@ -15,10 +15,14 @@ import ctypes
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..errors import RunInterrupted
 from ..processor import Processor
 from ..record import RunRecord
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 
 class Slot:
@@ -34,6 +38,7 @@ class Slot:
         self._lock = threading.Lock()
         self._stop: Callable[[], None] | None = None
         self._clear: Callable[[], None] | None = None
+        self.span: Span | None = None  # its trace (tracing.py), when traces are on
 
     @property
     def run_id(self) -> str:

@@ -12,12 +12,12 @@ import logging
 
 from flask import Flask, current_app, g, request
 
-from .. import errors, paths
+from .. import errors, paths, tracing
 from ..broker import Broker
 from ..catalog import Catalog
 from ..ids import tenant_of
 from ..settings import Settings
-from . import dashboard, deliveries, groups, health, outputs, proxy, runs
+from . import dashboard, deliveries, groups, health, outputs, proxy, runs, traces
 from .http import register_error_handlers
 from .limits import Slots
 
@@ -52,6 +52,8 @@ def create_app(settings: Settings | None = None) -> Flask:
             app.register_blueprint(bp)
 
     app.before_request(_authenticate)
+    if tracing.enabled():
+        traces.install(app)
     register_error_handlers(app)
     return app
 

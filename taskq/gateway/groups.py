@@ -13,6 +13,7 @@ from .. import events, group, paths, wire
 from ..models import TaskGroupCreate, TaskGroupRunRequest, parse
 from ..record import GroupRecord
 from .http import body, broker, catalog, flag, last_event_id, seconds_arg, sse_response, tenant
+from .traces import traced
 
 
 def blueprints() -> list[Blueprint]:
@@ -37,6 +38,7 @@ def _groups(name: str, prefix: str) -> Blueprint:
         return _shape(group.load(broker(), tenant(), group_id))
 
     @bp.post("/<group_id>/runs")
+    @traced
     def add_runs(group_id: str) -> dict[str, Any]:
         req = parse(TaskGroupRunRequest, body())
         added = group.add_runs(broker(), catalog(), tenant(), group_id, req)

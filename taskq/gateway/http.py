@@ -14,7 +14,7 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .. import errors, run_list
-from ..broker import Broker, unavailable
+from ..broker import Broker, as_taskq_error
 from ..catalog import Catalog
 from ..models import ErrorObject, ErrorResponse, RunStatus
 from .limits import Slots
@@ -147,7 +147,11 @@ def error_response(
 
 
 def _taskq_error(exc: errors.TaskqError) -> Response:
-    if isinstance(exc, errors.BrokerUnavailable):
+    if isinstance(exc, errors.RedisFull):
+        # Past the high-water mark this is every create: the gauges tell the operator.
+        level = logging.WARNING if exc.__cause__ is not None else logging.INFO
+        log.log(level, "Redis full on %s %s: %s", request.method, request.path, exc.message)
+    elif isinstance(exc, errors.BrokerUnavailable):
         log.warning("Redis unreachable on %s %s: %r", request.method, request.path, exc.__cause__)
     return error_response(exc.status_code, exc.message, exc.detail, exc.retry_after_s)
 
@@ -162,10 +166,12 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def _redis_error(exc: redis.RedisError) -> Response:
-    if unavailable(exc):
-        log.warning("Redis unreachable on %s %s: %s", request.method, request.path, exc)
-        return error_response(503, "Redis is unreachable; try again shortly", retry_after_s=1)
-    return _unexpected_error(exc)
+    """A Redis error that no `translated()` met on its way."""
+    translation = as_taskq_error(exc)
+    if translation is None:
+        return _unexpected_error(exc)
+    translation.__cause__ = exc
+    return _taskq_error(translation)
 
 
 def _unexpected_error(exc: Exception) -> Response:

@@ -24,6 +24,7 @@ from ..models import RunInput, parse
 from ..upstream import forwarded_headers
 from .http import body as read_body
 from .http import broker, catalog, tenant
+from .traces import traced
 
 bp = Blueprint("proxy", __name__, url_prefix=paths.ASYNC)
 
@@ -38,6 +39,7 @@ def blueprints() -> list[Blueprint]:
 
 @bp.route("/<upstream>/", defaults={"path": ""}, methods=METHODS)
 @bp.route("/<upstream>/<path:path>", methods=METHODS)
+@traced
 def call(upstream: str, path: str) -> tuple[dict[str, Any], int]:
     settings = broker().settings
     if upstream not in settings.upstreams:

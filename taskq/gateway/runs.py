@@ -9,6 +9,7 @@ from flask import Blueprint, Response, request
 from .. import action, paths, run, run_list, wire
 from ..models import ActionAnswer, RunInput, parse
 from .http import body, broker, catalog, int_arg, json_response, run_filter, seconds_arg, slots, tenant
+from .traces import traced
 
 bp = Blueprint("runs", __name__, url_prefix=paths.RUNS)
 
@@ -18,6 +19,7 @@ def blueprints() -> list[Blueprint]:
 
 
 @bp.post("")
+@traced
 def create() -> Response:
     raw = body()
     req = parse(RunInput, raw)

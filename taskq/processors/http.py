@@ -11,7 +11,7 @@ from typing import Any
 import requests
 from pydantic import BaseModel, Field
 
-from .. import upstream
+from .. import tracing, upstream
 from ..errors import UpstreamError
 from ..processor import task
 from ..settings import Settings
@@ -36,7 +36,8 @@ def call_upstream(req: HttpRequest) -> dict[str, Any]:
     settings = Settings.from_env()
     base = upstream.check_name(req.upstream, settings.upstreams)
     url = upstream.url(base, req.path, req.query)  # every path passes here: one check
-    headers = upstream.forwarded_headers(req.headers.items(), settings.proxy_forward_headers)
+    # The upstream's request continues the run's trace (tracing.py), when traces are on.
+    headers = tracing.propagate(upstream.forwarded_headers(req.headers.items(), settings.proxy_forward_headers))
     response = requests.request(
         req.method, url, headers=headers, data=req.body.encode(), timeout=(10, None), allow_redirects=False
     )

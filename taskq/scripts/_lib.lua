@@ -66,7 +66,8 @@ local function ceil2(ms)
   return math.ceil(ms / step) * step
 end
 
--- Metrics: at most ONE command per status change. The field of K.metrics names the
+-- Metrics: ONE command per status change (two for a run that ends or starts running:
+-- its minute's count too, below). The field of K.metrics names the
 -- change (old|new), a duration (the queue wait on the way into running; the attempt's
 -- time on the way out of a leased status; else empty) and the processor (last: it may
 -- hold any character). metrics.py turns the fields into counters and histograms. A
@@ -74,9 +75,32 @@ end
 -- added up and written once each by flush_counts at its end (durations rounded to two
 -- digits make most fields of one batch equal).
 local COUNTS = nil
+-- The last hours minute by minute, for the dashboard's chart (history.py): one hash
+-- per minute of Redis's clock, K.metrics_minute(minute), counting runs that ended by
+-- status (`ended|<status>`) and queue waits (`wait|<ms>`, rounded as above). Batched
+-- with COUNTS; a field's first count of its minute also sets the hash's expiry, so a
+-- minute costs one EXPIRE per field, not one per run.
+local MINUTES = nil
+local function add_minute(key, field, n)
+  if redis.call('HINCRBY', key, field, n) == n then redis.call('EXPIRE', key, MINUTE_KEPT_S) end
+end
 local function flush_counts()
   for field, n in pairs(COUNTS or {}) do redis.call('HINCRBY', K.metrics, field, n) end
-  COUNTS = nil
+  for key, fields in pairs(MINUTES or {}) do
+    for field, n in pairs(fields) do add_minute(key, field, n) end
+  end
+  COUNTS, MINUTES = nil, nil
+end
+
+local function count_minute(now, field)
+  local key = K.metrics_minute(math.floor(tonumber(now) / 60000))
+  if COUNTS then
+    MINUTES = MINUTES or {}
+    MINUTES[key] = MINUTES[key] or {}
+    MINUTES[key][field] = (MINUTES[key][field] or 0) + 1
+  else
+    add_minute(key, field, 1)
+  end
 end
 
 local function count_transition(old, new, now, r)
@@ -92,6 +116,11 @@ local function count_transition(old, new, now, r)
     COUNTS[field] = (COUNTS[field] or 0) + 1
   else
     redis.call('HINCRBY', K.metrics, field, 1)
+  end
+  if TERMINAL[new] then
+    count_minute(now, 'ended|' .. new)
+  elseif old == 'queued' and new == 'running' then
+    count_minute(now, 'wait|' .. ms)
   end
 end
 

@@ -55,11 +55,6 @@ if max_len > 0 then
   end
 end
 
-if gid ~= '' then
-  -- Active again: the group expires only once it has finished (set_status sets that).
-  for _, k in ipairs({K.group(gid), K.group_runs(gid), K.group_events(gid)}) do redis.call('PERSIST', k) end
-end
-
 local ids, later = {'created', now}, {}
 for _, r in ipairs(runs) do
   local fields = append(r.fields, 'created_ms', now)
@@ -74,6 +69,13 @@ for _, r in ipairs(runs) do
   wait_for(r.id, rec, r.due ~= '' and r.due or nil)
   if r.due ~= '' then later[rec.processor] = true end
   table.insert(ids, r.id)
+end
+if gid ~= '' then
+  -- Active again: the group expires only once it has finished (set_status sets that).
+  -- After the runs: a Redis at maxmemory refuses a script at its first write that can
+  -- grow memory, and lets every later one through; PERSIST is not such a write, so
+  -- first, it would let a whole group add past maxmemory.
+  for _, k in ipairs({K.group(gid), K.group_runs(gid), K.group_events(gid)}) do redis.call('PERSIST', k) end
 end
 -- A run made for later: its processor's workers learn when this partition is next due.
 for proc in pairs(later) do redis.call('PUBLISH', WAKE .. proc, PARTITION) end

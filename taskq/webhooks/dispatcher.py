@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any
 
-from .. import sync
+from .. import sync, tracing
 from ..broker import Broker, Outage
 from ..clock import now_ms
 from ..errors import StorageUnavailable
@@ -222,15 +222,17 @@ class Dispatcher:
             self._record(claim, started_ms, failure, *self._next(claim, failure))
             return
         headers = signing.request_headers(key, claim.delivery_id, int(time.time()), body, hook.headers)
+        span = tracing.start_delivery(record, claim.delivery_id, claim.status, claim.attempts + 1, claim.host)
         response = transport.send(
             hook.url,
             body,
-            headers,
+            tracing.propagate(headers, span),
             timeout_s=self.settings.webhook_timeout_s,
             allow_private=self.settings.webhook_allow_private,
             pool=self.pool,
         )
         state, delay_ms = self._next(claim, response)
+        tracing.end_delivery(span, response.status_code, response.error, state)
         self._record(claim, started_ms, response, state, delay_ms)
 
     def _record(

@@ -9,13 +9,16 @@ from flask import Response, flash, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from ... import errors, events, group, run, run_list, wire
-from ...clock import iso
-from ...models import RunStatus
+from ... import action, errors, events, group, history, registry, run, run_list, wire
+from ...clock import iso, now_ms
+from ...models import LEASED, RunStatus
 from ...overview import overview
+from ...record import RunRecord
 from ...webhooks import delivery
 from ..http import broker, run_filter, sse_response, tenant
+from . import answer_form, formats
 from .auth import PREFIX, bp, check_origin, sign_in, sign_out
+from .chart import chart
 
 GROUP_RUNS_SHOWN = 200
 
@@ -23,6 +26,21 @@ GROUP_RUNS_SHOWN = 200
 @bp.app_template_filter("iso")
 def _iso(ms: int | None) -> str:
     return iso(ms) or "–"
+
+
+@bp.app_template_filter("when")
+def _when(value: str | int | None) -> str:
+    return formats.time_tag(value)
+
+
+@bp.app_template_filter("duration")
+def _duration(seconds: float | None) -> str:
+    return formats.duration(seconds)
+
+
+@bp.app_template_global("took")
+def _took(started: str | None, finished: str | None) -> str:
+    return formats.duration(formats.between(started, finished))
 
 
 @bp.app_template_filter("pretty")
@@ -64,7 +82,7 @@ def logout() -> WerkzeugResponse:
 @bp.get("/")  # (decorators apply from the bottom: "" is registered first, url_for's)
 @bp.get("")
 def home() -> str:
-    return render_template("dashboard/home.html", view=overview(broker()))
+    return render_template("dashboard/home.html", view=overview(broker()), chart=chart(history.last_hour(broker())))
 
 
 @bp.get("/runs")
@@ -91,16 +109,34 @@ def runs() -> str:
 
 @bp.get("/runs/<run_id>")
 def run_page(run_id: str) -> str:
-    record = run.load(broker(), tenant(), run_id)
+    return _run_page(run.load(broker(), tenant(), run_id))
+
+
+def _run_page(record: RunRecord, answer_error: str = "") -> str:
     task_run = wire.to_task_run(record, broker(), explain="all")
     result = wire.to_result(record).output if task_run.status is RunStatus.completed else None
+    question = record.required_action
     return render_template(
         "dashboard/run.html",
         run=task_run,
+        facts=_facts(record),
         input=record.input,
         output=result,
-        deliveries=delivery.for_run(broker(), tenant(), run_id),
+        deliveries=delivery.for_run(broker(), tenant(), record.id),
+        form=answer_form.form_for(question["schema"]) if question else None,
+        answer_error=answer_error,
     )
+
+
+def _facts(record: RunRecord) -> dict[str, Any]:
+    """Where and how long the run's latest attempt ran (its worker's host while the
+    worker is registered)."""
+    ran_s = None
+    if record.started_ms and (record.finished_ms or record.status in LEASED):
+        ran_s = ((record.finished_ms or now_ms()) - record.started_ms) / 1000
+    total_s = (record.finished_ms - record.created_ms) / 1000 if record.finished_ms else None
+    host = registry.host_of(broker(), record.worker) if record.worker else None
+    return {"queue": record.queue, "worker": record.worker, "host": host, "ran_s": ran_s, "total_s": total_s}
 
 
 @bp.get("/runs/<run_id>/events")
@@ -120,6 +156,25 @@ def cancel(run_id: str) -> WerkzeugResponse:
     return redirect(url_for("dashboard.run_page", run_id=run_id))
 
 
+@bp.post("/runs/<run_id>/answer")
+def answer(run_id: str) -> str | WerkzeugResponse:
+    """Answers the run's question as the API does (action.answer); an answer that does
+    not fit is shown on the run's page with what was wrong."""
+    record = run.load(broker(), tenant(), run_id)
+    question = record.required_action
+    try:
+        if question is None:
+            raise errors.Conflict(f"run {run_id} is {record.status.value}, not waiting for an answer")
+        action.answer(broker(), tenant(), run_id, answer_form.read(question["schema"], request.form))
+    except errors.ValidationFailed as exc:
+        return _run_page(record, answer_error=exc.message), 422  # type: ignore[return-value]
+    except errors.Conflict as exc:
+        flash(exc.message)
+        return redirect(url_for("dashboard.run_page", run_id=run_id))
+    flash("answer sent: the run is queued again")
+    return redirect(url_for("dashboard.run_page", run_id=run_id))
+
+
 @bp.post("/runs/<run_id>/deliveries/<delivery_id>/redeliver")
 def redeliver(run_id: str, delivery_id: str) -> WerkzeugResponse:
     try:
@@ -136,7 +191,7 @@ def redeliver(run_id: str, delivery_id: str) -> WerkzeugResponse:
 @bp.get("/groups")
 def groups() -> str:
     shown = [wire.to_task_group(rec) for rec in group.recent(broker(), tenant())]
-    return render_template("dashboard/groups.html", groups=shown)
+    return render_template("dashboard/groups.html", groups=shown, statuses=[s.value for s in RunStatus])
 
 
 @bp.get("/groups/<group_id>")
@@ -148,8 +203,19 @@ def group_page(group_id: str) -> str:
         if len(members) == GROUP_RUNS_SHOWN:
             break
     return render_template(
-        "dashboard/group.html", group=wire.to_task_group(record), runs=members, shown=GROUP_RUNS_SHOWN
+        "dashboard/group.html",
+        group=wire.to_task_group(record),
+        runs=members,
+        shown=GROUP_RUNS_SHOWN,
+        statuses=[s.value for s in RunStatus],
     )
+
+
+@bp.post("/groups/<group_id>/cancel")
+def cancel_group(group_id: str) -> WerkzeugResponse:
+    record = group.cancel(broker(), tenant(), group_id)
+    flash(f"group cancelled: {wire.group_status(record).status_message}")
+    return redirect(url_for("dashboard.group_page", group_id=group_id))
 
 
 @bp.get("/groups/<group_id>/status")

@@ -3,6 +3,8 @@
 "use strict";
 
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+// The order a group's bar shows its statuses in (models.RunStatus).
+const ORDER = ["queued", "running", "action_required", "completed", "failed", "cancelling", "cancelled"];
 
 function liveRun(section) {
   const list = document.getElementById("events");
@@ -16,10 +18,13 @@ function liveRun(section) {
       item.textContent = `${event.run.modified_at}  status: ${status}`;
       badge.textContent = status;
       badge.className = `status s-${status}`;
-      if (TERMINAL.has(status)) {
+      // The stream replays the run's history first; a change made after the page was
+      // drawn draws it again (its worker, its question, its output and errors).
+      if (event.run.modified_at > section.dataset.modified && status !== section.dataset.status) {
         source.close();
-        // The output, errors and deliveries are on the page once it is drawn again.
-        if (section.dataset.active === "true") setTimeout(() => window.location.reload(), 800);
+        setTimeout(() => window.location.reload(), TERMINAL.has(status) ? 800 : 300);
+      } else if (TERMINAL.has(status)) {
+        source.close();
       }
     } else if (event.type === "error") {
       item.textContent = `stream error: ${event.error.message}`;
@@ -40,11 +45,12 @@ function liveGroup(section) {
     if (!response.ok) return;
     const status = await response.json();
     message.textContent = status.status_message;
-    bar.replaceChildren(...Object.entries(status.task_run_status_counts).map(([name, n]) => {
+    const counts = status.task_run_status_counts;
+    bar.replaceChildren(...ORDER.filter((name) => counts[name]).map((name) => {
       const span = document.createElement("span");
       span.className = `s-${name}`;
-      span.style.flexGrow = n;
-      span.textContent = `${name} ${n}`;
+      span.style.flexGrow = counts[name];
+      span.textContent = span.title = `${name} ${counts[name]}`;
       return span;
     }));
     if (!status.is_active) {
