@@ -11,10 +11,11 @@ less its own; the current minute's, the live totals less its snapshot.
 
 So a run is counted in the minute of the snapshot before it, which is taken within a
 maintenance interval (`reaper_interval_s`) of the minute's start: a run that ended in
-a minute's first seconds may show in the minute before. A minute with no snapshot (no
-worker was alive to take one) shares the next one's: the change between the nearest
-snapshots around it is put on the later minute (the last before the later snapshot),
-and the minutes of an hour before its first snapshot show nothing.
+a minute's first seconds may show in the minute before. Where minutes have no snapshot
+(no worker was alive to take one), the change between the nearest snapshots on either
+side is put on the later minute, the last before the later snapshot; the earlier
+minutes of the gap show nothing, as do the minutes of the hour before its first
+snapshot.
 """
 
 from __future__ import annotations
