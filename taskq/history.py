@@ -64,7 +64,8 @@ class Minute:
 
 def last_hour(broker: Broker, minutes: int = HOUR_MINUTES) -> list[Minute]:
     """The last `minutes` minutes, oldest first, the current (partial) one last;
-    every partition summed in one pipelined round trip."""
+    every partition summed: its snapshots in one pipelined round trip, then its live
+    totals (a script call per partition: a cluster pipelines no scripts)."""
     with translated():
         now_minute = broker.now_ms() // MINUTE_MS
         span = range(now_minute - minutes + 1, now_minute + 1)
@@ -72,13 +73,12 @@ def last_hour(broker: Broker, minutes: int = HOUR_MINUTES) -> list[Minute]:
         for partition in range(broker.partitions):
             for minute in span:
                 pipe.hgetall(keys.metrics_snapshot(partition, minute))
-            # read after its snapshots, so at least as new as any of them
-            broker.scripts.metrics_totals(partition, client=pipe)
-        replies = iter(pipe.execute())
+        stored = iter(pipe.execute())
+        # read after the snapshots, so at least as new as any of them
+        lives = [broker.scripts.metrics_totals(partition) for partition in range(broker.partitions)]
     counts: dict[int, Totals] = defaultdict(lambda: defaultdict(int))
-    for _ in range(broker.partitions):
-        snapshots = {minute: _snapshot(next(replies)) for minute in span}
-        flat = next(replies)
+    for flat in lives:
+        snapshots = {minute: _snapshot(next(stored)) for minute in span}
         live = {name: int(n) for name, n in zip(flat[::2], flat[1::2], strict=True)}
         for minute, delta in _deltas(snapshots, live, now_minute):
             for name, n in delta.items():
