@@ -7,7 +7,9 @@ snapshots their totals (`metrics_totals` in scripts/_lib.lua: `ended|<status>` a
 `wait|<ms>`, the wait rounded up to two significant digits, so the quantiles read here
 are within 1% of the true ones) into `metrics:snapshot:{minute}` (minute of Redis's
 clock), kept keys.SNAPSHOT_KEPT_S. A minute's counts are the next minute's snapshot
-less its own; the current minute's, the live totals less its snapshot.
+less its own; the current minute's, the live totals less its snapshot. Until the
+current minute's snapshot is taken (its first seconds), the live totals stand in for
+it: the current minute shows nothing yet, the minute before what changed since its own.
 
 So a run is counted in the minute of the snapshot before it, which is taken within a
 maintenance interval (`reaper_interval_s`) of the minute's start: a run that ended in
@@ -95,10 +97,12 @@ def _snapshot(stored: dict[str, str]) -> Totals | None:
 
 def _deltas(snapshots: dict[int, Totals | None], live: Totals, now_minute: int) -> Iterator[tuple[int, Totals]]:
     """Each snapshot's change since the snapshot before it, on the minute before it;
-    the live totals' change since the last snapshot, on the current minute. A total
-    that went down (the counters were deleted) counts nothing."""
+    the live totals' change since the last snapshot, on the current minute, or, while
+    the current minute has no snapshot yet, on the minute before (the live totals
+    stand in for the snapshot to come). A total that went down (the counters were
+    deleted) counts nothing."""
     points = [(minute, totals) for minute, totals in sorted(snapshots.items()) if totals is not None]
-    points.append((now_minute + 1, live))
+    points.append((now_minute + 1 if snapshots.get(now_minute) is not None else now_minute, live))
     for (_, before), (minute, after) in pairwise(points):
         yield minute - 1, {name: max(0, n - before.get(name, 0)) for name, n in after.items()}
 
