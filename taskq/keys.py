@@ -49,9 +49,10 @@ In a partition (`taskq:{tag}:` + …):
     deliveries:due                zset    delivery id -> when to try next (ms)
     deliveries:dead               zset    delivery id -> when it was given up (ms)
     metrics                       hash    transition and webhook counters (metrics.py)
-    metrics:minute:{minute}       hash    one minute's runs ended by status and queue waits
+    metrics:snapshot:{minute}     hash    totals of runs ended by status and of queue waits as
+                                          of the minute's start, taken from metrics by tend.lua
                                           (history.py); minute: epoch ms // 60000, Redis's
-                                          clock; expires after MINUTE_KEPT_S
+                                          clock; expires after SNAPSHOT_KEPT_S
     schedule:{processor}          hash    a schedule's last and next tick (schedule.py)
 
 Not in a partition (each read or written on its own):
@@ -116,12 +117,12 @@ TEMPLATES: dict[str, str] = {
     "deliveries_due": "deliveries:due",
     "deliveries_dead": "deliveries:dead",
     "metrics": "metrics",
-    "metrics_minute": "metrics:minute:{minute}",
+    "metrics_snapshot": "metrics:snapshot:{minute}",
     "schedule": "schedule:{processor}",
 }
 _FIELD = re.compile(r"\{(\w+)\}")
 
-MINUTE_KEPT_S = 2 * 3600  # a metrics:minute hash lives this long after its first count
+SNAPSHOT_KEPT_S = 2 * 3600  # a metrics:snapshot hash lives this long after it is taken
 
 META = PREFIX + "meta"
 PROCESSORS = PREFIX + "processors"
@@ -186,8 +187,8 @@ parked = _of("parked")
 limits_used = _of("limits")
 
 
-def metrics_minute(partition: int, minute: int) -> str:
-    return in_partition(partition, "metrics_minute", minute=str(minute))
+def metrics_snapshot(partition: int, minute: int) -> str:
+    return in_partition(partition, "metrics_snapshot", minute=str(minute))
 
 
 def run(run_id: str) -> str:

@@ -14,10 +14,11 @@ import pytest
 import redis as redis_lib
 from click.testing import CliRunner
 
-from taskq import errors, keys, run
+from taskq import errors, history, keys, run
 from taskq.broker import Broker
 from taskq.catalog import Catalog
 from taskq.cli import main
+from taskq.engine.maintenance import Maintenance
 from taskq.gateway import create_app
 from taskq.ids import partition_of
 from taskq.models import RunInput, parse
@@ -94,6 +95,9 @@ def test_runs_groups_streams_webhooks_and_listing_work_on_a_cluster(cclient, cbr
     grouped = added.json["run_ids"]
     # The data spreads over every master
     assert masters_holding(redis_cluster, singles) == set(redis_cluster.masters())
+    # (the chart's first snapshots, taken before any run ran, for a past minute)
+    for partition in range(cbroker.partitions):
+        Maintenance(cbroker).tend(partition, cbroker.now_ms() // history.MINUTE_MS - 2)
     start(spawn, cbroker, "worker", "cw", "--name", "cw")
     start(spawn, cbroker, "dispatcher", "cd")
     wait_until(lambda: all(status(cclient, r)["status"] == "completed" for r in singles + grouped), timeout_s=60)
@@ -125,6 +129,9 @@ def test_runs_groups_streams_webhooks_and_listing_work_on_a_cluster(cclient, cbr
     assert [w["name"] for w in view["workers"]] == ["cw"] and view["running"] == 0
     assert (view["cluster"], view["masters"], view["partitions"]) == (True, 3, 16)
     assert "a cluster of 3 masters, 16 partitions" in " ".join(shown.stderr.split())
+    # the dashboard's chart: every partition's snapshots and live totals, summed
+    minutes = history.last_hour(cbroker)
+    assert sum(m.finished for m in minutes) == 70 and sum(sum(m.waits.values()) for m in minutes) == 70
 
 
 def test_a_killed_worker_runs_are_retried_on_a_cluster(cclient, cbroker, spawn):  # type: ignore[no-untyped-def]

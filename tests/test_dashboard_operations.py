@@ -9,6 +9,7 @@ import re
 import socket
 
 from taskq import history, keys
+from taskq.engine.maintenance import Maintenance
 from taskq.engine.registration import Registration
 from taskq.gateway.dashboard import answer_form
 from taskq.gateway.dashboard.formats import compact, duration
@@ -207,28 +208,84 @@ def test_the_workers_table_says_which_processors_each_worker_serves(client, brok
     assert row and "and 4 more" in row.group(0) and "p11" in row.group(0)
 
 
+def snapshot(broker, minute: int | None = None) -> None:  # type: ignore[no-untyped-def]
+    """The maintenance step's metrics snapshot, for `minute` (a past one) or now."""
+    Maintenance(broker).tend(0, minute)
+
+
 def test_the_last_hours_chart_counts_runs_ended_and_failed_and_queue_waits(client, drain, broker):
-    # Given two runs that ended this hour, one of them failed
+    # Workers here take no snapshot of their own: the test takes each one, through the
+    # maintenance step, for minutes it names.
+    quiet = broker.settings.replace(reaper_interval_s=3600)
+    now = broker.now_ms() // history.MINUTE_MS
+    # Given two runs that ended between the snapshots of minutes now-5 and now-4, one failed
+    snapshot(broker, now - 5)
     submit(client, "echo", {"n": 1})
     submit(client, "broken", {"message": "no"})
-    drain()
-    # Then the last hour's minutes count them, and each minute's hash expires
+    drain(quiet)
+    snapshot(broker, now - 4)
+    # and one that ended while no snapshot was taken (none for now-3 and now-2)
+    submit(client, "echo", {"n": 2})
+    drain(quiet)
+    snapshot(broker, now - 1)
+    # and one cancelled after this minute's snapshot
+    snapshot(broker)
+    this = broker.now_ms() // history.MINUTE_MS  # (the snapshot's minute, unless one just began)
+    run_id = submit(client, "echo", {"n": 3})
+    client.post(f"/v1/tasks/runs/{run_id}/cancel", headers=HEADERS)
+    # Then each minute counts the change to the next snapshot, a gap's change on its
+    # later minute, the current minute what changed since its snapshot
     minutes = history.last_hour(broker)
     assert len(minutes) == history.HOUR_MINUTES
-    assert sum(m.finished for m in minutes) == 2 and sum(m.failed for m in minutes) == 1
-    assert sum(sum(m.waits.values()) for m in minutes) == 2
-    busy = [m for m in minutes if m.finished]
-    assert all(m.wait_s(0.5) is not None for m in busy if m.waits)
-    kept = broker.redis.keys("*metrics:minute:*")
-    assert kept and all(0 < broker.redis.ttl(key) <= keys.MINUTE_KEPT_S for key in kept)
+    at = {m.start_ms // history.MINUTE_MS: m for m in minutes}
+    assert at[now - 5].ended == {"completed": 1, "failed": 1} and sum(at[now - 5].waits.values()) == 2
+    assert at[now - 5].wait_s(0.5) is not None and at[now - 5].wait_s(0.99) is not None
+    assert at[now - 4].ended == at[now - 3].ended == {} and at[now - 2].ended == {"completed": 1}
+    assert at[now - 1].ended == {}
+    assert at[this].ended == {"cancelled": 1} and at[this].waits == {}
+    assert sum(m.finished for m in minutes) == 4 and sum(sum(m.waits.values()) for m in minutes) == 3
+    # And each snapshot expires
+    kept = broker.redis.keys("*metrics:snapshot:*")
+    assert len(kept) == 4 and all(0 < broker.redis.ttl(key) <= keys.SNAPSHOT_KEPT_S for key in kept)
     # And the front page draws them: bars, the wait lines, a title for each minute
     signed_in(client)
     page = client.get("/dashboard").text
     assert '<svg class="chart"' in page and page.count('class="minute"') == history.HOUR_MINUTES
     titles = re.findall(r"<title>\d\d:\d\d UTC: (\d+) ended, (\d+) failed", page)
-    assert sum(int(e) for e, _ in titles) == 2 and sum(int(f) for _, f in titles) == 1
+    assert sum(int(e) for e, _ in titles) == 4 and sum(int(f) for _, f in titles) == 1
     assert "#ef4444" in page  # a failed bar
     assert "<polyline" in page or "<circle" in page  # the wait's points
+
+
+def test_a_minute_is_snapshotted_once_and_runs_write_nothing_for_the_chart(client, drain, broker):
+    # Given this minute's snapshot, taken before any run
+    snapshot(broker)
+    (key,) = broker.redis.keys("*metrics:snapshot:*")
+    taken = broker.redis.hgetall(key)
+    assert list(taken) == ["at"]
+    # When a run ends, no snapshot is written (no maintenance step ran)
+    submit(client, "echo", {"n": 1})
+    drain(broker.settings.replace(reaper_interval_s=3600))
+    assert broker.redis.keys("*metrics:snapshot:*") == [key] and broker.redis.hgetall(key) == taken
+    # and when the maintenance step comes again, the minute's snapshot stays as taken
+    # (had the minute turned meanwhile, the new one's would be another key)
+    snapshot(broker)
+    assert broker.redis.hgetall(key) == taken
+    # Then the chart has the run, from the live totals
+    assert sum(m.finished for m in history.last_hour(broker)) == 1
+
+
+def test_until_the_current_minute_is_snapshotted_its_runs_show_in_the_minute_before(client, broker):
+    # Given a snapshot of the minute before, and none yet of this one
+    now = broker.now_ms() // history.MINUTE_MS
+    snapshot(broker, now - 1)
+    run_id = submit(client, "echo", {})
+    client.post(f"/v1/tasks/runs/{run_id}/cancel", headers=HEADERS)
+    # Then the run shows in the minute before (the live totals stand in for the
+    # snapshot to come; were this minute over by now, the run's minute would be the
+    # one before the current one all the same); this minute shows nothing yet
+    minutes = history.last_hour(broker)
+    assert minutes[-2].ended == {"cancelled": 1} and minutes[-1].ended == {}
 
 
 def test_a_quiet_hour_draws_an_empty_chart(client):

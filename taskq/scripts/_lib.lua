@@ -66,8 +66,7 @@ local function ceil2(ms)
   return math.ceil(ms / step) * step
 end
 
--- Metrics: ONE command per status change (two for a run that ends or starts running:
--- its minute's count too, below). The field of K.metrics names the
+-- Metrics: at most ONE command per status change. The field of K.metrics names the
 -- change (old|new), a duration (the queue wait on the way into running; the attempt's
 -- time on the way out of a leased status; else empty) and the processor (last: it may
 -- hold any character). metrics.py turns the fields into counters and histograms. A
@@ -75,32 +74,9 @@ end
 -- added up and written once each by flush_counts at its end (durations rounded to two
 -- digits make most fields of one batch equal).
 local COUNTS = nil
--- The last hours minute by minute, for the dashboard's chart (history.py): one hash
--- per minute of Redis's clock, K.metrics_minute(minute), counting runs that ended by
--- status (`ended|<status>`) and queue waits (`wait|<ms>`, rounded as above). Batched
--- with COUNTS; a field's first count of its minute also sets the hash's expiry, so a
--- minute costs one EXPIRE per field, not one per run.
-local MINUTES = nil
-local function add_minute(key, field, n)
-  if redis.call('HINCRBY', key, field, n) == n then redis.call('EXPIRE', key, MINUTE_KEPT_S) end
-end
 local function flush_counts()
   for field, n in pairs(COUNTS or {}) do redis.call('HINCRBY', K.metrics, field, n) end
-  for key, fields in pairs(MINUTES or {}) do
-    for field, n in pairs(fields) do add_minute(key, field, n) end
-  end
-  COUNTS, MINUTES = nil, nil
-end
-
-local function count_minute(now, field)
-  local key = K.metrics_minute(math.floor(tonumber(now) / 60000))
-  if COUNTS then
-    MINUTES = MINUTES or {}
-    MINUTES[key] = MINUTES[key] or {}
-    MINUTES[key][field] = (MINUTES[key][field] or 0) + 1
-  else
-    add_minute(key, field, 1)
-  end
+  COUNTS = nil
 end
 
 local function count_transition(old, new, now, r)
@@ -117,11 +93,39 @@ local function count_transition(old, new, now, r)
   else
     redis.call('HINCRBY', K.metrics, field, 1)
   end
-  if TERMINAL[new] then
-    count_minute(now, 'ended|' .. new)
-  elseif old == 'queued' and new == 'running' then
-    count_minute(now, 'wait|' .. ms)
+end
+
+-- The totals the dashboard's chart is drawn from (history.py), summed over processors
+-- from the counters above, as a flat field/value list: `ended|<status>`, the runs that
+-- reached each terminal status; `wait|<ms>`, the runs that started running after
+-- waiting <ms> in their queue (rounded as above). Read, never counted per run: the
+-- chart samples them once a minute (snapshot_metrics).
+local function metrics_totals()
+  local totals = {}
+  local flat = redis.call('HGETALL', K.metrics)
+  for i = 1, #flat, 2 do
+    local old, new, ms = string.match(flat[i], '^run|([^|]*)|([^|]*)|([^|]*)|')
+    local name = nil
+    if new and TERMINAL[new] then
+      name = 'ended|' .. new
+    elseif old == 'queued' and new == 'running' and ms ~= '' then
+      name = 'wait|' .. ms
+    end
+    if name then totals[name] = (totals[name] or 0) + tonumber(flat[i + 1]) end
   end
+  local out = {}
+  for name, n in pairs(totals) do append(out, name, n) end
+  return out
+end
+
+-- The totals as of the start of a minute of Redis's clock (`minute`: tests take past
+-- ones), with when they were taken (`at`), in K.metrics_snapshot(minute), unless that
+-- minute has one: the first call in a minute writes, every later one costs an EXISTS.
+local function snapshot_metrics(now, minute)
+  local key = K.metrics_snapshot(minute or math.floor(now / 60000))
+  if redis.call('EXISTS', key) == 1 then return end
+  redis.call('HSET', key, 'at', now, unpack(metrics_totals()))
+  redis.call('EXPIRE', key, SNAPSHOT_KEPT_S)
 end
 
 -- ---------------------------------------------------------------------------------

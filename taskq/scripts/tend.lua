@@ -3,9 +3,11 @@
 -- the one retry rule (retry_or_fail) as a retryable failure, "worker lost" (a
 -- cancelling one is cancelled); runs in action_required past their deadline fail (no
 -- answer came); runs due by now join their lanes and paused lanes past their pause
--- go again (as claims do: this catches what no claim looked at).
+-- go again (as claims do: this catches what no claim looked at); and the first call in
+-- a minute snapshots the metrics for the dashboard's chart (snapshot_metrics).
 -- KEYS: the partition's prefix.
--- ARGV: limit, retention_s, backoff_base_ms, backoff_cap_ms, jitter, rq_mirror.
+-- ARGV: limit, retention_s, backoff_base_ms, backoff_cap_ms, jitter, rq_mirror, and
+-- optionally the minute to snapshot (tests; else the current one of Redis's clock).
 -- Returns {the ids reaped or failed}.
 local now, limit, retention, reaped = now_ms(), ARGV[1], ARGV[2], {}
 local policy = {tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])}
@@ -42,4 +44,5 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.waiting, '-inf', now, 'LIMIT',
   end
 end
 tend_due(now, limit)
+snapshot_metrics(now, tonumber(ARGV[7] or ''))
 return reaped
