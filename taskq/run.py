@@ -331,7 +331,7 @@ def cancel(broker: Broker, tenant: str, run_id: str) -> RunRecord:
     """queued: cancelled at once; running: cancelling until its worker stops it."""
     load(broker, tenant, run_id)
     with translated():
-        reply = broker.scripts.cancel(ids.partition_of(run_id), run_id, broker.settings.retention_s, broker.rq_mirror)
+        [reply] = broker.scripts.cancel(ids.partition_of(run_id), broker.settings.retention_s, broker.rq_mirror, run_id)
     if isinstance(reply, list):
         raise errors.Conflict(f"run {run_id} is {reply[1]} and cannot be cancelled", {"status": reply[1]})
     return load(broker, tenant, run_id)

@@ -244,3 +244,22 @@ def test_a_master_past_its_memory_mark_refuses_only_the_runs_that_would_land_on_
         node.config_set("maxmemory", 0)
         node.close()
         broker.close()
+
+
+def test_a_run_and_a_whole_group_cancel_on_a_cluster(cclient, cbroker):  # type: ignore[no-untyped-def]
+    # Given runs no worker takes: one alone, and a group of 250 (more than one cancel batch)
+    single = submit(cclient)
+    gid = cclient.post("/v1/tasks/groups", json={}, headers=HEADERS).json["taskgroup_id"]
+    for start_at in (0, 125):
+        inputs = [{"input": {"g": i}, "processor": "echo"} for i in range(start_at, start_at + 125)]
+        added = cclient.post(f"/v1/tasks/groups/{gid}/runs", json={"inputs": inputs}, headers=HEADERS)
+        assert added.status_code == 200, added.json
+    # When the run and the group are cancelled
+    r = cclient.post(f"/v1/tasks/runs/{single}/cancel", headers=HEADERS)
+    assert r.status_code == 200, r.json
+    g = cclient.post(f"/v1/tasks/groups/{gid}/cancel", headers=HEADERS)
+    # Then both are cancelled, every run of the group once
+    assert g.status_code == 200, g.json
+    assert status(cclient, single)["status"] == "cancelled"
+    group = cclient.get(f"/v1/tasks/groups/{gid}", headers=HEADERS).json
+    assert group["status"]["task_run_status_counts"] == {"cancelled": 250}, group
