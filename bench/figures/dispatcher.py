@@ -73,10 +73,12 @@ def _taskq(s: Session, receiver: str, hanging: str, slow: bool) -> dict[str, flo
         return f"{hanging}/hang" if slow and _is_slow(i) else f"{receiver}/fast"
 
     ids = s.fill_taskq(n, webhook=url)
-    pipe = s.broker.redis.pipeline(transaction=False)
+    by_partition: dict[int, list[str]] = {}
     for run_id in ids:
-        s.broker.scripts.cancel(partition_of(run_id), run_id, s.settings.retention_s, s.broker.rq_mirror, client=pipe)
-    pipe.execute()
+        by_partition.setdefault(partition_of(run_id), []).append(run_id)
+    for partition, batch in by_partition.items():  # one cancel script per partition's batch
+        for at in range(0, len(batch), 500):
+            s.broker.scripts.cancel(partition, s.settings.retention_s, s.broker.rq_mirror, *batch[at : at + 500])
     wanted = sum(1 for i in range(n) if url(i).endswith("/fast"))
     dispatcher = s.spawner.dispatcher(s.settings)
     result = _await(receiver, wanted, s.mode.delivery_max_s)
