@@ -90,6 +90,7 @@ def assert_refused_for_memory(r: Any) -> None:
     assert r.headers["Retry-After"] == "30"
 
 
+@pytest.mark.slow  # (fills a Redis run by run)
 def test_new_runs_past_the_high_water_mark_get_a_503_and_accepted_runs_still_finish(
     client, broker, maxmemory, drain, deliver, receiver
 ):

@@ -245,6 +245,7 @@ def test_without_a_configured_storage_nothing_is_offloaded(broker, client, drain
 # --- The budget ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # (300 runs, then the 5 s their streams linger)
 def test_a_finished_run_costs_at_most_its_payload_plus_600_bytes():
     # Given runs with a realistic ~1 KB JSON input and the same output, run to their end
     report = memory.measure(runs=300, payload="text")
