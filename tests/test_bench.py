@@ -30,6 +30,8 @@ FIGURES = (
     "9 starts/s reached",
     "9 no-op runs/s under limits",
     "9 Redis CPU/run under limits",
+    "10 keys on the busiest of 3 masters",
+    "10 Redis CPU on the busiest of 3 masters",
 )
 
 
@@ -46,3 +48,18 @@ def test_bench_smoke_prints_its_table_with_every_figure() -> None:
     for figure in FIGURES:
         assert f"| {figure}" in table, f"no row for {figure!r}:\n{table}"
     assert "failed:" not in table, table
+    # and every rate it prints for taskq measured something (a rate of 0: the figure did nothing)
+    for name, taskq, unit in _rows(table):
+        if unit.endswith("/s"):
+            assert taskq not in ("-", "0", "0.00"), f"{name}: taskq measured no rate\n{table}"
+
+
+def _rows(table: str) -> list[tuple[str, str, str]]:
+    """(figure, taskq's value, unit) of each row of the printed table."""
+    rows = []
+    for line in table.splitlines()[2:]:
+        if not line.startswith("| "):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows.append((cells[0], cells[1], cells[4]))
+    return rows
