@@ -26,10 +26,10 @@ from typing import Any
 from taskq import keys, run, testing
 from taskq.broker import Broker
 from taskq.catalog import Catalog
+from taskq.folding import EVENTS_LINGER_S
 from taskq.ids import tenant_of
 from taskq.models import RunInput
 from taskq.processor import advertise, load_apps
-from taskq.record import EVENTS_LINGER_S
 
 from .harness import API_KEY, RedisServer, bench_settings
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import catalog, errors, ids, payload, run
 from .broker import Broker, translated
-from .models import dumps, request_json
+from .jsontext import dumps, request_json
 from .outputs import payloads
 from .record import RunRecord
 

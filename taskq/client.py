@@ -13,7 +13,8 @@ from .broker import Broker
 from .catalog import Catalog
 from .context import _current
 from .ids import tenant_of
-from .models import RunInput, TaskRun, TaskRunResult, parse
+from .jsontext import parse
+from .models import RunInput, TaskRun, TaskRunResult
 from .settings import Settings
 
 # Specs of the processors this process has put runs of (they are known here without

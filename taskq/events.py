@@ -24,8 +24,9 @@ from typing import Any
 from . import errors, group, keys, run, wire
 from .broker import MAX_BLOCK_MS, Broker, translated
 from .clock import iso
+from .folding import Entry, unfold
 from .models import RunStatus, TaskGroupStatus
-from .record import Entry, GroupRecord, RunRecord, load_groups, load_runs, unfold
+from .record import GroupRecord, RunRecord, load_groups, load_runs
 
 HEARTBEAT = ": ping\n\n"
 MAX_STREAM_S = 3600.0
@@ -230,7 +231,7 @@ def _run_events(broker: Broker, tenant: str, run_id: str, after: str, timeout_s:
         after = batch[-1][0]
         yield from _run_entries(broker, tenant, run_id, batch)
     # A run that has ended keeps its events in its record, its stream only a few
-    # seconds more (record.EVENTS_LINGER_S): what was not read from the stream is there.
+    # seconds more (folding.EVENTS_LINGER_S): what was not read from the stream is there.
     with translated():
         rest = [e for e in unfold(broker.redis.hget(keys.run(run_id), "events")) or () if _after(e[0], after)]
     yield from _run_entries(broker, tenant, run_id, rest)

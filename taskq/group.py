@@ -17,16 +17,8 @@ from .broker import Broker, translated
 from .catalog import Catalog
 from .clock import now_ms
 from .ids import GROUP_ID, new_group_id, partition_of
-from .models import (
-    ACTIVE,
-    RunInput,
-    TaskGroupCreate,
-    TaskGroupRunRequest,
-    TaskGroupRunResponse,
-    TaskSpec,
-    parse,
-    request_json,
-)
+from .jsontext import parse, request_json
+from .models import ACTIVE, RunInput, TaskGroupCreate, TaskGroupRunRequest, TaskGroupRunResponse, TaskSpec
 from .outputs import payloads
 from .record import COUNT_PREFIX, GroupRecord, RunRecord, load_groups, load_runs
 from .wire import group_status

@@ -47,20 +47,24 @@ A group is the hash `taskq:group:{id}`: id, tenant, metadata, created_ms, modifi
 num_task_runs, and `c:<status>`, how many of its runs are in each status (kept by
 set_status in the same atomic step as the run's change).
 
-A webhook delivery is the hash `taskq:delivery:{id}` (webhooks/delivery.py).
+A webhook delivery is the hash `taskq:delivery:{id}`: its record and fields are in
+webhooks/delivery.py, typed with the fields here (`TextField`, `WholeField`).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Generic, TypeVar, cast
 
 from redis import Redis
 
 from . import keys, payload
+from .folding import Entry, unfold
 from .models import PRIORITY_NAMES, Priority, RunStatus
+
+T = TypeVar("T")
 
 
 def _int(value: str | None) -> int:
@@ -69,6 +73,45 @@ def _int(value: str | None) -> int:
 
 def _json(value: str | None) -> Any:
     return json.loads(value) if value else None
+
+
+class Field:
+    """A typed view of one stored field, named as the attribute it is assigned to."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+
+class TextField(Field):
+    """A stored field as text; `default` when absent or empty."""
+
+    def __init__(self, default: str = "") -> None:
+        self.default = default
+
+    def __get__(self, record: Any, owner: type | None = None) -> str:
+        return record.raw.get(self.name) or self.default
+
+
+class WholeField(Field):
+    """A stored whole number (epoch ms, a count); 0 when absent."""
+
+    def __get__(self, record: Any, owner: type | None = None) -> int:
+        return _int(record.raw.get(self.name))
+
+
+class JsonField(Field, Generic[T]):
+    """A stored JSON field, decoded on first use and kept on the record (as
+    functools.cached_property does); `empty()` when absent."""
+
+    def __init__(self, empty: Callable[[], Any] | None = None) -> None:
+        self.empty = empty
+
+    def __get__(self, record: Any, owner: type | None = None) -> T:
+        value = _json(record.raw.get(self.name))
+        if value is None and self.empty is not None:
+            value = self.empty()
+        record.__dict__[self.name] = value
+        return cast(T, value)
 
 
 class RunRecord:
@@ -115,25 +158,11 @@ class RunRecord:
     def id(self) -> str:
         return self.raw["id"]
 
-    @property
-    def tenant(self) -> str:
-        return self.raw.get("tenant", "")
-
-    @property
-    def processor(self) -> str:
-        return self.raw.get("processor", "")
-
-    @property
-    def queue(self) -> str:
-        return self.raw.get("queue") or "default"
-
-    @property
-    def timeout_s(self) -> int:
-        return _int(self.raw.get("timeout_s"))
-
-    @property
-    def max_retries(self) -> int:
-        return _int(self.raw.get("max_retries"))
+    tenant = TextField()
+    processor = TextField()
+    queue = TextField("default")
+    timeout_s = WholeField()
+    max_retries = WholeField()
 
     @property
     def taskgroup_id(self) -> str | None:
@@ -147,25 +176,11 @@ class RunRecord:
     def input(self) -> Any:
         return json.loads(self.payload_text("input") or "null")
 
-    @functools.cached_property
-    def metadata(self) -> dict[str, Any] | None:
-        return _json(self.raw.get("metadata"))
-
-    @functools.cached_property
-    def output_schema(self) -> dict[str, Any] | None:
-        return _json(self.raw.get("output_schema"))
-
-    @functools.cached_property
-    def webhook(self) -> dict[str, Any] | None:
-        return _json(self.raw.get("webhook"))
-
-    @functools.cached_property
-    def warnings(self) -> list[dict[str, Any]] | None:
-        return _json(self.raw.get("warnings"))
-
-    @property
-    def lane(self) -> str:
-        return self.raw.get("lane", "")
+    metadata = JsonField[dict[str, Any] | None]()
+    output_schema = JsonField[dict[str, Any] | None]()
+    webhook = JsonField[dict[str, Any] | None]()
+    warnings = JsonField[list[dict[str, Any]] | None]()
+    lane = TextField()
 
     @property
     def priority(self) -> Priority:
@@ -176,50 +191,22 @@ class RunRecord:
     def status(self) -> RunStatus:
         return RunStatus(self.raw["status"])
 
-    @property
-    def attempts(self) -> int:
-        return _int(self.raw.get("attempts"))
-
-    @property
-    def interruptions(self) -> int:
-        return _int(self.raw.get("interruptions"))
-
-    @property
-    def token(self) -> str:
-        return self.raw.get("token", "")
-
-    @property
-    def worker(self) -> str:
-        return self.raw.get("worker", "")
-
-    @property
-    def created_ms(self) -> int:
-        return _int(self.raw.get("created_ms"))
+    attempts = WholeField()
+    interruptions = WholeField()
+    token = TextField()
+    worker = TextField()
+    created_ms = WholeField()
 
     @property
     def modified_ms(self) -> int:
         # (a finished run's last change is its end: FINISHED_DROP has modified_ms)
         return _int(self.raw.get("modified_ms")) or self.finished_ms or self.created_ms
 
-    @property
-    def started_ms(self) -> int:
-        return _int(self.raw.get("started_ms"))
-
-    @property
-    def finished_ms(self) -> int:
-        return _int(self.raw.get("finished_ms"))
-
-    @property
-    def next_attempt_ms(self) -> int:
-        return _int(self.raw.get("next_attempt_ms"))
-
-    @functools.cached_property
-    def error(self) -> dict[str, Any] | None:
-        return _json(self.raw.get("error"))
-
-    @functools.cached_property
-    def errors(self) -> list[dict[str, Any]]:
-        return _json(self.raw.get("errors")) or []
+    started_ms = WholeField()
+    finished_ms = WholeField()
+    next_attempt_ms = WholeField()
+    error = JsonField[dict[str, Any] | None]()
+    errors = JsonField[list[dict[str, Any]]](list)
 
     # -- what it made
     @property
@@ -254,13 +241,8 @@ class RunRecord:
             return None
         return _json(self.raw.get("required_action"))
 
-    @property
-    def asked_ms(self) -> int:
-        return _int(self.raw.get("asked_ms"))
-
-    @property
-    def answer_deadline_ms(self) -> int:
-        return _int(self.raw.get("answer_deadline_ms"))
+    asked_ms = WholeField()
+    answer_deadline_ms = WholeField()
 
     @functools.cached_property
     def answers(self) -> list[Any]:
@@ -285,25 +267,19 @@ class GroupRecord:
     def id(self) -> str:
         return self.raw["id"]
 
-    @property
-    def tenant(self) -> str:
-        return self.raw.get("tenant", "")
+    tenant = TextField()
 
     @property
     def metadata(self) -> dict[str, Any] | None:
         return _json(self.raw.get("metadata"))
 
-    @property
-    def created_ms(self) -> int:
-        return _int(self.raw.get("created_ms"))
+    created_ms = WholeField()
 
     @property
     def modified_ms(self) -> int:
         return _int(self.raw.get("modified_ms")) or self.created_ms
 
-    @property
-    def num_task_runs(self) -> int:
-        return _int(self.raw.get("num_task_runs"))
+    num_task_runs = WholeField()
 
     @property
     def counts(self) -> dict[str, int]:
@@ -311,49 +287,7 @@ class GroupRecord:
         return {k[2:]: int(v) for k, v in self.raw.items() if k.startswith(COUNT_PREFIX) and int(v) > 0}
 
 
-class DeliveryRecord:
-    """One webhook delivery as stored (webhooks/delivery.py lists its fields)."""
-
-    __slots__ = ("id", "raw", "attempts")
-
-    def __init__(self, delivery_id: str, raw: Mapping[str, str], attempts: list[str]) -> None:
-        self.id = delivery_id
-        self.raw = raw
-        self.attempts = [json.loads(a) for a in attempts]  # each attempt, oldest first
-
-    @property
-    def run_id(self) -> str:
-        return self.raw["run_id"]
-
-    @property
-    def status(self) -> RunStatus:
-        """The status of the run this delivery reports."""
-        return RunStatus(self.raw["status"])
-
-    @property
-    def state(self) -> str:
-        return self.raw.get("state") or "pending"
-
-    @property
-    def created_ms(self) -> int:
-        return _int(self.raw.get("created_ms"))
-
-    @property
-    def next_ms(self) -> int:
-        return _int(self.raw.get("next_ms"))
-
-    @property
-    def dead_ms(self) -> int:
-        return _int(self.raw.get("dead_ms"))
-
-
 COUNT_PREFIX = "c:"  # a group's `c:<status>` counters
-STATE_EVENT = "task_run.state"  # the event type a folded entry without one has
-
-# How long a finished run's event stream is kept once folded into its record: readers
-# blocked on it at that moment are woken by its last event (Redis wakes a blocked
-# XREAD only while the stream exists), later ones read the record.
-EVENTS_LINGER_S = 5
 
 # What a finished run is no longer read for, dropped as it ends (set_status): its
 # lease, where it waited and with which limits, its retry schedule and counters, and
@@ -419,39 +353,6 @@ LINKS = (
 )
 
 
-Entry = tuple[str, dict[str, str]]  # a stream entry: its id, its fields
-
-
-def unfold(folded: str | None) -> list[Entry] | None:
-    """A run's `events` field as the stream entries it was folded from (None: no field);
-    scripts/_lib.lua's fold_events says how they are folded."""
-    if not folded:
-        return None
-    out: list[Entry] = []
-    ms = 0
-    carried: dict[str, str] = {}
-    for item in json.loads(folded):
-        stamp = item[0]
-        if not out:
-            entry_id = stamp
-            ms = int(stamp.split("-")[0])
-        else:
-            delta, _, seq = str(stamp).partition("-")
-            ms += int(delta)
-            entry_id = f"{ms}-{seq or 0}"
-        if len(item) % 2 == 0:  # a state event: [time, status, name, value, ...]
-            fields = {"type": STATE_EVENT, "status": item[1], **carried, "n": ""}
-            fields.update(zip(item[2::2], item[3::2], strict=True))
-            carried.update({k: v for k, v in fields.items() if k in _CARRIED and v})
-        else:
-            fields = dict(zip(item[1::2], item[2::2], strict=True))
-        out.append((entry_id, fields))
-    return out
-
-
-_CARRIED = ("a", "e", "s")
-
-
 def load_runs(
     redis: Redis, run_ids: Iterable[str], fields: Sequence[str] | None = None, blobs: payload.Blobs | None = None
 ) -> list[RunRecord | None]:
@@ -484,15 +385,3 @@ def load_groups(redis: Redis, group_ids: Iterable[str]) -> list[GroupRecord | No
     for group_id in ids:
         pipe.hgetall(keys.group(group_id))
     return [GroupRecord(reply) if reply else None for reply in pipe.execute()]
-
-
-def load_deliveries(redis: Redis, delivery_ids: Iterable[str]) -> list[DeliveryRecord]:
-    """The deliveries of `delivery_ids` with their attempts, in order, in one round
-    trip; those that have expired are left out."""
-    ids = list(delivery_ids)
-    pipe = redis.pipeline(transaction=False)
-    for did in ids:
-        pipe.hgetall(keys.delivery(did))
-        pipe.lrange(keys.delivery_attempts(did), 0, -1)
-    replies = pipe.execute() if ids else []
-    return [DeliveryRecord(did, replies[2 * i], replies[2 * i + 1]) for i, did in enumerate(ids) if replies[2 * i]]

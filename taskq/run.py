@@ -14,7 +14,8 @@ from . import capacity, catalog, errors, ids, keys, lanes, tracing, upstream
 from .broker import MAX_BLOCK_MS, Broker, translated
 from .catalog import Catalog
 from .clock import now_ms
-from .models import NOT_ACTED_ON, PRIORITY_NAMES, RunInput, RunStatus, TaskRunResult, dumps, request_json
+from .jsontext import dumps, request_json
+from .models import NOT_ACTED_ON, PRIORITY_NAMES, RunInput, RunStatus, TaskRunResult
 from .outputs import payloads
 from .record import RunRecord, load_runs
 from .webhooks import address

@@ -19,8 +19,9 @@ from redis import Redis
 from redis.commands.core import Script
 
 from . import keys
+from .folding import EVENTS_LINGER_S, STATE_EVENT
 from .models import ACTIVE, LEASED, NOTIFY, TERMINAL, TRANSITIONS, RunStatus
-from .record import COUNT_PREFIX, EVENTS_LINGER_S, FINISHED_DROP, LINKS, STATE_EVENT
+from .record import COUNT_PREFIX, FINISHED_DROP, LINKS
 
 
 def _source(name: str) -> str:

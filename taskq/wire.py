@@ -10,6 +10,7 @@ from typing import Any
 from . import lanes, outputs, paths, registry
 from .broker import Broker
 from .clock import iso
+from .jsontext import dumps
 from .models import (
     ACTIVE,
     ErrorObject,
@@ -22,7 +23,6 @@ from .models import (
     TaskRunOutput,
     TaskRunResult,
     WarningObject,
-    dumps,
 )
 from .record import GroupRecord, RunRecord
 

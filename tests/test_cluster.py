@@ -21,7 +21,8 @@ from taskq.cli import main
 from taskq.engine.maintenance import Maintenance
 from taskq.gateway import create_app
 from taskq.ids import partition_of
-from taskq.models import RunInput, parse
+from taskq.jsontext import parse
+from taskq.models import RunInput
 from taskq.processor import advertise, load_apps
 from tests.conftest import HEADERS, fast_settings, settings_env, wait_until
 from tests.test_flow_control import held, most_at_once

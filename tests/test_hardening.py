@@ -354,7 +354,7 @@ def test_an_output_with_a_non_finite_number_fails_the_run_and_is_not_stored(brok
 
 
 def test_dumps_never_writes_a_non_finite_number():
-    from taskq.models import dumps
+    from taskq.jsontext import dumps
 
     for bad in (float("inf"), float("-inf"), float("nan")):
         with pytest.raises(ValueError):

@@ -15,8 +15,9 @@ import pytest
 from bench import memory
 from taskq import keys, outputs, payload
 from taskq.broker import Broker
+from taskq.folding import EVENTS_LINGER_S
 from taskq.gateway import create_app
-from taskq.record import EVENTS_LINGER_S, FINISHED_DROP
+from taskq.record import FINISHED_DROP
 from tests.conftest import HEADERS, wait_until
 from tests.test_groups import sse_events
 

@@ -29,7 +29,7 @@ from ..errors import (
     StorageUnavailable,
     TaskqError,
 )
-from ..models import NOT_FINITE, dumps, not_finite_at
+from ..jsontext import NOT_FINITE, dumps, not_finite_at
 from ..outputs import payloads
 from ..processor import Processor
 from ..record import RunRecord

@@ -12,7 +12,8 @@ from ..broker import Broker, Outage
 from ..catalog import Catalog
 from ..client import default_tenant
 from ..clock import iso
-from ..models import RunInput, parse
+from ..jsontext import parse
+from ..models import RunInput
 from ..processor import Processor
 from ..run import Guard, NewRun, create, prepare
 from ..schedule import Schedule

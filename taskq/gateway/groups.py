@@ -10,7 +10,8 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from .. import events, group, paths, wire
-from ..models import TaskGroupCreate, TaskGroupRunRequest, parse
+from ..jsontext import parse
+from ..models import TaskGroupCreate, TaskGroupRunRequest
 from ..record import GroupRecord
 from .http import body, broker, catalog, flag, last_event_id, seconds_arg, sse_response, tenant
 from .traces import traced

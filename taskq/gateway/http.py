@@ -43,7 +43,7 @@ def tenant() -> str:
 
 
 def body() -> bytes:
-    """The request's raw body, for `models.parse` (400 unless a JSON object); 413 past
+    """The request's raw body, for `jsontext.parse` (400 unless a JSON object); 413 past
     the size limit, whatever the transfer encoding: a chunked body is read in pieces
     and refused as soon as it passes the limit, never buffered beyond it."""
     limit = current_app.config["MAX_CONTENT_LENGTH"]

@@ -20,7 +20,8 @@ from urllib.parse import parse_qsl, urlencode
 from flask import Blueprint, request
 
 from .. import errors, paths, run
-from ..models import RunInput, parse
+from ..jsontext import parse
+from ..models import RunInput
 from ..upstream import forwarded_headers
 from .http import body as read_body
 from .http import broker, catalog, tenant

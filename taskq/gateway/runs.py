@@ -7,7 +7,8 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from .. import action, paths, run, run_list, wire
-from ..models import ActionAnswer, RunInput, parse
+from ..jsontext import parse
+from ..models import ActionAnswer, RunInput
 from .http import body, broker, catalog, int_arg, json_response, run_filter, seconds_arg, slots, tenant
 from .traces import traced
 

@@ -326,7 +326,7 @@ end
 -- ---------------------------------------------------------------------------------
 
 -- A run that ends: its event stream folded into its record, so that a finished run
--- keeps its history in a few dozen bytes rather than a stream (record.unfold reads it
+-- keeps its history in a few dozen bytes rather than a stream (folding.unfold reads it
 -- back). `events` is a JSON list, an item per entry: the entry's time first (the first
 -- item's whole id, then ms after the entry before, "ms-seq" when seq is not 0); a state
 -- event then has its status and those of a, e, s, n that are set and not carried (a,

@@ -20,21 +20,63 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from redis import Redis
 
 from .. import errors, keys, paths, run, wire
 from ..broker import Broker, translated
 from ..clock import iso, now_ms
 from ..ids import partition_of
-from ..models import RunStatus, TaskRunOutput, WebhookAttempt, WebhookDelivery, dumps
+from ..jsontext import dumps
+from ..models import RunStatus, TaskRunOutput, WebhookAttempt, WebhookDelivery
 from ..outputs import payloads
-from ..record import DELIVERY, DeliveryRecord, RunRecord, load_deliveries
+from ..record import DELIVERY, RunRecord, TextField, WholeField
 from . import signing
 
 # A completed run's output rides in the payload up to this size; past it the payload
 # carries `result_url` only and the receiver fetches the result with its API key.
 MAX_INLINE_OUTPUT_BYTES = 64 * 1024
+
+
+class DeliveryRecord:
+    """One webhook delivery as stored (its fields: this module's docstring)."""
+
+    __slots__ = ("id", "raw", "attempts")
+
+    def __init__(self, delivery_id: str, raw: Mapping[str, str], attempts: list[str]) -> None:
+        self.id = delivery_id
+        self.raw = raw
+        self.attempts = [json.loads(a) for a in attempts]  # each attempt, oldest first
+
+    @property
+    def run_id(self) -> str:
+        return self.raw["run_id"]
+
+    @property
+    def status(self) -> RunStatus:
+        """The status of the run this delivery reports."""
+        return RunStatus(self.raw["status"])
+
+    state = TextField("pending")
+
+    created_ms = WholeField()
+    next_ms = WholeField()
+    dead_ms = WholeField()
+
+
+def load_deliveries(redis: Redis, delivery_ids: Iterable[str]) -> list[DeliveryRecord]:
+    """The deliveries of `delivery_ids` with their attempts, in order, in one round
+    trip; those that have expired are left out."""
+    ids = list(delivery_ids)
+    pipe = redis.pipeline(transaction=False)
+    for did in ids:
+        pipe.hgetall(keys.delivery(did))
+        pipe.lrange(keys.delivery_attempts(did), 0, -1)
+    replies = pipe.execute() if ids else []
+    return [DeliveryRecord(did, replies[2 * i], replies[2 * i + 1]) for i, did in enumerate(ids) if replies[2 * i]]
 
 
 @dataclass
