@@ -316,22 +316,7 @@ class Spawner:
         TASKQ_ACCESS_LOG is set, as there); returns its base URL, once /healthz
         answers, and its process."""
         port = free_port()
-        args = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--worker-class",
-            "gevent",
-            "--workers",
-            str(workers),
-            "--worker-connections",
-            str(connections),
-            "--bind",
-            f"127.0.0.1:{port}",
-            *(["--access-logfile", "-"] if os.environ.get("TASKQ_ACCESS_LOG") else []),
-            "taskq.gateway:create_app()",
-        ]
-        proc = self.start("gunicorn", args, settings_env(settings))
+        proc = self.start("gunicorn", gunicorn_command(port, workers, connections), settings_env(settings))
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _http_ok(url + "/healthz") or not proc.running(), 30, "gunicorn start")
         if not proc.running():
@@ -341,6 +326,20 @@ class Spawner:
     def stop_all(self) -> None:
         for proc in reversed(self.started):
             proc.stop()
+
+
+def gunicorn_command(port: int, workers: int, connections: int = 1000) -> list[str]:
+    """The Procfile's `web` line on 127.0.0.1:`port` (the access log only when
+    TASKQ_ACCESS_LOG is set, as there): for the bench and the tests alike."""
+    return [
+        sys.executable, "-m", "gunicorn",
+        "--worker-class", "gevent",
+        "--workers", str(workers),
+        "--worker-connections", str(connections),
+        "--bind", f"127.0.0.1:{port}",
+        *(["--access-logfile", "-"] if os.environ.get("TASKQ_ACCESS_LOG") else []),
+        "taskq.gateway:create_app()",
+    ]  # fmt: skip
 
 
 def tree_cpu_s(pid: int) -> float:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from bench.harness import RedisCluster
+from bench.harness import RedisCluster, gunicorn_command
 from taskq import keys, testing
 from taskq.broker import Broker
 from taskq.engine.claims import budgets
@@ -343,21 +343,7 @@ def gunicorn(spawn: Callable[..., Process], broker: Broker) -> Callable[..., str
 
     def start(settings: Settings | None = None, workers: int = 2) -> str:
         port = free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--worker-class",
-            "gevent",
-            "--workers",
-            str(workers),
-            "--worker-connections",
-            "1000",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "taskq.gateway:create_app()",
-        ]
-        proc = spawn(settings=settings or broker.settings, command=command)
+        proc = spawn(settings=settings or broker.settings, command=gunicorn_command(port, workers))
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _http_ok(url + "/healthz") or proc.proc.poll() is not None, timeout_s=20)
         assert proc.proc.poll() is None, proc.output()
